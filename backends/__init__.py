@@ -1,0 +1,50 @@
+"""Backends: where completions come from.
+
+One :class:`Backend` protocol; an in-process llama.cpp backend, an
+OpenAI-compatible HTTP backend, and a fake for tests. This package imports
+neither ``gateway`` nor ``router``.
+"""
+
+from __future__ import annotations
+
+from backends.base import Backend
+from backends.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ContextLengthExceeded,
+    ModelNotFound,
+    Overloaded,
+    PayloadTooLarge,
+    RequestError,
+    SmallfleetError,
+)
+from backends.types import (
+    Completion,
+    GenerationRequest,
+    Health,
+    Message,
+    SamplingParams,
+    StreamChunk,
+    Usage,
+)
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "Completion",
+    "ContextLengthExceeded",
+    "GenerationRequest",
+    "Health",
+    "Message",
+    "ModelNotFound",
+    "Overloaded",
+    "PayloadTooLarge",
+    "RequestError",
+    "SamplingParams",
+    "SmallfleetError",
+    "StreamChunk",
+    "Usage",
+]

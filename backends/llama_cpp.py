@@ -1,0 +1,246 @@
+"""In-process GGUF models through llama-cpp-python.
+
+A ``Llama`` object is not thread-safe, so each model owns one worker thread:
+requests run one at a time in arrival order (a fair FIFO queue), the queue is
+bounded (:class:`~backends.errors.Overloaded` when full), and the event loop
+never runs model code. Generation checks a cancel flag between tokens, so a
+cancelled request (client gone, timeout) stops burning CPU at the next token,
+and a request still waiting in the queue never starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from backends.errors import BackendError, ContextLengthExceeded, Overloaded
+from backends.gguf_store import resolve_gguf
+from backends.types import (
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    Health,
+    StreamChunk,
+    Usage,
+)
+
+DEFAULT_CONTEXT_LENGTH = 4096
+DEFAULT_MAX_QUEUE = 16
+_END = object()
+
+
+class _Cancelled(Exception):
+    """Raised inside the worker thread when the request was cancelled."""
+
+
+class LlamaCppBackend:
+    """One GGUF model loaded in this process."""
+
+    def __init__(
+        self,
+        name: str,
+        gguf: str,
+        *,
+        sha256: str | None = None,
+        context_length: int = DEFAULT_CONTEXT_LENGTH,
+        threads: int | None = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+    ) -> None:
+        self.name = name
+        self.context_length: int | None = context_length
+        self._gguf = gguf
+        self._sha256 = sha256
+        self._threads = threads or os.cpu_count() or 1
+        self._max_queue = max_queue
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
+        self._pending = 0  # jobs submitted and not finished; touched on the loop only
+        self._llm: Any = None
+        self._formatter: Any = None
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._load)
+
+    def _load(self) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        path: Path = resolve_gguf(self._gguf, self._sha256)
+        llm = Llama(
+            model_path=str(path),
+            n_ctx=self.context_length or 0,
+            n_threads=self._threads,
+            n_threads_batch=self._threads,
+            verbose=False,
+        )
+        template = llm.metadata.get("tokenizer.chat_template")
+        if template:
+            eos_id = llm.token_eos()
+            bos_id = llm.token_bos()
+            vocab_text = llm._model.token_get_text  # noqa: SLF001 - no public accessor
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=vocab_text(eos_id) if eos_id != -1 else "",
+                bos_token=vocab_text(bos_id) if bos_id != -1 else "",
+                stop_token_ids=[eos_id],
+            )
+        self.context_length = llm.n_ctx()
+        self._llm = llm
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    async def health(self) -> Health:
+        loaded = self._llm is not None
+        return Health(ok=loaded, detail="loaded" if loaded else "not loaded", queue_depth=self._pending)
+
+    # -- generation --------------------------------------------------------
+    async def chat(self, request: GenerationRequest) -> Completion:
+        text: list[str] = []
+        async for chunk in self.stream_chat(request):
+            text.append(chunk.text)
+            if chunk.finish_reason is not None:
+                assert chunk.usage is not None
+                return Completion("".join(text), chunk.finish_reason, chunk.usage)
+        raise BackendError(f"model {self.name!r} ended without a final chunk")
+
+    async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        job = self._submit(lambda: self._generate(request, cancel, emit), loop)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, StreamChunk)
+                yield item
+        finally:
+            cancel.set()
+            if not job.done():
+                # Wait for the worker to notice, without giving up if cancelled again.
+                await asyncio.shield(asyncio.wrap_future(job))
+
+    def _submit(self, job: Callable[[], None], loop: asyncio.AbstractEventLoop) -> Future[None]:
+        if self._llm is None:
+            raise BackendError(f"model {self.name!r} is not loaded")
+        if self._pending > self._max_queue:
+            raise Overloaded(
+                f"model {self.name!r} has {self._pending} requests queued or running "
+                f"(limit {self._max_queue + 1}); retry later"
+            )
+        self._pending += 1
+        future = self._executor.submit(job)
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._job_done))
+        return future
+
+    def _job_done(self) -> None:
+        self._pending -= 1
+
+    # -- worker thread -----------------------------------------------------
+    def _generate(
+        self, request: GenerationRequest, cancel: threading.Event, emit: Callable[[object], None]
+    ) -> None:
+        try:
+            if not cancel.is_set():
+                self._run(request, cancel, emit)
+        except _Cancelled:
+            pass
+        except ContextLengthExceeded as exc:
+            emit(exc)
+        except Exception as exc:  # foreign errors become BackendError here, and only here
+            emit(BackendError(f"model {self.name!r} failed: {exc}"))
+        finally:
+            emit(_END)
+
+    def _run(
+        self, request: GenerationRequest, cancel: threading.Event, emit: Callable[[object], None]
+    ) -> None:
+        from llama_cpp import StoppingCriteriaList
+
+        prompt_tokens, stop, criteria = self._prompt(request)
+        params = request.params
+        budget = self._token_budget(len(prompt_tokens), params.max_tokens)
+
+        def cancelled(_ids: Any, _logits: Any) -> bool:
+            return cancel.is_set()
+
+        stream = self._llm.create_completion(
+            prompt=prompt_tokens,
+            max_tokens=budget,
+            temperature=0.8 if params.temperature is None else params.temperature,
+            top_p=0.95 if params.top_p is None else params.top_p,
+            stop=[*params.stop, *stop],
+            seed=params.seed,
+            stream=True,
+            stopping_criteria=StoppingCriteriaList([cancelled, *criteria]),
+        )
+        pieces: list[str] = []
+        finish: FinishReason = "stop"
+        for event in stream:
+            if cancel.is_set():
+                stream.close()
+                raise _Cancelled
+            choice = event["choices"][0]
+            if choice["text"]:
+                pieces.append(choice["text"])
+                emit(StreamChunk(choice["text"]))
+            if choice.get("finish_reason"):
+                finish = "length" if choice["finish_reason"] == "length" else "stop"
+        if cancel.is_set():
+            raise _Cancelled
+        text = "".join(pieces)
+        if finish == "length":
+            completion_tokens = budget
+        else:  # llama-cpp-python's stream does not count; re-tokenizing the text does
+            completion_tokens = len(self._llm.tokenize(text.encode(), add_bos=False, special=True))
+        usage = Usage(prompt_tokens=len(prompt_tokens), completion_tokens=completion_tokens)
+        emit(StreamChunk("", finish_reason=finish, usage=usage))
+
+    def _prompt(self, request: GenerationRequest) -> tuple[list[int], list[str], list[Any]]:
+        """Token ids of the prompt, extra stop strings and stopping criteria."""
+        if request.messages is None:
+            assert request.prompt is not None
+            tokens = self._llm.tokenize(request.prompt.encode(), add_bos=True, special=False)
+            return tokens, [], []
+        if self._formatter is None:
+            raise BackendError(f"model {self.name!r} has no chat template in its GGUF")
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        formatted = self._formatter(messages=messages)
+        tokens = self._llm.tokenize(
+            formatted.prompt.encode(), add_bos=not formatted.added_special, special=True
+        )
+        stop = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop]
+        criteria = list(formatted.stopping_criteria or [])
+        return tokens, [s for s in stop if s], criteria
+
+    def _token_budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
+        n_ctx = self.context_length or 0
+        if prompt_tokens >= n_ctx:
+            raise ContextLengthExceeded(
+                f"the prompt has {prompt_tokens} tokens; model {self.name!r} "
+                f"has a context of {n_ctx} tokens",
+                param="messages",
+            )
+        if max_tokens is None:
+            return n_ctx - prompt_tokens
+        if prompt_tokens + max_tokens > n_ctx:
+            raise ContextLengthExceeded(
+                f"the prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) "
+                f"exceeds model {self.name!r}'s context of {n_ctx} tokens",
+                param="max_tokens",
+            )
+        return max_tokens

@@ -1,0 +1,8 @@
+"""smallfleet's HTTP gateway: OpenAI's API in front of a fleet of backends."""
+
+from __future__ import annotations
+
+from gateway.app import create_app
+from gateway.config import ConfigError, FleetConfig, default_fleet, load_fleet
+
+__all__ = ["ConfigError", "FleetConfig", "create_app", "default_fleet", "load_fleet"]

@@ -1,0 +1,92 @@
+"""The ``smallfleet`` command: ``serve`` here; ``train``, ``route`` and ``eval`` from router/."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import sys
+from collections.abc import Sequence
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except OSError:
+            return False
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.auth import API_KEYS_ENV, ApiKeys
+    from gateway.config import ConfigError, default_fleet, load_fleet
+
+    try:
+        config = load_fleet(args.config) if args.config else default_fleet()
+    except ConfigError as exc:
+        print(f"smallfleet: {exc}", file=sys.stderr)
+        return 2
+    keys = ApiKeys.from_env()
+    if not keys:
+        if not _is_loopback(args.host) and not args.insecure_no_auth:
+            print(
+                f"smallfleet: refusing to serve on {args.host} without API keys; set "
+                f"{API_KEYS_ENV} or pass --insecure-no-auth",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"smallfleet: no API keys set ({API_KEYS_ENV}); serving without auth", file=sys.stderr)
+    names = ", ".join(m.name for m in config.models)
+    print(f"smallfleet: serving {names} on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    app = create_app(config, api_keys=keys)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smallfleet",
+        description="An OpenAI-compatible gateway for a fleet of small quantized models.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("serve", help="serve the fleet over OpenAI's HTTP API")
+    run.add_argument("--config", help="fleet YAML (default: the embedded default fleet)")
+    run.add_argument("--host", default=DEFAULT_HOST)
+    run.add_argument("--port", type=int, default=DEFAULT_PORT)
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--insecure-no-auth", action="store_true", help="allow a non-loopback address without API keys"
+    )
+    run.set_defaults(func=serve)
+    try:
+        from router.cli import add_commands
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("router", "router.cli"):
+            raise
+    else:
+        add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,168 @@
+"""The fleet config: which models to serve and how, validated.
+
+A YAML file (format in DESIGN.md) becomes a :class:`FleetConfig`. Unknown or
+duplicate fields, duplicate model names and wrong types are refused with a
+:class:`ConfigError` whose message names the field, e.g.
+``models[1].gguf: Field required``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+RESERVED_MODEL_PREFIX = "auto"
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+
+class ConfigError(ValueError):
+    """A fleet config that cannot be served; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][\w.:\-/]*$")]
+
+
+class Price(_Strict):
+    """Cost units per 1M tokens."""
+
+    input: float = Field(default=0.0, ge=0)
+    output: float = Field(default=0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (self.input * prompt_tokens + self.output * completion_tokens) / 1e6
+
+
+class _ModelBase(_Strict):
+    name: ModelName
+    params: float | None = Field(default=None, gt=0, description="parameter count")
+    quant: str | None = Field(default=None, description="GGUF type, e.g. Q4_K_M")
+    price: Price = Price()
+
+    @model_validator(mode="after")
+    def _name_not_reserved(self) -> _ModelBase:
+        if self.name == RESERVED_MODEL_PREFIX or self.name.startswith(RESERVED_MODEL_PREFIX + ":"):
+            raise ValueError(f"name {self.name!r} is reserved for the router")
+        return self
+
+
+class LlamaCppModel(_ModelBase):
+    backend: Literal["llama_cpp"]
+    gguf: str = Field(min_length=1, description="a path, or packaged:<name>")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    context_length: int = Field(default=4096, gt=0, le=1 << 20)
+    threads: int | None = Field(default=None, gt=0)
+    max_queue: int = Field(default=16, ge=0, le=10_000)
+
+
+class Timeouts(_Strict):
+    connect: float = Field(default=5.0, gt=0)
+    read: float = Field(default=60.0, gt=0)
+    total: float = Field(default=600.0, gt=0)
+
+
+class OpenAIModel(_ModelBase):
+    backend: Literal["openai"]
+    base_url: str = Field(pattern=r"^https?://", description="ends in /v1 for most servers")
+    upstream_model: str | None = Field(default=None, description="model name on that server")
+    api_key_env: str | None = Field(default=None, description="environment variable with its key")
+    context_length: int | None = Field(default=None, gt=0)
+    timeouts: Timeouts = Timeouts()
+    max_connections: int = Field(default=512, gt=0)
+
+
+ModelConfig = Annotated[LlamaCppModel | OpenAIModel, Field(discriminator="backend")]
+
+
+class RouterConfig(_Strict):
+    artifact: str | None = None
+
+
+class Limits(_Strict):
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    max_messages: int = Field(default=1024, gt=0)
+
+
+class FleetConfig(_Strict):
+    models: list[ModelConfig] = Field(min_length=1)
+    routes: list[dict[str, Any]] = Field(default_factory=list)
+    router: RouterConfig = RouterConfig()
+    limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> FleetConfig:
+        seen: set[str] = set()
+        for index, model in enumerate(self.models):
+            if model.name in seen:
+                raise ValueError(f"models[{index}].name: duplicate model name {model.name!r}")
+            seen.add(model.name)
+        return self
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """``('models', 0, 'llama_cpp', 'gguf')`` -> ``models[0].gguf``."""
+    path = ""
+    previous: int | str | None = None
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif isinstance(previous, int) and part in ("llama_cpp", "openai"):
+            pass  # the discriminator's tag, not a field
+        else:
+            path += f".{part}" if path else str(part)
+        previous = part
+    return path or "(top level)"
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{_field_path(tuple(error['loc']))}: {message}")
+    return "; ".join(lines)
+
+
+def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
+    for model in raw.get("models") or ():
+        if isinstance(model, dict) and isinstance(model.get("gguf"), str):
+            gguf = model["gguf"]
+            if not gguf.startswith("packaged:") and not Path(gguf).expanduser().is_absolute():
+                model["gguf"] = str(base / gguf)
+
+
+def parse_fleet(raw: Any, *, base_dir: Path | None = None, source: str = "config") -> FleetConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with a 'models' list at the top level")
+    if base_dir is not None:
+        _resolve_relative_paths(raw, base_dir)
+    try:
+        return FleetConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def load_fleet(path: str | Path) -> FleetConfig:
+    """Read and validate a fleet YAML file; relative GGUF paths are relative to it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read fleet config {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_fleet(raw, base_dir=path.parent.resolve(), source=str(path))
+
+
+def default_fleet() -> FleetConfig:
+    """The embedded default fleet: small GGUF models shipped by PyPI packages."""
+    text = importlib.resources.files("gateway").joinpath("default_fleet.yaml").read_text()
+    return parse_fleet(yaml.safe_load(text), source="embedded default fleet")

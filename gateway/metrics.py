@@ -1,0 +1,91 @@
+"""All of smallfleet's Prometheus objects, in one registry per app.
+
+Names carry base units (``_seconds``, ``_total``); labels are ``route`` and
+``model`` (and ``status``/``direction`` where they apply). Label values only
+ever come from the fleet's own names (or ``unknown``), never from raw client
+input, so cardinality stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# LLM latencies span milliseconds (a cached routing answer) to minutes (a long generation).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
+UNKNOWN = "unknown"
+
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "UNKNOWN"]
+
+
+class GatewayMetrics:
+    """The gateway's metrics; ``render()`` gives the Prometheus text format."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "smallfleet_requests",
+            "Completion requests answered, by route, model and HTTP status.",
+            ["route", "model", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "smallfleet_request_duration_seconds",
+            "Time from request received to the last byte of the answer.",
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "smallfleet_time_to_first_token_seconds",
+            "Time from request received to the first streamed token.",
+            ["route", "model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "smallfleet_tokens",
+            "Tokens processed, by direction (input = prompt, output = completion).",
+            ["route", "model", "direction"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "smallfleet_cost",
+            "Cost of answered requests, in the fleet config's price units.",
+            ["route", "model"],
+            registry=r,
+        )
+        self.backend_up = Gauge(
+            "smallfleet_backend_up", "1 if the model's backend is healthy, else 0.", ["model"], registry=r
+        )
+        self.backend_queue_depth = Gauge(
+            "smallfleet_backend_queue_depth",
+            "Requests queued or running on the model's backend.",
+            ["model"],
+            registry=r,
+        )
+
+    def observe_answer(
+        self,
+        *,
+        route: str,
+        model: str,
+        status: int,
+        seconds: float,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost: float = 0.0,
+    ) -> None:
+        self.requests.labels(route, model, str(status)).inc()
+        self.request_duration.labels(route, model).observe(seconds)
+        if prompt_tokens:
+            self.tokens.labels(route, model, "input").inc(prompt_tokens)
+        if completion_tokens:
+            self.tokens.labels(route, model, "output").inc(completion_tokens)
+        if cost:
+            self.cost.labels(route, model).inc(cost)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

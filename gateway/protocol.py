@@ -1,0 +1,181 @@
+"""OpenAI's request and response shapes, in one place.
+
+Requests are validated pydantic models (fields in the order of OpenAI's API
+reference; smallfleet's extras in a marked section). Responses are built as
+plain dicts by small functions: they are on the hot path and need no
+validation.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from backends.types import Completion, StreamChunk, Usage
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+class _Request(BaseModel):
+    # Unknown OpenAI parameters are ignored, as OpenAI-compatible servers do;
+    # known ones are type-checked strictly (no "10" for 10).
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Request):
+    role: Role
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(_Request):
+    include_usage: bool = False
+
+
+Stop = str | Annotated[list[str], Field(max_length=4)] | None
+
+
+class _SamplingFields(_Request):
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    n: int = Field(default=1, ge=1, le=1)
+    seed: int | None = None
+    stop: Stop = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    user: str | None = None
+
+    def stop_sequences(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(_SamplingFields):
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    max_tokens: int | None = Field(default=16, ge=1)
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
+        return value if isinstance(value, str) else value[0]
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_tokens
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+# -- responses --------------------------------------------------------------
+def usage_json(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def chat_completion_json(request_id: str, model: str, completion: Completion) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": completion.text},
+                "logprobs": None,
+                "finish_reason": completion.finish_reason,
+            }
+        ],
+        "usage": usage_json(completion.usage),
+    }
+
+
+def text_completion_json(request_id: str, model: str, completion: Completion) -> dict[str, Any]:
+    return {
+        "id": f"cmpl-{request_id}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "text": completion.text,
+                "logprobs": None,
+                "finish_reason": completion.finish_reason,
+            }
+        ],
+        "usage": usage_json(completion.usage),
+    }
+
+
+class ChunkWriter:
+    """Builds the JSON of each SSE event of one streamed answer."""
+
+    def __init__(self, request_id: str, model: str, *, chat: bool) -> None:
+        self.chat = chat
+        self._base: dict[str, Any] = {
+            "id": f"chatcmpl-{request_id}" if chat else f"cmpl-{request_id}",
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": model,
+        }
+
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {**self._base, "choices": choices, **extra}
+
+    def role(self) -> dict[str, Any]:
+        """The chat stream's first event, announcing the assistant role."""
+        delta = {"role": "assistant", "content": ""}
+        return self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
+    def chunk(self, chunk: StreamChunk) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0}
+        if self.chat:
+            choice["delta"] = {"content": chunk.text} if chunk.text else {}
+        else:
+            choice["text"] = chunk.text
+        choice["logprobs"] = None
+        choice["finish_reason"] = chunk.finish_reason
+        return self._event([choice])
+
+    def usage(self, usage: Usage) -> dict[str, Any]:
+        return self._event([], usage=usage_json(usage))
+
+
+def model_list_json(models: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"object": "list", "data": models}
