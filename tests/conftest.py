@@ -1,0 +1,129 @@
+"""Shared fixtures: live servers on loopback, the stub upstream, real model files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from backends.base import Backend
+from gateway.app import create_app
+from gateway.config import FleetConfig, parse_fleet
+
+REPO = Path(__file__).resolve().parent.parent
+STUB_UPSTREAM = REPO / "benchmarks" / "stub_upstream.py"
+
+
+def fleet_of(*names: str, context_length: int = 2048) -> FleetConfig:
+    """A fleet config whose models are all replaced by injected backends in tests."""
+    models = [
+        {"name": n, "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "context_length": context_length,
+         "price": {"input": 1.0, "output": 2.0}}
+        for n in names
+    ]
+    return parse_fleet({"models": models})
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client with the app's lifespan running."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client
+
+
+@pytest.fixture
+def make_client() -> Callable[..., Any]:
+    def make(config: FleetConfig, backends: dict[str, Backend], **kwargs: Any) -> Any:
+        return asgi_client(create_app(config, backends=backends, **kwargs))
+
+    return make
+
+
+class LiveServer:
+    """A real uvicorn server on a free loopback port, in a thread of its own."""
+
+    def __init__(self, app: Any) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("live server did not start")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def url(self) -> str:
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[[Any], LiveServer]]:
+    servers: list[LiveServer] = []
+
+    def start(app: Any) -> LiveServer:
+        server = LiveServer(app).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__()
+
+
+@contextlib.contextmanager
+def stub_upstream_process(*args: str) -> Iterator[str]:
+    """Start benchmarks/stub_upstream.py on a free port; yield its base URL (…/v1)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(STUB_UPSTREAM), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"stub upstream failed to start: {line!r}")
+        yield line.strip().rsplit(" ", 1)[-1] + "/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def stub_upstream() -> Iterator[str]:
+    with stub_upstream_process() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> str:
+    from backends.gguf_store import resolve_packaged
+
+    return str(resolve_packaged("smollm2-135m-instruct-q4_1"))
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)

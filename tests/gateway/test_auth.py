@@ -1,0 +1,42 @@
+"""API keys: hashed, checked on /v1/, open probes; the CLI's loopback rule."""
+
+from __future__ import annotations
+
+from backends.fake import FakeBackend
+from gateway.auth import ApiKeys
+from gateway.cli import main
+from tests.conftest import fleet_of
+
+CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_keys_are_kept_as_digests_only():
+    keys = ApiKeys.from_env({"SMALLFLEET_API_KEYS": "sk-one, sk-two"})
+    assert keys.accepts("sk-two") and not keys.accepts("sk-three")
+    assert "sk-one" not in repr(vars(keys))
+
+
+async def test_a_missing_or_bad_key_is_401_and_a_good_one_passes(make_client):
+    keys = ApiKeys(["sk-good"])
+    async with make_client(fleet_of("alpha"), {"alpha": FakeBackend("alpha")}, api_keys=keys) as client:
+        missing = await client.post("/v1/chat/completions", json=CHAT)
+        bad = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-bad"})
+        good = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-good"})
+        health = await client.get("/health")
+    assert missing.status_code == 401 and "missing API key" in missing.json()["error"]["message"]
+    assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
+    assert "x-request-id" in bad.headers
+    assert good.status_code == 200 and health.status_code == 200
+
+
+def test_serve_refuses_a_public_address_without_keys(monkeypatch, capsys):
+    monkeypatch.delenv("SMALLFLEET_API_KEYS", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
+    assert "--insecure-no-auth" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_bad_config_naming_the_field(tmp_path, capsys):
+    path = tmp_path / "fleet.yaml"
+    path.write_text("models:\n  - name: a\n    backend: llama_cpp\n")
+    assert main(["serve", "--config", str(path)]) == 2
+    assert "models[0].gguf" in capsys.readouterr().err
