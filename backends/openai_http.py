@@ -161,7 +161,8 @@ def _map_transport_errors(name: str) -> Iterator[None]:
     """Translate httpx's exceptions into the smallfleet error tree."""
     try:
         yield
-    except httpx.ConnectError as exc:
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        # httpx-aiohttp reports a refused connection, and a dropped one, as ConnectTimeout.
         raise BackendUnavailable(f"cannot connect to model {name!r}: {exc}") from exc
     except httpx.TimeoutException as exc:
         raise BackendTimeout(f"model {name!r} timed out: {type(exc).__name__}") from exc

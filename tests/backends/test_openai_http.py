@@ -1,0 +1,121 @@
+"""The OpenAI-compatible HTTP backend against a real stub server on loopback, and its error mapping."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from backends.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ContextLengthExceeded,
+    Overloaded,
+    RequestError,
+)
+from backends.openai_http import OpenAIHTTPBackend, Timeouts
+from backends.types import GenerationRequest, Message, SamplingParams
+from gateway.app import create_app
+from gateway.config import parse_fleet
+from tests.conftest import stub_upstream_process
+
+CHAT = GenerationRequest(messages=(Message("user", "Say hello please"),), params=SamplingParams(max_tokens=16))
+
+
+async def started(backend: OpenAIHTTPBackend) -> OpenAIHTTPBackend:
+    await backend.start()
+    return backend
+
+
+async def test_chat_stream_and_completion_against_a_live_server(stub_upstream):
+    backend = await started(OpenAIHTTPBackend("stub", stub_upstream))
+    try:
+        whole = await backend.chat(CHAT)
+        chunks = [c async for c in backend.stream_chat(CHAT)]
+        text = await backend.chat(GenerationRequest(prompt="Once upon a time"))
+        health = await backend.health()
+    finally:
+        await backend.aclose()
+    assert whole.text == "Hello from the stub upstream."
+    assert whole.usage.prompt_tokens == 3 and whole.usage.completion_tokens == 5
+    assert len(chunks) > 2  # chunk by chunk, not one block
+    assert "".join(c.text for c in chunks) == whole.text
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].usage == whole.usage
+    assert text.text == whole.text
+    assert health.ok
+
+
+async def test_unreachable_server_is_unavailable():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = await started(OpenAIHTTPBackend("gone", f"http://127.0.0.1:{port}/v1"))
+    try:
+        with pytest.raises(BackendUnavailable):
+            await backend.chat(CHAT)
+        assert not (await backend.health()).ok
+    finally:
+        await backend.aclose()
+
+
+async def test_a_silent_server_times_out():
+    with stub_upstream_process("--delay-ms", "2000") as url:
+        backend = await started(OpenAIHTTPBackend("slow", url, timeouts=Timeouts(read=0.3)))
+        try:
+            with pytest.raises(BackendTimeout):
+                await backend.chat(CHAT)
+            with pytest.raises(BackendTimeout):
+                [c async for c in backend.stream_chat(CHAT)]
+        finally:
+            await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (429, {"error": {"message": "slow down"}}, Overloaded),
+        (400, {"error": {"message": "too long", "code": "context_length_exceeded"}}, ContextLengthExceeded),
+        (400, {"error": {"message": "bad temperature"}}, RequestError),
+        (500, {"error": {"message": "crashed"}}, BackendError),
+        (503, b"not json", BackendUnavailable),
+    ],
+)
+async def test_upstream_error_statuses_map_to_the_error_tree(status, body, error):
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=body) if isinstance(body, dict) else httpx.Response(status, content=body)
+
+    backend = await started(OpenAIHTTPBackend("m", "http://upstream/v1", transport=httpx.MockTransport(answer)))
+    with pytest.raises(error):
+        await backend.chat(CHAT)
+    with pytest.raises(error):
+        [c async for c in backend.stream_chat(CHAT)]
+
+
+@pytest.mark.parametrize(
+    "stream_body",
+    [
+        b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n',  # no [DONE]
+        b"data: {broken\n\n",
+        b'data: {"error": {"message": "engine died"}}\n\n',
+    ],
+)
+async def test_broken_streams_raise_instead_of_ending_quietly(stream_body):
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=stream_body))
+    backend = await started(OpenAIHTTPBackend("m", "http://upstream/v1", transport=transport))
+    with pytest.raises(BackendError):
+        [c async for c in backend.stream_chat(CHAT)]
+
+
+def test_gateway_passes_a_stream_through_chunk_by_chunk(stub_upstream, live_server):
+    import openai
+
+    config = parse_fleet({"models": [{"name": "stub", "backend": "openai", "base_url": stub_upstream}]})
+    server = live_server(create_app(config))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    stream = client.chat.completions.create(
+        model="stub", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(pieces) == 5 and "".join(pieces) == "Hello from the stub upstream."
