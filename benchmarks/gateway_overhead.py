@@ -466,6 +466,58 @@ def machine_info() -> dict[str, Any]:
             "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
+def run_round(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namespace,
+              work_dir: Path) -> dict[str, TargetResult]:
+    """Every target once, one after the other, each proxy started and stopped."""
+    results: dict[str, TargetResult] = {}
+    for name in TARGETS:
+        if name in args.skip:
+            continue
+        if name == "direct":
+            results[name] = run_direct(stub_port, loadgen, args)
+        elif name == "gateway":
+            results[name] = run_gateway(stub_port, loadgen, args, work_dir)
+        else:
+            results[name] = run_litellm(stub_port, loadgen, args, work_dir)
+    return results
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def combine_loads(runs: list[LoadResult]) -> LoadResult:
+    """Median of each figure over rounds; counts are summed."""
+    if len(runs) == 1:
+        return runs[0]
+
+    def med(attr: str) -> float:
+        return round(_median([float(getattr(run, attr)) for run in runs]), 3)
+
+    return LoadResult(
+        concurrency=runs[0].concurrency, duration_s=round(sum(r.duration_s for r in runs), 3),
+        requests=sum(r.requests for r in runs), errors=sum(r.errors for r in runs),
+        rps=med("rps"), median_ms=med("median_ms"), p90_ms=med("p90_ms"), p99_ms=med("p99_ms"),
+        mean_ms=med("mean_ms"), max_ms=max(r.max_ms for r in runs))
+
+
+def combine_rounds(rounds: list[dict[str, TargetResult]]) -> dict[str, TargetResult]:
+    """One result per target: the median over rounds of each figure."""
+    combined: dict[str, TargetResult] = {}
+    for name in rounds[0]:
+        runs = [one[name] for one in rounds]
+        result = TargetResult(name, runs[0].url)
+        c1s = [r.c1 for r in runs if r.c1]
+        cns = [r.cn for r in runs if r.cn]
+        result.c1 = combine_loads(c1s) if c1s else None
+        result.cn = combine_loads(cns) if cns else None
+        result.notes = [note for r in runs for note in r.notes]
+        combined[name] = result
+    return combined
+
+
 def run_all(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
     wrk = None if args.loadgen == "python" else shutil.which("wrk")
     if args.loadgen == "wrk" and wrk is None:
@@ -473,21 +525,17 @@ def run_all(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
     loadgen: Wrk | PythonLoad = Wrk(wrk, work_dir, args.loadgen_cpus) if wrk else PythonLoad()
     info = machine_info()
     stub, stub_port = start_stub(args.stub_python, work_dir, args.stub_cpus)
-    results: dict[str, TargetResult] = {}
+    rounds: list[dict[str, TargetResult]] = []
     try:
         print(f"stub upstream on port {stub_port}; load generator: "
               f"{'wrk' if wrk else 'aiohttp'}", flush=True)
-        for name in TARGETS:
-            if name in args.skip:
-                continue
-            if name == "direct":
-                results[name] = run_direct(stub_port, loadgen, args)
-            elif name == "gateway":
-                results[name] = run_gateway(stub_port, loadgen, args, work_dir)
-            else:
-                results[name] = run_litellm(stub_port, loadgen, args, work_dir)
+        for index in range(args.rounds):
+            if args.rounds > 1:
+                print(f"--- round {index + 1}/{args.rounds}", flush=True)
+            rounds.append(run_round(stub_port, loadgen, args, work_dir))
     finally:
         stub.stop()
+    results = combine_rounds(rounds)
     summary = summarize(results)
     print_table(results, summary, args.concurrency)
     return {
@@ -495,11 +543,13 @@ def run_all(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
         "settings": {"request": REQUEST_BODY, "loadgen": "wrk" if wrk else "aiohttp",
                      "concurrency": args.concurrency, "c1_duration_s": args.c1_duration,
                      "duration_s": args.duration, "warmup_s": args.warmup,
+                     "rounds": args.rounds,
                      "cpus": {"loadgen": args.loadgen_cpus, "stub": args.stub_cpus,
                               "proxy": args.proxy_cpus},
                      "gateway_cmd": args.gateway_cmd, "litellm_cmd": args.litellm_cmd,
                      "litellm_version": litellm_version(args) if "litellm" in results else None},
         "results": {name: asdict(res) for name, res in results.items()},
+        "rounds": [{name: asdict(res) for name, res in one.items()} for one in rounds],
         "summary": summary,
     }
 
@@ -523,6 +573,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip", action="append", choices=TARGETS, default=[],
                         help="leave a target out (repeatable)")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every target this many times, interleaved; report "
+                             "the median of each figure over rounds")
     parser.add_argument("--c1-duration", type=float, default=10.0,
                         help="seconds of sequential requests for the c=1 latency")
     parser.add_argument("--duration", type=float, default=15.0,
