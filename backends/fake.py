@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from backends.errors import SmallfleetError
-from backends.types import Completion, GenerationRequest, Health, StreamChunk, Usage
+from backends.types import Completion, FinishReason, GenerationRequest, Health, StreamChunk, Usage
 
 
 class FakeBackend:
@@ -65,7 +65,7 @@ class FakeBackend:
             raise self.error
         words = self._words(request)
         await asyncio.sleep(self.chunk_delay * len(words))
-        finish = "length" if len(words) < len(self.reply.split(" ")) else "stop"
+        finish: FinishReason = "length" if len(words) < len(self.reply.split(" ")) else "stop"
         return Completion("".join(words), finish, self._usage(request, len(words)))
 
     async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
@@ -82,6 +82,6 @@ class FakeBackend:
                 await asyncio.sleep(self.chunk_delay)
             self.chunks_sent += 1
             yield StreamChunk(word)
-        finish = "length" if len(words) < len(self.reply.split(" ")) else "stop"
+        finish: FinishReason = "length" if len(words) < len(self.reply.split(" ")) else "stop"
         self.stream_closed_early = False
         yield StreamChunk("", finish_reason=finish, usage=self._usage(request, len(words)))

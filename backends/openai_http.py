@@ -217,9 +217,7 @@ def _parse_completion(name: str, body: bytes, is_chat: bool) -> Completion:
     return Completion(text or "", _finish(choice.get("finish_reason")), usage)
 
 
-async def _parse_sse(
-    name: str, lines: AsyncIterator[str], is_chat: bool
-) -> AsyncIterator[StreamChunk]:
+async def _parse_sse(name: str, lines: AsyncIterator[str], is_chat: bool) -> AsyncIterator[StreamChunk]:
     """Turn an OpenAI SSE stream into chunks; the last one carries finish_reason and usage."""
     finish: Any = None
     usage: Usage | None = None

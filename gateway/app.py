@@ -26,7 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.base import Backend
 from backends.errors import PayloadTooLarge, RequestError, SmallfleetError
-from backends.types import GenerationRequest, Health, Message as ChatTurn, SamplingParams
+from backends.types import GenerationRequest, Health, SamplingParams
+from backends.types import Message as ChatTurn
 from gateway.auth import ApiKeyMiddleware, ApiKeys
 from gateway.config import FleetConfig
 from gateway.errors import MethodNotAllowed, NotFound, error_bytes, request_error_from_validation

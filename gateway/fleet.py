@@ -67,9 +67,7 @@ class Fleet:
         self._members = dict(members)
 
     @classmethod
-    def from_config(
-        cls, config: FleetConfig, backends: Mapping[str, Backend] | None = None
-    ) -> Fleet:
+    def from_config(cls, config: FleetConfig, backends: Mapping[str, Backend] | None = None) -> Fleet:
         """Build every model's backend; ``backends`` overrides some by name (tests)."""
         members = {}
         for model in config.models:
@@ -90,15 +88,11 @@ class Fleet:
         member = self._members.get(name)
         if member is None:
             known = ", ".join(self._members)
-            raise ModelNotFound(
-                f"model {name!r} is not served here; available: {known}", param="model"
-            )
+            raise ModelNotFound(f"model {name!r} is not served here; available: {known}", param="model")
         return member
 
     async def start(self) -> None:
         await asyncio.gather(*(m.backend.start() for m in self._members.values()))
 
     async def aclose(self) -> None:
-        await asyncio.gather(
-            *(m.backend.aclose() for m in self._members.values()), return_exceptions=True
-        )
+        await asyncio.gather(*(m.backend.aclose() for m in self._members.values()), return_exceptions=True)

@@ -51,8 +51,7 @@ class Gateway:
         limit = member.context_length
         if max_tokens is not None and limit is not None and max_tokens > limit:
             raise ContextLengthExceeded(
-                f"max_tokens is {max_tokens}, but model {member.name!r} has a context "
-                f"of {limit} tokens",
+                f"max_tokens is {max_tokens}, but model {member.name!r} has a context of {limit} tokens",
                 param="max_tokens",
             )
 
@@ -88,9 +87,7 @@ class Gateway:
             self._record(answer, exc.status_code)
             raise
 
-    async def _respond_whole(
-        self, answer: Answer, request: GenerationRequest, receive: Receive
-    ) -> Response:
+    async def _respond_whole(self, answer: Answer, request: GenerationRequest, receive: Receive) -> Response:
         completion = await until_disconnect(answer.member.backend.chat(request), receive)
         build = chat_completion_json if request.is_chat else text_completion_json
         body = orjson.dumps(build(answer.request_id, answer.member.name, completion))
@@ -133,7 +130,8 @@ class Gateway:
                 if chunk.finish_reason is not None:
                     usage = chunk.usage
                     break
-                chunk = await anext(chunks, None) or _missing_final_chunk(answer)
+                next_chunk = await anext(chunks, None)
+                chunk = next_chunk if next_chunk is not None else _missing_final_chunk(answer)
             if include_usage and usage is not None:
                 yield sse_event(writer.usage(usage))
             status = 200

@@ -28,8 +28,13 @@ STUB_UPSTREAM = REPO / "benchmarks" / "stub_upstream.py"
 def fleet_of(*names: str, context_length: int = 2048) -> FleetConfig:
     """A fleet config whose models are all replaced by injected backends in tests."""
     models = [
-        {"name": n, "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "context_length": context_length,
-         "price": {"input": 1.0, "output": 2.0}}
+        {
+            "name": n,
+            "backend": "openai",
+            "base_url": "http://127.0.0.1:9/v1",
+            "context_length": context_length,
+            "price": {"input": 1.0, "output": 2.0},
+        }
         for n in names
     ]
     return parse_fleet({"models": models})

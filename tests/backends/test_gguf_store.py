@@ -6,7 +6,14 @@ import hashlib
 
 import pytest
 
-from backends.gguf_store import ModelFileError, PackagedModel, _assemble, resolve_gguf, resolve_packaged, verify
+from backends.gguf_store import (
+    ModelFileError,
+    PackagedModel,
+    _assemble,
+    resolve_gguf,
+    resolve_packaged,
+    verify,
+)
 
 
 def test_a_path_with_the_right_hash_resolves_and_a_wrong_one_is_refused(tmp_path):

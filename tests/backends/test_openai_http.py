@@ -21,7 +21,9 @@ from gateway.app import create_app
 from gateway.config import parse_fleet
 from tests.conftest import stub_upstream_process
 
-CHAT = GenerationRequest(messages=(Message("user", "Say hello please"),), params=SamplingParams(max_tokens=16))
+CHAT = GenerationRequest(
+    messages=(Message("user", "Say hello please"),), params=SamplingParams(max_tokens=16)
+)
 
 
 async def started(backend: OpenAIHTTPBackend) -> OpenAIHTTPBackend:
@@ -84,9 +86,15 @@ async def test_a_silent_server_times_out():
 )
 async def test_upstream_error_statuses_map_to_the_error_tree(status, body, error):
     def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json=body) if isinstance(body, dict) else httpx.Response(status, content=body)
+        return (
+            httpx.Response(status, json=body)
+            if isinstance(body, dict)
+            else httpx.Response(status, content=body)
+        )
 
-    backend = await started(OpenAIHTTPBackend("m", "http://upstream/v1", transport=httpx.MockTransport(answer)))
+    backend = await started(
+        OpenAIHTTPBackend("m", "http://upstream/v1", transport=httpx.MockTransport(answer))
+    )
     with pytest.raises(error):
         await backend.chat(CHAT)
     with pytest.raises(error):

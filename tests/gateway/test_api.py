@@ -37,7 +37,13 @@ async def test_chat_completion_shape_and_headers(make_client):
 async def test_sampling_parameters_reach_the_backend(make_client):
     fake = FakeBackend("alpha")
     async with make_client(fleet_of("alpha"), {"alpha": fake}) as client:
-        payload = {**CHAT, "temperature": 0.3, "top_p": 0.9, "stop": ["\n", "END"], "max_completion_tokens": 4}
+        payload = {
+            **CHAT,
+            "temperature": 0.3,
+            "top_p": 0.9,
+            "stop": ["\n", "END"],
+            "max_completion_tokens": 4,
+        }
         assert (await client.post("/v1/chat/completions", json=payload)).status_code == 200
     params = fake.requests[0].params
     assert (params.temperature, params.top_p, params.stop, params.max_tokens) == (0.3, 0.9, ("\n", "END"), 4)
@@ -86,7 +92,9 @@ async def test_text_completion(make_client):
     fake = FakeBackend("alpha", reply="x y z")
     async with make_client(fleet_of("alpha"), {"alpha": fake}) as client:
         response = await client.post("/v1/completions", json={"model": "alpha", "prompt": "Once upon"})
-        streamed = await client.post("/v1/completions", json={"model": "alpha", "prompt": ["Once"], "stream": True})
+        streamed = await client.post(
+            "/v1/completions", json={"model": "alpha", "prompt": ["Once"], "stream": True}
+        )
     body = response.json()
     assert body["object"] == "text_completion" and body["choices"][0]["text"] == "x y z"
     assert fake.requests[0].prompt == "Once upon" and fake.requests[0].messages is None
@@ -134,7 +142,11 @@ BAD_REQUESTS = [
     (orjson.dumps({**CHAT, "max_tokens": 0}), 400, "max_tokens"),
     (orjson.dumps({**CHAT, "max_tokens": 100_000}), 400, "context"),
     (orjson.dumps({**CHAT, "model": "gpt-9"}), 404, "gpt-9"),
-    (orjson.dumps({**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), 400, "messages"),
+    (
+        orjson.dumps({**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+        400,
+        "messages",
+    ),
 ]
 
 
@@ -160,13 +172,18 @@ async def test_context_length_error_names_the_parameter(make_client):
 
 
 async def test_oversized_body_is_413(make_client):
-    config = fleet_of("alpha").model_copy(update={"limits": fleet_of("alpha").limits.model_copy(update={"max_body_bytes": 1000})})
+    config = fleet_of("alpha").model_copy(
+        update={"limits": fleet_of("alpha").limits.model_copy(update={"max_body_bytes": 1000})}
+    )
     async with make_client(config, {"alpha": FakeBackend("alpha")}) as client:
         big = {**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}
         response = await client.post("/v1/chat/completions", json=big)
         after = await client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 413
-    assert "limit of 1000 bytes" in response.json()["error"]["message"] or "limit is 1000" in response.json()["error"]["message"]
+    assert (
+        "limit of 1000 bytes" in response.json()["error"]["message"]
+        or "limit is 1000" in response.json()["error"]["message"]
+    )
     assert after.status_code == 200
 
 

@@ -21,7 +21,9 @@ async def test_a_missing_or_bad_key_is_401_and_a_good_one_passes(make_client):
     async with make_client(fleet_of("alpha"), {"alpha": FakeBackend("alpha")}, api_keys=keys) as client:
         missing = await client.post("/v1/chat/completions", json=CHAT)
         bad = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-bad"})
-        good = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-good"})
+        good = await client.post(
+            "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-good"}
+        )
         health = await client.get("/health")
     assert missing.status_code == 401 and "missing API key" in missing.json()["error"]["message"]
     assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"

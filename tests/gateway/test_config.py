@@ -50,17 +50,28 @@ models:
     ("text", "needle"),
     [
         ("models:\n  - name: a\n    backend: llama_cpp\n", "models[0].gguf: Field required"),
-        ("models:\n  - name: a\n    backend: openai\n    base_url: http://x/v1\n    colour: red\n", "models[0].colour"),
+        (
+            "models:\n  - name: a\n    backend: openai\n    base_url: http://x/v1\n    colour: red\n",
+            "models[0].colour",
+        ),
         ("models:\n  - name: a\n    backend: tpu\n", "models[0]"),
-        ("models:\n  - {name: a, backend: openai, base_url: 'http://x'}\n  - {name: a, backend: openai, base_url: 'http://y'}\n",
-         "duplicate model name 'a'"),
-        ("models:\n  - {name: a, backend: llama_cpp, gguf: x.gguf, context_length: many}\n", "models[0].context_length"),
+        (
+            "models:\n  - {name: a, backend: openai, base_url: 'http://x'}\n  - {name: a, backend: openai, base_url: 'http://y'}\n",
+            "duplicate model name 'a'",
+        ),
+        (
+            "models:\n  - {name: a, backend: llama_cpp, gguf: x.gguf, context_length: many}\n",
+            "models[0].context_length",
+        ),
         ("models:\n  - {name: a, backend: openai, base_url: 'ftp://x'}\n", "models[0].base_url"),
         ("models:\n  - {name: auto, backend: openai, base_url: 'http://x'}\n", "reserved"),
         ("models: []\n", "models"),
         ("- just a list\n", "mapping"),
         ("models: [\n", "not valid YAML"),
-        ("models:\n  - {name: a, backend: openai, base_url: 'http://x', price: {input: -1}}\n", "models[0].price.input"),
+        (
+            "models:\n  - {name: a, backend: openai, base_url: 'http://x', price: {input: -1}}\n",
+            "models[0].price.input",
+        ),
     ],
 )
 def test_a_bad_file_is_refused_naming_the_field(tmp_path, text, needle):

@@ -16,7 +16,10 @@ from tests.conftest import fleet_of
 
 @pytest.fixture
 def served(live_server):
-    fakes = {"alpha": FakeBackend("alpha", reply="Hello there friend"), "slow": FakeBackend("slow", reply="w " * 200, chunk_delay=0.02)}
+    fakes = {
+        "alpha": FakeBackend("alpha", reply="Hello there friend"),
+        "slow": FakeBackend("slow", reply="w " * 200, chunk_delay=0.02),
+    }
     server = live_server(create_app(fleet_of("alpha", "slow"), backends=fakes))
     return server, fakes
 

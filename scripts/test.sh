@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install if needed, then run every test, the slow real-model ones included.
+# Arguments go to pytest (e.g. -m "not slow" for the quick ones only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install.sh
+.venv/bin/ruff check gateway backends tests
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "$@"

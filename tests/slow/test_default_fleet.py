@@ -1,0 +1,80 @@
+"""`smallfleet serve` with no config: the embedded default fleet, as a user starts it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def default_gateway():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ}
+    env.pop("SMALLFLEET_API_KEYS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError(f"smallfleet serve exited: {proc.stderr.read() if proc.stderr else ''}")
+            assert time.monotonic() < deadline, "smallfleet serve did not start"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def test_default_fleet_lists_both_models(default_gateway):
+    client = openai.OpenAI(base_url=default_gateway + "/v1", api_key="unused")
+    assert {m.id for m in client.models.list()} >= {"smollm2-135m", "qwen2.5-coder-0.5b"}
+    assert httpx.get(default_gateway + "/health").json()["status"] == "ok"
+
+
+def test_qwen_coder_writes_code(default_gateway):
+    client = openai.OpenAI(base_url=default_gateway + "/v1", api_key="unused")
+    response = client.chat.completions.with_raw_response.create(
+        model="qwen2.5-coder-0.5b",
+        messages=[{"role": "user", "content": "Write a Python function add(a, b) that returns a + b."}],
+        max_tokens=60,
+        temperature=0,
+    )
+    answer = response.parse()
+    assert "def add" in (answer.choices[0].message.content or "")
+    assert response.headers["x-smallfleet-model"] == "qwen2.5-coder-0.5b"
+    assert response.headers["x-request-id"]
+
+
+def test_smollm2_chats_and_metrics_count_it(default_gateway):
+    client = openai.OpenAI(base_url=default_gateway + "/v1", api_key="unused")
+    answer = client.chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
+    )
+    assert answer.choices[0].message.content
+    metrics = httpx.get(default_gateway + "/metrics").text
+    assert 'smallfleet_requests_total{model="smollm2-135m",route="smollm2-135m",status="200"}' in metrics
