@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.base import Backend
-from backends.errors import PayloadTooLarge, RequestError, SmallfleetError
+from backends.errors import ModelNotFound, PayloadTooLarge, RequestError, SmallfleetError
 from backends.types import GenerationRequest, Health, SamplingParams
 from backends.types import Message as ChatTurn
 from gateway.auth import ApiKeyMiddleware, ApiKeys
@@ -34,6 +34,7 @@ from gateway.errors import MethodNotAllowed, NotFound, error_bytes, request_erro
 from gateway.fleet import Fleet
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, model_list_json
+from gateway.routing import ALPHA_HEADER, FleetRouter, is_auto
 from gateway.service import JSON_MEDIA_TYPE, Answer, Gateway
 
 HEALTH_POLL_SECONDS = 10.0
@@ -138,17 +139,50 @@ def _sampling(parsed: ChatCompletionRequest | CompletionRequest) -> SamplingPara
 
 
 # -- endpoints --------------------------------------------------------------
+def _last_user_text(parsed: ChatCompletionRequest) -> str:
+    """What the router judges a chat by: its last user turn."""
+    for message in reversed(parsed.messages):
+        if message.role == "user":
+            return message.text()
+    return parsed.messages[-1].text()
+
+
 class Endpoints:
     def __init__(self, gateway: Gateway, config: FleetConfig) -> None:
         self.gateway = gateway
         self.config = config
+        self.router: FleetRouter | None = None
         self.created = int(time.time())
         self.health_cache: dict[str, Health] = {}
 
-    def _answer(self, request: Request, model: str, started: float) -> Answer:
-        member = self.gateway.fleet.get(model)
+    async def _answer(self, request: Request, model: str, question: str, started: float) -> Answer:
+        """Which member answers: the named one, or the router's choice for ``auto``."""
+        if not is_auto(model):
+            member = self.gateway.fleet.get(model)
+            request.state.model = member.name
+            return Answer(request.state.request_id, member.name, member, started)
+        if self.router is None:
+            raise ModelNotFound(
+                f"model {model!r} needs a router artifact (router.artifact in the fleet config)",
+                param="model",
+            )
+        alpha = self.router.alpha_for(model, request.headers.get(ALPHA_HEADER))
+        decision_started = time.perf_counter()
+        decision = await self.router.decide(question, alpha)
+        self.gateway.metrics.observe_decision(
+            route=model,
+            model=decision.model,
+            cluster="ood" if decision.out_of_distribution else str(decision.cluster),
+            seconds=time.perf_counter() - decision_started,
+        )
+        member = self.gateway.fleet.get(decision.model)
         request.state.model = member.name
-        return Answer(request.state.request_id, member.name, member, started)
+        headers = (
+            ("x-smallfleet-cluster", "ood" if decision.out_of_distribution else str(decision.cluster)),
+            ("x-smallfleet-alpha", f"{decision.alpha:g}"),
+            ("x-smallfleet-router-version", decision.artifact_version),
+        )
+        return Answer(request.state.request_id, model, member, started, headers)
 
     async def chat_completions(self, request: Request) -> Any:
         started = time.perf_counter()
@@ -159,7 +193,7 @@ class Endpoints:
                 f"{len(parsed.messages)} messages; the limit is {self.config.limits.max_messages}",
                 param="messages",
             )
-        answer = self._answer(request, parsed.model, started)
+        answer = await self._answer(request, parsed.model, _last_user_text(parsed), started)
         self.gateway.check_token_limit(answer.member, parsed.token_limit)
         generation = GenerationRequest(
             messages=tuple(ChatTurn(m.role, m.text()) for m in parsed.messages),
@@ -174,7 +208,7 @@ class Endpoints:
         started = time.perf_counter()
         body = await read_body(request, self.config.limits.max_body_bytes)
         parsed: CompletionRequest = _parse(CompletionRequest, body)
-        answer = self._answer(request, parsed.model, started)
+        answer = await self._answer(request, parsed.model, parsed.prompt_text(), started)
         self.gateway.check_token_limit(answer.member, parsed.token_limit)
         generation = GenerationRequest(
             prompt=parsed.prompt_text(), params=_sampling(parsed), model=answer.member.name
@@ -198,6 +232,18 @@ class Endpoints:
 
     async def list_models(self, request: Request) -> Response:
         models = [self._model_json(name) for name in self.gateway.fleet.names()]
+        if self.router is not None:
+            models += [
+                {
+                    "id": route,
+                    "object": "model",
+                    "created": self.created,
+                    "owned_by": "smallfleet",
+                    "router_version": self.router.version,
+                    "candidates": list(self.router.candidates),
+                }
+                for route in self.router.routes
+            ]
         return Response(orjson.dumps(model_list_json(models)), media_type=JSON_MEDIA_TYPE)
 
     async def get_model(self, request: Request) -> Response:
@@ -253,15 +299,25 @@ def create_app(
     *,
     backends: Mapping[str, Backend] | None = None,
     api_keys: ApiKeys | None = None,
+    router: FleetRouter | None = None,
     health_poll_seconds: float = HEALTH_POLL_SECONDS,
 ) -> Starlette:
-    """Build the gateway for ``config``; ``backends`` replaces some models' backends (tests)."""
+    """Build the gateway for ``config``.
+
+    ``backends`` replaces some models' backends (tests); ``router`` is an already
+    loaded router (the CLI loads it first to report a bad artifact cleanly),
+    otherwise the lifespan loads ``config.router.artifact`` if one is set.
+    """
     fleet = Fleet.from_config(config, backends)
     gateway = Gateway(fleet, GatewayMetrics())
     endpoints = Endpoints(gateway, config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        endpoints.router = router
+        if endpoints.router is None and config.router.artifact:
+            artifact = config.router.artifact
+            endpoints.router = await asyncio.to_thread(FleetRouter.load, artifact, fleet.names())
         await fleet.start()
         await endpoints.poll_health()
         poller = asyncio.create_task(_poll_forever(endpoints, health_poll_seconds))
@@ -270,6 +326,8 @@ def create_app(
         finally:
             poller.cancel()
             await fleet.aclose()
+            if endpoints.router is not None:
+                endpoints.router.close()
 
     app = Starlette(
         routes=endpoints.routes(),

@@ -30,9 +30,13 @@ def serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
     from gateway.auth import API_KEYS_ENV, ApiKeys
     from gateway.config import ConfigError, default_fleet, load_fleet
+    from gateway.routing import FleetRouter
 
     try:
         config = load_fleet(args.config) if args.config else default_fleet()
+        router = None
+        if config.router.artifact:
+            router = FleetRouter.load(config.router.artifact, [m.name for m in config.models])
     except ConfigError as exc:
         print(f"smallfleet: {exc}", file=sys.stderr)
         return 2
@@ -48,7 +52,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"smallfleet: no API keys set ({API_KEYS_ENV}); serving without auth", file=sys.stderr)
     names = ", ".join(m.name for m in config.models)
     print(f"smallfleet: serving {names} on http://{args.host}:{args.port}/v1", file=sys.stderr)
-    app = create_app(config, api_keys=keys)
+    if router is not None:
+        print(f"smallfleet: model 'auto' routes over {', '.join(router.candidates)}", file=sys.stderr)
+    app = create_app(config, api_keys=keys, router=router)
     uvicorn.run(
         app,
         host=args.host,

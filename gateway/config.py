@@ -130,6 +130,10 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
+    router = raw.get("router")
+    artifact = router.get("artifact") if isinstance(router, dict) else None
+    if isinstance(artifact, str) and not Path(artifact).expanduser().is_absolute():
+        raw["router"]["artifact"] = str(base / artifact)
     for model in raw.get("models") or ():
         if isinstance(model, dict) and isinstance(model.get("gguf"), str):
             gguf = model["gguf"]

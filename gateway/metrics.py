@@ -67,6 +67,24 @@ class GatewayMetrics:
             registry=r,
         )
 
+        self.router_decision_duration = Histogram(
+            "smallfleet_router_decision_seconds",
+            "Time the router took to choose a model, embedding included.",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=r,
+        )
+        self.router_decisions = Counter(
+            "smallfleet_router_decisions",
+            "Routing decisions by route, chosen model and cluster (ood = out of distribution).",
+            ["route", "model", "cluster"],
+            registry=r,
+        )
+
+    def observe_decision(self, *, route: str, model: str, cluster: str, seconds: float) -> None:
+        self.router_decision_duration.labels(route).observe(seconds)
+        self.router_decisions.labels(route, model, cluster).inc()
+
     def observe_answer(
         self,
         *,

@@ -36,10 +36,13 @@ class Answer:
     route: str
     member: FleetMember
     started: float
+    route_headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"x-smallfleet-model": self.member.name, "x-smallfleet-route": self.route}
+        headers = {"x-smallfleet-model": self.member.name, "x-smallfleet-route": self.route}
+        headers.update(self.route_headers)
+        return headers
 
 
 class Gateway:

@@ -1,0 +1,92 @@
+"""``model: "auto"``: the router picks among fleet models the artifact knows.
+
+The fleet's models carry the routing benchmark's names and are `openai` backends in
+front of the stub upstream, so the whole path runs over real loopback HTTP.
+"""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from gateway.app import create_app
+from gateway.config import ConfigError, parse_fleet
+from gateway.routing import FleetRouter
+
+router = pytest.importorskip("router")
+ARTIFACT = str(router.DEFAULT_ARTIFACT)
+BENCHMARK_MODELS = [
+    "gemma-2-9b-it",
+    "llama-3.1-8b-instruct",
+    "llama-3.1-nemotron-51b-instruct",
+    "qwen2.5-7b-instruct",
+]
+MATH = "Janet has 3 apples and buys 5 more. How many apples does she have now? Answer with a number."
+
+
+def _fleet(stub_url: str, names: list[str], artifact: str | None = ARTIFACT):
+    models = [{"name": n, "backend": "openai", "base_url": stub_url} for n in names]
+    return parse_fleet({"models": models, "router": {"artifact": artifact}})
+
+
+@pytest.fixture
+def auto_server(stub_upstream, live_server):
+    known = [m for m in BENCHMARK_MODELS if m in router.load_router(ARTIFACT).models]
+    return live_server(create_app(_fleet(stub_upstream, [*known, "local-extra"]))), known
+
+
+def test_auto_routes_to_a_known_fleet_model_and_says_so(auto_server):
+    server, known = auto_server
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": MATH}], max_tokens=8
+    )
+    answer = raw.parse()
+    assert answer.model in known  # never "local-extra": the artifact does not know it
+    assert raw.headers["x-smallfleet-model"] == answer.model
+    assert raw.headers["x-smallfleet-route"] == "auto"
+    assert raw.headers["x-smallfleet-cluster"]
+    assert raw.headers["x-smallfleet-router-version"]
+    ids = [m.id for m in client.models.list()]
+    assert {"auto", "auto:quality", "auto:cheap"} <= set(ids)
+
+
+def test_alpha_presets_and_header_steer_the_choice(auto_server):
+    server, _ = auto_server
+    payload = {"messages": [{"role": "user", "content": MATH}], "max_tokens": 4}
+    with httpx.Client(base_url=server.url) as http:
+        quality = http.post("/v1/chat/completions", json={**payload, "model": "auto:quality"})
+        cheapest = http.post(
+            "/v1/chat/completions", json={**payload, "model": "auto"}, headers={"x-smallfleet-alpha": "0"}
+        )
+        bad_alpha = http.post(
+            "/v1/chat/completions", json={**payload, "model": "auto"}, headers={"x-smallfleet-alpha": "2"}
+        )
+        bad_mode = http.post("/v1/chat/completions", json={**payload, "model": "auto:fastest"})
+        streamed = http.post("/v1/chat/completions", json={**payload, "model": "auto:cheap", "stream": True})
+        metrics = http.get("/metrics").text
+    assert quality.headers["x-smallfleet-alpha"] == "1"
+    assert cheapest.status_code == 200
+    assert cheapest.json()["model"] == "gemma-2-9b-it"  # the cheapest of this fleet on the benchmark
+    assert bad_alpha.status_code == 400 and "x-smallfleet-alpha" in bad_alpha.json()["error"]["message"]
+    assert bad_mode.status_code == 400 and bad_mode.json()["error"]["param"] == "model"
+    assert streamed.status_code == 200 and streamed.text.endswith("data: [DONE]\n\n")
+    assert "smallfleet_router_decision_seconds_count" in metrics
+    assert "smallfleet_router_decisions_total{cluster=" in metrics
+
+
+def test_auto_without_a_router_is_a_clear_404(stub_upstream, live_server):
+    server = live_server(create_app(_fleet(stub_upstream, ["gemma-2-9b-it"], artifact=None)))
+    response = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 404 and "router artifact" in response.json()["error"]["message"]
+
+
+def test_an_artifact_that_knows_none_of_the_fleet_is_refused():
+    with pytest.raises(ConfigError, match="knows none of the fleet's models"):
+        FleetRouter.load(ARTIFACT, ["smollm2-135m", "qwen2.5-coder-0.5b"])
+    with pytest.raises(ConfigError, match="router.artifact"):
+        FleetRouter.load("/nonexistent/artifact", ["gemma-2-9b-it"])
