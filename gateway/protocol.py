@@ -107,38 +107,21 @@ def usage_json(usage: Usage) -> dict[str, int]:
     }
 
 
-def chat_completion_json(request_id: str, model: str, completion: Completion) -> dict[str, Any]:
+def completion_json(request_id: str, model: str, completion: Completion, *, chat: bool) -> dict[str, Any]:
+    """A whole answer: ``chat.completion`` for chat, ``text_completion`` otherwise."""
+    choice: dict[str, Any] = {"index": 0}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": completion.text}
+    else:
+        choice["text"] = completion.text
+    choice["logprobs"] = None
+    choice["finish_reason"] = completion.finish_reason
     return {
-        "id": f"chatcmpl-{request_id}",
-        "object": "chat.completion",
+        "id": f"chatcmpl-{request_id}" if chat else f"cmpl-{request_id}",
+        "object": "chat.completion" if chat else "text_completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": completion.text},
-                "logprobs": None,
-                "finish_reason": completion.finish_reason,
-            }
-        ],
-        "usage": usage_json(completion.usage),
-    }
-
-
-def text_completion_json(request_id: str, model: str, completion: Completion) -> dict[str, Any]:
-    return {
-        "id": f"cmpl-{request_id}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "text": completion.text,
-                "logprobs": None,
-                "finish_reason": completion.finish_reason,
-            }
-        ],
+        "choices": [choice],
         "usage": usage_json(completion.usage),
     }
 

@@ -21,7 +21,7 @@ from backends.types import GenerationRequest, StreamChunk, Usage
 from gateway.errors import error_payload
 from gateway.fleet import Fleet, FleetMember
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import ChunkWriter, chat_completion_json, text_completion_json
+from gateway.protocol import ChunkWriter, completion_json
 from gateway.sse import DONE_EVENT, ClientDisconnected, EventStreamResponse, sse_event, until_disconnect
 
 JSON_MEDIA_TYPE = "application/json"
@@ -92,8 +92,8 @@ class Gateway:
 
     async def _respond_whole(self, answer: Answer, request: GenerationRequest, receive: Receive) -> Response:
         completion = await until_disconnect(answer.member.backend.chat(request), receive)
-        build = chat_completion_json if request.is_chat else text_completion_json
-        body = orjson.dumps(build(answer.request_id, answer.member.name, completion))
+        payload = completion_json(answer.request_id, answer.member.name, completion, chat=request.is_chat)
+        body = orjson.dumps(payload)
         self._record(answer, 200, completion.usage)
         return Response(body, media_type=JSON_MEDIA_TYPE, headers=answer.headers)
 

@@ -65,16 +65,8 @@ class EventStreamResponse:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sender = asyncio.ensure_future(self._send_all(send))
-        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-        try:
-            await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-            if not sender.done():
-                sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await sender
+        with contextlib.suppress(ClientDisconnected, OSError):
+            await until_disconnect(self._send_all(send), receive)
 
     async def _send_all(self, send: Send) -> None:
         try:

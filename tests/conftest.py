@@ -125,6 +125,22 @@ def stub_upstream() -> Iterator[str]:
         yield url
 
 
+def wait_until_serving(url: str, proc: subprocess.Popen[Any], timeout: float = 300) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            detail = proc.stderr.read() if proc.stderr is not None else ""
+            raise AssertionError(f"{proc.args!r} exited with {proc.returncode}: {detail}")
+        assert time.monotonic() < deadline, f"{url} did not answer within {timeout} s"
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> str:
     from backends.gguf_store import resolve_packaged

@@ -6,11 +6,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import openai
 import pytest
+
+from tests.conftest import wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -31,17 +32,7 @@ def default_gateway():
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError(f"smallfleet serve exited: {proc.stderr.read() if proc.stderr else ''}")
-            assert time.monotonic() < deadline, "smallfleet serve did not start"
-            time.sleep(0.5)
+        wait_until_serving(url + "/health", proc)
         yield url
     finally:
         proc.terminate()

@@ -5,15 +5,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 
-import httpx
 import openai
 import pytest
 
 from gateway.app import create_app
 from gateway.config import parse_fleet
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -50,16 +48,7 @@ def llama_server(smollm2_gguf):
     )
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "llama_cpp.server exited"
-            assert time.monotonic() < deadline, "llama_cpp.server did not start"
-            time.sleep(0.5)
+        wait_until_serving(url + "/models", proc, timeout=120)
         yield url
     finally:
         proc.terminate()
