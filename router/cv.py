@@ -1,0 +1,80 @@
+"""K-fold cross-validation of the router on its training rows (the only place to tune)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from router.data import query_costs
+from router.evaluate import Summary, baseline_picks, mean_summary, summarize, sweep
+from router.fit import FitConfig, fit_router_model
+
+if TYPE_CHECKING:
+    from router.train import TrainingSet
+
+CV_ALPHAS: tuple[float, ...] = tuple(round(a * 0.05, 2) for a in range(21))
+
+
+@dataclass(frozen=True)
+class CVReport:
+    folds: int
+    rows_per_fold: float
+    curve: list[tuple[float, Summary]]
+    baselines: dict[str, Summary]
+
+    def at(self, alpha: float) -> Summary:
+        return min(self.curve, key=lambda item: abs(item[0] - alpha))[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        def one(s: Summary) -> dict[str, Any]:
+            return {"accuracy": round(s.accuracy, 4), "cost": round(s.cost, 5),
+                    "share": {m: round(v, 4) for m, v in s.share.items()}}
+
+        return {
+            "folds": self.folds,
+            "rows_per_fold": self.rows_per_fold,
+            "cost_is": "summed cost per fold, averaged over folds",
+            "curve": [{"alpha": a, **one(s)} for a, s in self.curve],
+            "baselines": {name: one(s) for name, s in self.baselines.items()},
+        }
+
+
+def fold_indices(n: int, groups: np.ndarray | None, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled folds, stratified by group when groups are known."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if groups is not None and np.bincount(groups).min() >= folds:
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        return list(splitter.split(np.zeros(n), groups))
+    return list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(n)))
+
+
+def out_of_fold_success(ts: TrainingSet, config: FitConfig, splits: list[tuple[np.ndarray, np.ndarray]],
+                        progress: Callable[[str], None]) -> list[np.ndarray]:
+    """Predicted success of every model on each held-out fold."""
+    result = []
+    for number, (tr, te) in enumerate(splits, start=1):
+        progress(f"cross-validation fold {number}/{len(splits)}: fitting on {len(tr)} rows")
+        groups = None if ts.groups is None else ts.groups[tr]
+        model = fit_router_model(ts.embeddings[tr], ts.formats[tr], ts.data.scores[tr], ts.prices, groups, config)
+        result.append(model.predict(ts.embeddings[te], ts.formats[te]).success)
+    return result
+
+
+def cross_validate(ts: TrainingSet, config: FitConfig, folds: int,
+                   progress: Callable[[str], None] = lambda _: None) -> CVReport:
+    splits = fold_indices(len(ts.data.questions), ts.groups, folds, config.seed)
+    predictions = out_of_fold_success(ts, config, splits, progress)
+    curves, bases = [], []
+    for (tr, te), success in zip(splits, predictions):
+        scores = ts.data.scores[te]
+        costs = query_costs([ts.data.questions[i] for i in te], ts.prices)
+        curves.append(sweep(success, scores, costs, ts.data.models, CV_ALPHAS))
+        picks = baseline_picks(ts.data.scores[tr].mean(axis=0), ts.prices, scores, costs, config.seed)
+        bases.append({k: summarize(p, scores, costs, ts.data.models) for k, p in picks.items()})
+    curve = [(a, mean_summary([c[i][1] for c in curves])) for i, a in enumerate(CV_ALPHAS)]
+    baselines = {k: mean_summary([b[k] for b in bases]) for k in bases[0]}
+    return CVReport(folds, float(np.mean([len(te) for _, te in splits])), curve, baselines)

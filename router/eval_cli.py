@@ -1,0 +1,104 @@
+"""`eval`: report a router's accuracy/cost against the baselines (artifact or cross-validation)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router._errors import DataError
+from router.evaluate import DEFAULT_ALPHAS, Summary, baseline_picks, summarize, sweep
+from router.report import format_table, plot_curve
+
+
+def _summary_dict(s: Summary) -> dict[str, Any]:
+    return {"accuracy": round(s.accuracy, 4), "cost": round(s.cost, 5), "share": s.share}
+
+
+def _finish(args: argparse.Namespace, title: str, curve: list[tuple[float, Summary]],
+            baselines: dict[str, Summary], extra: dict[str, Any]) -> int:
+    print(title)
+    print(format_table(curve, baselines))
+    if args.out_png:
+        print(f"plot written to {plot_curve(curve, baselines, args.out_png, title)}")
+    if args.json:
+        payload = {"curve": [{"alpha": a, **_summary_dict(s)} for a, s in curve],
+                   "baselines": {k: _summary_dict(v) for k, v in baselines.items()}, **extra}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _eval_artifact(args: argparse.Namespace) -> int:
+    from router.data import load_prices, load_rows, query_costs
+    from router.routing import load_router
+
+    router = load_router(args.artifact)
+    prices = load_prices(args.models)
+    if sorted(prices) != sorted(router.models):
+        raise DataError(f"{args.models} lists models {sorted(prices)}, the artifact knows {sorted(router.models)}")
+    rows = load_rows(args.data, router.models)
+    price_vec = np.array([prices[m] for m in router.models])
+    costs = query_costs(rows.questions, price_vec)
+    success = router.predict(rows.questions).success
+    curve = sweep(success, rows.scores, costs, router.models, DEFAULT_ALPHAS)
+    for name, alpha in sorted(router.presets.items()):
+        curve.append((alpha, summarize(_picks(success, costs, alpha), rows.scores, costs, router.models)))
+    curve.sort(key=lambda item: item[0])
+    train_acc = np.array([router.manifest.get("train_accuracy", {}).get(m, np.nan) for m in router.models])
+    if np.isnan(train_acc).any():
+        train_acc = rows.scores.mean(axis=0)
+    picks = baseline_picks(train_acc, price_vec, rows.scores, costs, args.seed)
+    baselines = {k: summarize(p, rows.scores, costs, router.models) for k, p in picks.items()}
+    title = f"router {router.version} on {args.data} ({len(rows.questions)} rows; cost summed)"
+    return _finish(args, title, curve, baselines, {"artifact": router.version, "presets": router.presets})
+
+
+def _picks(success: np.ndarray, costs: np.ndarray, alpha: float) -> np.ndarray:
+    from router.scoring import pick
+
+    return pick(success, costs, alpha)
+
+
+def _eval_cv(args: argparse.Namespace) -> int:
+    from router.cli import _progress
+    from router.cv import cross_validate
+    from router.fit import FitConfig
+    from router.train import choose_cheap_alpha, load_training_set
+
+    progress = _progress(time.monotonic())
+    ts = load_training_set(args.data, args.models, args.tasks, progress)
+    report = cross_validate(ts, FitConfig(seed=args.seed), args.folds, progress)
+    cheap = choose_cheap_alpha(report)
+    curve = [(a, s) for a, s in report.curve if round(a * 10, 6) == round(a * 10) or a == cheap]
+    title = (f"{args.folds}-fold CV on {args.data} (~{report.rows_per_fold:.0f} rows per fold; "
+             f"cost summed per fold); cheap preset alpha={cheap:g}")
+    return _finish(args, title, curve, report.baselines, {"cheap_alpha": cheap, "folds": args.folds})
+
+
+def print_cv_summary(manifest: dict[str, Any]) -> None:
+    """One paragraph of the cross-validation figures stored in a manifest."""
+    cv = manifest["cv"]
+    best = cv["baselines"]["best single"]
+    curve = {round(row["alpha"], 2): row for row in cv["curve"]}
+    lines = [f"{cv['folds']}-fold CV (cost summed per fold of ~{cv['rows_per_fold']:.0f} rows):"]
+    for name, alpha in manifest["alpha"]["presets"].items():
+        row = curve.get(round(alpha, 2))
+        if row:
+            lines.append(f"  {name:8s} alpha={alpha:<5g} accuracy {row['accuracy']:.4f} cost {row['cost']:.4f}"
+                         f" ({row['cost'] / best['cost']:.0%} of best single)")
+    for name, row in cv["baselines"].items():
+        lines.append(f"  {name:<20s} accuracy {row['accuracy']:.4f} cost {row['cost']:.4f}")
+    print("\n".join(lines), file=sys.stdout)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    if args.cv == (args.artifact is not None):
+        raise DataError("eval needs exactly one of --artifact DIR or --cv")
+    if args.cv and args.folds < 2:
+        raise DataError("--folds must be at least 2")
+    return _eval_cv(args) if args.cv else _eval_artifact(args)

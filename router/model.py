@@ -1,0 +1,81 @@
+"""The router's fitted parameters and how they turn features into success probabilities.
+
+Three estimates of P(model answers correctly | query), blended with fixed weights:
+- cluster: similarity-weighted accuracy of the query's nearest k-means clusters (Avengers-Pro);
+- group:   a softmax classifier over task groups times each group's per-model accuracy;
+- logistic: one logistic regression per model on [embedding, format features, group probs].
+Only numpy is needed here; fitting lives in router.fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from router.linear import sigmoid, softmax
+
+
+@dataclass(frozen=True)
+class Prediction:
+    success: np.ndarray  # (n, n_models)
+    cluster: np.ndarray  # (n,) nearest cluster id
+    similarity: np.ndarray  # (n,) cosine similarity to the nearest centroid
+
+
+@dataclass(frozen=True)
+class RouterModel:
+    """Arrays of a fitted router; every field round-trips through an .npz file."""
+
+    prices: np.ndarray  # (M,) input price per 1M tokens
+    centroids: np.ndarray  # (K, D), unit norm
+    cluster_success: np.ndarray  # (K, M)
+    feature_mean: np.ndarray  # (F,)
+    feature_scale: np.ndarray  # (F,)
+    group_coef: np.ndarray  # (G, D + F)
+    group_intercept: np.ndarray  # (G,)
+    group_success: np.ndarray  # (G, M)
+    model_coef: np.ndarray  # (M, D + F + G)
+    model_intercept: np.ndarray  # (M,)
+    blend: np.ndarray  # (3,) weights of cluster, group, logistic estimates
+    top_clusters: np.ndarray  # () number of nearest clusters averaged
+
+    @classmethod
+    def array_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def check_shapes(self, n_models: int, dim: int, n_features: int) -> None:
+        """Raise ValueError when the arrays disagree with each other or with the inputs."""
+        k, g = self.centroids.shape[0], self.group_coef.shape[0]
+        expected = {
+            "prices": (n_models,), "centroids": (k, dim), "cluster_success": (k, n_models),
+            "feature_mean": (n_features,), "feature_scale": (n_features,),
+            "group_coef": (g, dim + n_features), "group_intercept": (g,),
+            "group_success": (g, n_models), "model_coef": (n_models, dim + n_features + g),
+            "model_intercept": (n_models,), "blend": (3,), "top_clusters": (),
+        }
+        for name, shape in expected.items():
+            actual = getattr(self, name).shape
+            if actual != shape:
+                raise ValueError(f"array {name!r} has shape {actual}, expected {shape}")
+        if k == 0:
+            raise ValueError("the model has no clusters")
+
+    def predict(self, embeddings: np.ndarray, formats: np.ndarray) -> Prediction:
+        """Success probabilities for each query (rows of embeddings/formats) and model."""
+        sims = embeddings @ self.centroids.T
+        nearest = sims.argmax(axis=1)
+        top = min(int(self.top_clusters), sims.shape[1])
+        idx = np.argsort(-sims, axis=1)[:, :top]
+        weight = np.clip(np.take_along_axis(sims, idx, axis=1), 1e-6, None)
+        weight /= weight.sum(axis=1, keepdims=True)
+        by_cluster = np.einsum("nk,nkm->nm", weight, self.cluster_success[idx])
+        x = np.hstack([embeddings, (formats - self.feature_mean) / self.feature_scale])
+        success = self.blend[0] * by_cluster
+        if self.group_coef.shape[0]:
+            groups = softmax(x @ self.group_coef.T + self.group_intercept)
+            success = success + self.blend[1] * (groups @ self.group_success)
+            x = np.hstack([x, groups])
+        if self.blend[2]:
+            success = success + self.blend[2] * sigmoid(x @ self.model_coef.T + self.model_intercept)
+        return Prediction(success, nearest, np.take_along_axis(sims, nearest[:, None], 1)[:, 0])

@@ -1,0 +1,104 @@
+"""Training pipeline: rows -> embeddings -> fitted RouterModel -> CV metrics -> artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router._errors import DataError
+from router.artifact import Artifact, save_artifact
+from router.cv import CVReport, cross_validate
+from router.data import RoutingData, file_sha256, load_prices, load_rows, load_task_labels
+from router.embedding import DEFAULT_EMBEDDING, StaticEmbedder, embedding_path
+from router.features import FEATURE_NAMES, format_matrix
+from router.fit import FitConfig, fit_router_model
+
+Progress = Callable[[str], None]
+CHEAP_COST_FRACTION = 0.2  # cheap mode: at most this share of the best single model's cost
+CHEAP_SAFETY = 0.85  # pick the cheap alpha with this margin under the cap
+OOD_QUANTILE = 0.001  # training queries less similar than this quantile count as out of distribution
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    data: RoutingData
+    prices: np.ndarray
+    embeddings: np.ndarray
+    formats: np.ndarray
+    groups: np.ndarray | None
+    group_names: list[str]
+
+
+def _group_ids(questions: list[str], tasks: Path | None) -> tuple[np.ndarray | None, list[str]]:
+    if tasks is None:
+        return None, []
+    labels = load_task_labels(tasks)
+    names = [labels.get(q, "unknown") for q in questions]
+    vocab = sorted(set(names))
+    index = {name: i for i, name in enumerate(vocab)}
+    return np.array([index[n] for n in names]), vocab
+
+
+def load_training_set(data: Path, models: Path, tasks: Path | None, progress: Progress) -> TrainingSet:
+    prices = load_prices(models)
+    rows = load_rows(data, list(prices))
+    progress(f"loaded {len(rows.questions)} rows scoring {len(rows.models)} models")
+    progress("embedding questions with the static MiniLM embedding")
+    embedder = StaticEmbedder(embedding_path(DEFAULT_EMBEDDING))
+    emb = embedder.encode(rows.questions).astype(np.float64)
+    groups, names = _group_ids(rows.questions, tasks)
+    return TrainingSet(rows, np.array(list(prices.values())), emb, format_matrix(rows.questions), groups, names)
+
+
+def choose_cheap_alpha(report: CVReport) -> float:
+    """Most accurate alpha whose CV cost stays under the cheap-mode cap (with a margin)."""
+    cap = CHEAP_COST_FRACTION * CHEAP_SAFETY * report.baselines["best single"].cost
+    fitting = [(s.accuracy, a) for a, s in report.curve if s.cost <= cap]
+    return max(fitting)[1] if fitting else 0.0
+
+
+def _manifest(ts: TrainingSet, config: FitConfig, report: CVReport | None, default_model: str,
+              threshold: float, tasks: Path | None) -> dict[str, Any]:
+    presets = {"quality": 1.0}
+    if report is not None:
+        presets["cheap"] = choose_cheap_alpha(report)
+    return {
+        "kind": "blend",
+        "models": ts.data.models,
+        "prices": dict(zip(ts.data.models, ts.prices.tolist())),
+        "embedding": {"name": DEFAULT_EMBEDDING, "dim": int(ts.embeddings.shape[1]),
+                      "sha256": file_sha256(embedding_path(DEFAULT_EMBEDDING) / "model.safetensors")},
+        "features": list(FEATURE_NAMES),
+        "groups": ts.group_names,
+        "training_data": {"sha256": ts.data.sha256, "rows": len(ts.data.questions),
+                          "tasks_sha256": file_sha256(tasks) if tasks else None},
+        "train_accuracy": dict(zip(ts.data.models, np.round(ts.data.scores.mean(axis=0), 4).tolist())),
+        "alpha": {"default": 1.0, "presets": presets},
+        "ood": {"threshold": threshold, "default_model": default_model},
+        "fit_config": asdict(config),
+        "cv": report.to_dict() if report is not None else None,
+    }
+
+
+def train(data: Path, models: Path, out: Path, *, tasks: Path | None = None, folds: int = 5,
+          config: FitConfig = FitConfig(), default_model: str | None = None,
+          progress: Progress = lambda _: None) -> Artifact:
+    """Train on all rows, cross-validate with ``folds`` folds (0 = skip), write the artifact."""
+    ts = load_training_set(data, models, tasks, progress)
+    if default_model is not None and default_model not in ts.data.models:
+        raise DataError(f"default model {default_model!r} is not in {models}")
+    report = None
+    if folds:
+        report = cross_validate(ts, config, folds, progress)
+    progress("fitting on all rows")
+    model = fit_router_model(ts.embeddings, ts.formats, ts.data.scores, ts.prices, ts.groups, config)
+    nearest = (ts.embeddings @ model.centroids.T).max(axis=1)
+    threshold = float(np.quantile(nearest, OOD_QUANTILE))
+    fallback = default_model or ts.data.models[int(ts.data.scores.mean(axis=0).argmax())]
+    artifact = save_artifact(out, model, _manifest(ts, config, report, fallback, threshold, tasks))
+    progress(f"wrote router artifact {artifact.version} to {out}")
+    return artifact
