@@ -1,0 +1,1 @@
+"""Running smallfleet beyond one process: Ray Serve (``deploy.rayserve``) and helpers for the Helm chart."""
