@@ -9,6 +9,7 @@ duplicate fields, duplicate model names and wrong types are refused with a
 from __future__ import annotations
 
 import importlib.resources
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -85,6 +86,26 @@ class RouterConfig(_Strict):
     artifact: str | None = None
 
 
+def state_dir() -> Path:
+    """Where the gateway keeps its state (``SMALLFLEET_STATE`` overrides)."""
+    root = os.environ.get("SMALLFLEET_STATE")
+    return Path(root) if root else Path.home() / ".local" / "state" / "smallfleet"
+
+
+class RequestLogConfig(_Strict):
+    url: str | None = Field(
+        default=None, description="sqlite:///path or postgresql://...; default: SQLite in the state dir"
+    )
+    store_prompts: bool = Field(default=False, description="keep the prompt text (needed to retrain)")
+
+    def resolved_url(self) -> str:
+        if self.url:
+            return self.url
+        directory = state_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{directory / 'requests.db'}"
+
+
 class Limits(_Strict):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     max_messages: int = Field(default=1024, gt=0)
@@ -94,6 +115,7 @@ class FleetConfig(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
     routes: list[dict[str, Any]] = Field(default_factory=list)
     router: RouterConfig = RouterConfig()
+    request_log: RequestLogConfig = RequestLogConfig()
     limits: Limits = Limits()
 
     @model_validator(mode="after")

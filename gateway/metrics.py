@@ -81,9 +81,52 @@ class GatewayMetrics:
             registry=r,
         )
 
-    def observe_decision(self, *, route: str, model: str, cluster: str, seconds: float) -> None:
+        self.router_out_of_distribution = Counter(
+            "smallfleet_router_out_of_distribution",
+            "Routing decisions for queries far from every cluster (sent to the default model).",
+            ["route"],
+            registry=r,
+        )
+        self.router_info = Gauge(
+            "smallfleet_router_info", "The router artifact in use (value 1).", ["version"], registry=r
+        )
+        self.errors = Counter(
+            "smallfleet_request_errors",
+            "Requests answered with an error, by route, model and OpenAI error code.",
+            ["route", "model", "code"],
+            registry=r,
+        )
+        self.feedback_score = Histogram(
+            "smallfleet_feedback_score",
+            "Answer quality from POST /v1/feedback (0 = wrong, 1 = right), per route, model and cluster.",
+            ["route", "model", "cluster"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "smallfleet_fallbacks",
+            "Requests answered by another model after the chosen one failed.",
+            ["route", "model", "fallback"],
+            registry=r,
+        )
+
+    def observe_decision(
+        self, *, route: str, model: str, cluster: str, out_of_distribution: bool, seconds: float
+    ) -> None:
         self.router_decision_duration.labels(route).observe(seconds)
         self.router_decisions.labels(route, model, cluster).inc()
+        if out_of_distribution:
+            self.router_out_of_distribution.labels(route).inc()
+        else:
+            self.router_out_of_distribution.labels(route)  # a zero series, so rates show 0, not nothing
+
+    def observe_feedback(self, *, route: str, model: str, cluster: str | None, score: float) -> None:
+        self.feedback_score.labels(route, model, cluster or "none").observe(score)
+
+    def set_router_version(self, version: str, previous: str | None) -> None:
+        if previous is not None and previous != version:
+            self.router_info.remove(previous)
+        self.router_info.labels(version).set(1)
 
     def observe_answer(
         self,
@@ -95,8 +138,11 @@ class GatewayMetrics:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         cost: float = 0.0,
+        code: str | None = None,
     ) -> None:
         self.requests.labels(route, model, str(status)).inc()
+        if code is not None:
+            self.errors.labels(route, model, code).inc()
         self.request_duration.labels(route, model).observe(seconds)
         if prompt_tokens:
             self.tokens.labels(route, model, "input").inc(prompt_tokens)

@@ -98,6 +98,24 @@ class CompletionRequest(_SamplingFields):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
+# -- smallfleet's own requests ------------------------------------------------
+class FeedbackRequest(BaseModel):
+    """``POST /v1/feedback``: how good an answer was, 0 (wrong) to 1 (right)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    request_id: str = Field(min_length=1, max_length=128)
+    score: float = Field(ge=0, le=1, allow_inf_nan=False)
+    label: str | None = Field(default=None, max_length=64)
+    comment: str | None = Field(default=None, max_length=4000)
+
+
+class RouterReloadRequest(BaseModel):
+    """``POST /admin/router/reload``: load ``artifact`` (default: the configured one)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    artifact: str | None = Field(default=None, min_length=1)
+
+
 # -- responses --------------------------------------------------------------
 def usage_json(usage: Usage) -> dict[str, int]:
     return {

@@ -80,4 +80,5 @@ class FleetRouter:
         )
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # Decisions already queued still run: a reload must not drop requests in flight.
+        self._executor.shutdown(wait=False, cancel_futures=False)

@@ -1,54 +1,105 @@
-"""Answering one completion request: pick the backend, call it, account for it.
+"""Answering one completion request: choose the member, call it, account for it.
 
 :class:`Gateway` is the request path shared by ``/v1/chat/completions`` and
-``/v1/completions``: it turns a validated OpenAI request into a backend call,
-the result into JSON or SSE, and records metrics. It holds no per-request
-state and does no I/O of its own beyond the backend call.
+``/v1/completions``: it resolves the ``model`` field (a fleet member, or
+``auto`` through the router), turns the backend's answer into JSON or SSE, and
+accounts for it in metrics and the request log. It does no I/O of its own
+beyond the backend call; the request log's writes are queued, not awaited.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive
 
-from backends.errors import BackendError, ContextLengthExceeded, SmallfleetError
+from backends.errors import BackendError, ContextLengthExceeded, ModelNotFound, SmallfleetError
 from backends.types import GenerationRequest, StreamChunk, Usage
 from gateway.errors import error_payload
 from gateway.fleet import Fleet, FleetMember
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import ChunkWriter, completion_json
+from gateway.request_log import Feedback, FeedbackResult, RequestLog, RequestRecord
+from gateway.routing import FleetRouter, is_auto
 from gateway.sse import DONE_EVENT, ClientDisconnected, EventStreamResponse, sse_event, until_disconnect
 
 JSON_MEDIA_TYPE = "application/json"
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; only in metrics
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"
+OUT_OF_DISTRIBUTION = "ood"
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
-    """Where an answer goes: which route chose which fleet member, for which request."""
+class Route:
+    """How the answering member was chosen: by name, or by the router."""
 
-    request_id: str
-    route: str
-    member: FleetMember
-    started: float
-    route_headers: tuple[tuple[str, str], ...] = ()
+    name: str  # the metrics label: a member's name or an auto mode such as "auto:cheap"
+    cluster: str | None = None
+    alpha: float | None = None
+    router_version: str | None = None
 
-    @property
     def headers(self) -> dict[str, str]:
-        headers = {"x-smallfleet-model": self.member.name, "x-smallfleet-route": self.route}
-        headers.update(self.route_headers)
+        headers = {"x-smallfleet-route": self.name}
+        if self.cluster is not None:
+            headers["x-smallfleet-cluster"] = self.cluster
+        if self.alpha is not None:
+            headers["x-smallfleet-alpha"] = f"{self.alpha:g}"
+        if self.router_version is not None:
+            headers["x-smallfleet-router-version"] = self.router_version
         return headers
 
 
+@dataclass(slots=True)
+class Answer:
+    """One request on its way: who answers it and what it has cost so far."""
+
+    request_id: str
+    route: Route
+    member: FleetMember
+    question: str  # what the route was chosen on; logged only when prompts are stored
+    started: float
+    api_key_id: str | None = None
+    first_token_at: float | None = field(default=None)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-smallfleet-model": self.member.name, **self.route.headers()}
+
+
 class Gateway:
-    def __init__(self, fleet: Fleet, metrics: GatewayMetrics) -> None:
+    def __init__(self, fleet: Fleet, metrics: GatewayMetrics, request_log: RequestLog) -> None:
         self.fleet = fleet
         self.metrics = metrics
+        self.request_log = request_log
+        self.router: FleetRouter | None = None
+
+    # -- choosing ---------------------------------------------------------
+    async def choose(self, model: str, question: str, alpha_header: str | None) -> tuple[Route, FleetMember]:
+        """The member that answers ``model``: itself, or the router's pick for ``auto``."""
+        if not is_auto(model):
+            return Route(model), self.fleet.get(model)
+        router = self.router  # one reference: a reload mid-request does not mix versions
+        if router is None:
+            raise ModelNotFound(
+                f"model {model!r} needs a router artifact (router.artifact in the fleet config)",
+                param="model",
+            )
+        alpha = router.alpha_for(model, alpha_header)
+        started = time.perf_counter()
+        decision = await router.decide(question, alpha)
+        cluster = OUT_OF_DISTRIBUTION if decision.out_of_distribution else str(decision.cluster)
+        self.metrics.observe_decision(
+            route=model,
+            model=decision.model,
+            cluster=cluster,
+            out_of_distribution=decision.out_of_distribution,
+            seconds=time.perf_counter() - started,
+        )
+        route = Route(model, cluster, decision.alpha, decision.artifact_version)
+        return route, self.fleet.get(decision.model)
 
     def check_token_limit(self, member: FleetMember, max_tokens: int | None) -> None:
         limit = member.context_length
@@ -58,18 +109,56 @@ class Gateway:
                 param="max_tokens",
             )
 
-    def _record(self, answer: Answer, status: int, usage: Usage | None = None) -> None:
+    # -- accounting -------------------------------------------------------
+    def _record(
+        self, answer: Answer, status: int, usage: Usage | None = None, code: str | None = None
+    ) -> None:
         usage = usage or Usage()
+        seconds = time.perf_counter() - answer.started
+        cost = answer.member.price.cost(usage.prompt_tokens, usage.completion_tokens)
+        route, model = answer.route, answer.member.name
         self.metrics.observe_answer(
-            route=answer.route,
-            model=answer.member.name,
+            route=route.name,
+            model=model,
             status=status,
-            seconds=time.perf_counter() - answer.started,
+            seconds=seconds,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
-            cost=answer.member.price.cost(usage.prompt_tokens, usage.completion_tokens),
+            cost=cost,
+            code=code,
+        )
+        ttft = None if answer.first_token_at is None else answer.first_token_at - answer.started
+        self.request_log.record(
+            RequestRecord(
+                request_id=answer.request_id,
+                created_at=time.time() - seconds,
+                route=route.name,
+                model=model,
+                cluster=route.cluster,
+                alpha=route.alpha,
+                router_version=route.router_version,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost=cost,
+                latency_s=seconds,
+                ttft_s=ttft,
+                status=status,
+                api_key_id=answer.api_key_id,
+                prompt=answer.question,
+            )
         )
 
+    async def feedback(self, feedback: Feedback) -> FeedbackResult:
+        """Store feedback on an answered request and count it in that route's quality series."""
+        result = await self.request_log.add_feedback(feedback)
+        if not result.duplicate:
+            record = result.record
+            self.metrics.observe_feedback(
+                route=record.route, model=record.model, cluster=record.cluster, score=feedback.score
+            )
+        return result
+
+    # -- answering --------------------------------------------------------
     async def respond(
         self,
         answer: Answer,
@@ -84,18 +173,17 @@ class Gateway:
                 return await self._respond_stream(answer, request, receive, include_usage)
             return await self._respond_whole(answer, request, receive)
         except ClientDisconnected:
-            self._record(answer, CLIENT_CLOSED_REQUEST)
+            self._record(answer, CLIENT_CLOSED_REQUEST, code="client_closed_request")
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         except SmallfleetError as exc:
-            self._record(answer, exc.status_code)
+            self._record(answer, exc.status_code, code=exc.code or exc.error_type)
             raise
 
     async def _respond_whole(self, answer: Answer, request: GenerationRequest, receive: Receive) -> Response:
         completion = await until_disconnect(answer.member.backend.chat(request), receive)
         payload = completion_json(answer.request_id, answer.member.name, completion, chat=request.is_chat)
-        body = orjson.dumps(payload)
         self._record(answer, 200, completion.usage)
-        return Response(body, media_type=JSON_MEDIA_TYPE, headers=answer.headers)
+        return Response(orjson.dumps(payload), media_type=JSON_MEDIA_TYPE, headers=answer.headers)
 
     async def _respond_stream(
         self, answer: Answer, request: GenerationRequest, receive: Receive, include_usage: bool
@@ -107,9 +195,9 @@ class Gateway:
         except BaseException:
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
-        first_token_at = time.perf_counter()
-        self.metrics.time_to_first_token.labels(answer.route, answer.member.name).observe(
-            first_token_at - answer.started
+        answer.first_token_at = time.perf_counter()
+        self.metrics.time_to_first_token.labels(answer.route.name, answer.member.name).observe(
+            answer.first_token_at - answer.started
         )
         events = self._events(answer, first, chunks, request.is_chat, include_usage)
         return EventStreamResponse(events, answer.headers)
@@ -124,6 +212,7 @@ class Gateway:
     ) -> AsyncIterator[bytes]:
         writer = ChunkWriter(answer.request_id, answer.member.name, chat=chat)
         status, usage = CLIENT_CLOSED_REQUEST, None
+        code: str | None = "client_closed_request"
         try:
             if chat:
                 yield sse_event(writer.role())
@@ -137,16 +226,16 @@ class Gateway:
                 chunk = next_chunk if next_chunk is not None else _missing_final_chunk(answer)
             if include_usage and usage is not None:
                 yield sse_event(writer.usage(usage))
-            status = 200
+            status, code = 200, None
             yield DONE_EVENT
         except SmallfleetError as exc:
             # Headers are sent: the failure becomes an error event, and the stream still ends.
-            status = exc.status_code
+            status, code = exc.status_code, exc.code or exc.error_type
             yield sse_event(error_payload(exc)[1])
             yield DONE_EVENT
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
-            self._record(answer, status, usage)
+            self._record(answer, status, usage, code)
 
 
 def _missing_final_chunk(answer: Answer) -> StreamChunk:

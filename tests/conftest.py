@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -23,6 +24,12 @@ from gateway.config import FleetConfig, parse_fleet
 
 REPO = Path(__file__).resolve().parent.parent
 STUB_UPSTREAM = REPO / "benchmarks" / "stub_upstream.py"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own state dir, so request logs never land in the user's home."""
+    monkeypatch.setenv("SMALLFLEET_STATE", str(tmp_path_factory.mktemp("state")))
 
 
 def fleet_of(*names: str, context_length: int = 2048) -> FleetConfig:
@@ -139,6 +146,22 @@ def wait_until_serving(url: str, proc: subprocess.Popen[Any], timeout: float = 3
             raise AssertionError(f"{proc.args!r} exited with {proc.returncode}: {detail}")
         assert time.monotonic() < deadline, f"{url} did not answer within {timeout} s"
         time.sleep(0.5)
+
+
+@pytest.fixture
+def openai_client() -> Iterator[Callable[..., openai.OpenAI]]:
+    """Makes official openai clients for a server's base URL, and closes them after the test."""
+    clients: list[openai.OpenAI] = []
+
+    def make(server_url: str, **options: Any) -> openai.OpenAI:
+        options.setdefault("max_retries", 0)
+        client = openai.OpenAI(base_url=server_url + "/v1", api_key="unused", **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -116,12 +116,11 @@ async def test_broken_streams_raise_instead_of_ending_quietly(stream_body):
         [c async for c in backend.stream_chat(CHAT)]
 
 
-def test_gateway_passes_a_stream_through_chunk_by_chunk(stub_upstream, live_server):
-    import openai
+def test_gateway_passes_a_stream_through_chunk_by_chunk(stub_upstream, live_server, openai_client):
 
     config = parse_fleet({"models": [{"name": "stub", "backend": "openai", "base_url": stub_upstream}]})
     server = live_server(create_app(config))
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    client = openai_client(server.url)
     stream = client.chat.completions.create(
         model="stub", messages=[{"role": "user", "content": "hi"}], stream=True
     )

@@ -7,7 +7,6 @@ front of the stub upstream, so the whole path runs over real loopback HTTP.
 from __future__ import annotations
 
 import httpx
-import openai
 import pytest
 
 from gateway.app import create_app
@@ -36,9 +35,9 @@ def auto_server(stub_upstream, live_server):
     return live_server(create_app(_fleet(stub_upstream, [*known, "local-extra"]))), known
 
 
-def test_auto_routes_to_a_known_fleet_model_and_says_so(auto_server):
+def test_auto_routes_to_a_known_fleet_model_and_says_so(auto_server, openai_client):
     server, known = auto_server
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    client = openai_client(server.url)
     raw = client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": MATH}], max_tokens=8
     )
@@ -90,3 +89,44 @@ def test_an_artifact_that_knows_none_of_the_fleet_is_refused():
         FleetRouter.load(ARTIFACT, ["smollm2-135m", "qwen2.5-coder-0.5b"])
     with pytest.raises(ConfigError, match="router.artifact"):
         FleetRouter.load("/nonexistent/artifact", ["gemma-2-9b-it"])
+
+
+def test_reload_swaps_the_router_without_dropping_requests(auto_server):
+    import concurrent.futures
+
+    server, _ = auto_server
+    payload = {"model": "auto", "messages": [{"role": "user", "content": MATH}], "max_tokens": 4}
+
+    def ask(_: int) -> int:
+        return httpx.post(server.url + "/v1/chat/completions", json=payload, timeout=30).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        traffic = [pool.submit(ask, i) for i in range(60)]
+        reloads = [httpx.post(server.url + "/admin/router/reload", timeout=30) for _ in range(3)]
+        statuses = [f.result() for f in traffic]
+    assert all(r.status_code == 200 for r in reloads), [r.text for r in reloads]
+    assert statuses == [200] * 60
+    version = reloads[-1].json()["version"]
+    assert httpx.get(server.url + "/health").json()["router_version"] == version
+    after = httpx.post(server.url + "/v1/chat/completions", json=payload)
+    assert after.headers["x-smallfleet-router-version"] == version
+    assert f'smallfleet_router_info{{version="{version}"}} 1.0' in httpx.get(server.url + "/metrics").text
+
+
+def test_reload_refuses_a_bad_artifact_and_keeps_the_old_one(auto_server):
+    server, _ = auto_server
+    bad = httpx.post(server.url + "/admin/router/reload", json={"artifact": "/nonexistent"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "artifact"
+    payload = {"model": "auto", "messages": [{"role": "user", "content": MATH}], "max_tokens": 4}
+    assert httpx.post(server.url + "/v1/chat/completions", json=payload).status_code == 200
+
+
+async def test_reload_needs_the_admin_key_when_admin_keys_are_set(stub_upstream, make_client):
+    from gateway.auth import ApiKeys
+
+    config = _fleet(stub_upstream, ["gemma-2-9b-it"])
+    async with make_client(config, {}, admin_keys=ApiKeys(["admin-secret"])) as client:
+        denied = await client.post("/admin/router/reload")
+        allowed = await client.post("/admin/router/reload", headers={"authorization": "Bearer admin-secret"})
+    assert denied.status_code == 401
+    assert allowed.status_code == 200 and allowed.json()["version"]

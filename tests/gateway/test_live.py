@@ -24,9 +24,9 @@ def served(live_server):
     return server, fakes
 
 
-def test_openai_client_lists_models_and_chats(served):
+def test_openai_client_lists_models_and_chats(served, openai_client):
     server, _ = served
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    client = openai_client(server.url)
     assert [m.id for m in client.models.list()] == ["alpha", "slow"]
     answer = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == "Hello there friend"
@@ -35,9 +35,9 @@ def test_openai_client_lists_models_and_chats(served):
     assert text.choices[0].text == "Hello there friend"
 
 
-def test_openai_client_streams(served):
+def test_openai_client_streams(served, openai_client):
     server, _ = served
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    client = openai_client(server.url)
     stream = client.chat.completions.create(
         model="alpha",
         messages=[{"role": "user", "content": "hi"}],
@@ -50,9 +50,9 @@ def test_openai_client_streams(served):
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
 
 
-def test_openai_client_sees_errors_as_exceptions(served):
+def test_openai_client_sees_errors_as_exceptions(served, openai_client):
     server, _ = served
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    client = openai_client(server.url)
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.response.json()["error"]["code"] == "model_not_found"

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import httpx
-import openai
 import pytest
 
 from tests.conftest import wait_until_serving
@@ -41,14 +40,14 @@ def default_gateway():
             proc.stderr.close()
 
 
-def test_default_fleet_lists_both_models(default_gateway):
-    client = openai.OpenAI(base_url=default_gateway + "/v1", api_key="unused")
+def test_default_fleet_lists_both_models(default_gateway, openai_client):
+    client = openai_client(default_gateway)
     assert {m.id for m in client.models.list()} >= {"smollm2-135m", "qwen2.5-coder-0.5b"}
     assert httpx.get(default_gateway + "/health").json()["status"] == "ok"
 
 
-def test_qwen_coder_writes_code(default_gateway):
-    client = openai.OpenAI(base_url=default_gateway + "/v1", api_key="unused")
+def test_qwen_coder_writes_code(default_gateway, openai_client):
+    client = openai_client(default_gateway)
     response = client.chat.completions.with_raw_response.create(
         model="qwen2.5-coder-0.5b",
         messages=[{"role": "user", "content": "Write a Python function add(a, b) that returns a + b."}],
@@ -61,8 +60,8 @@ def test_qwen_coder_writes_code(default_gateway):
     assert response.headers["x-request-id"]
 
 
-def test_smollm2_chats_and_metrics_count_it(default_gateway):
-    client = openai.OpenAI(base_url=default_gateway + "/v1", api_key="unused")
+def test_smollm2_chats_and_metrics_count_it(default_gateway, openai_client):
+    client = openai_client(default_gateway)
     answer = client.chat.completions.create(
         model="smollm2-135m", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
     )

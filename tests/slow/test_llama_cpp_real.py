@@ -35,8 +35,8 @@ def server():
 
 
 @pytest.fixture
-def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+def client(server, openai_client):
+    return openai_client(server.url)
 
 
 def test_chat_completion_with_the_models_own_template(client):

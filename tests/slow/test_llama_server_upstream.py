@@ -70,8 +70,11 @@ def gateway_client(llama_server):
             ]
         }
     )
-    with LiveServer(create_app(config)) as server:
-        yield openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with (
+        LiveServer(create_app(config)) as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0) as client,
+    ):
+        yield client
 
 
 def test_chat_through_the_gateway_to_llama_server(gateway_client):

@@ -1,0 +1,271 @@
+"""The HTTP endpoints: parse and validate, hand over to :class:`~gateway.service.Gateway`, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as HttpRoute
+
+from backends.errors import PayloadTooLarge, RequestError, SmallfleetError
+from backends.types import GenerationRequest, Health, SamplingParams
+from backends.types import Message as ChatTurn
+from gateway.auth import ApiKeys, Unauthorized
+from gateway.config import ConfigError, FleetConfig
+from gateway.errors import NotFound, request_error_from_validation
+from gateway.metrics import CONTENT_TYPE_LATEST
+from gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    FeedbackRequest,
+    RouterReloadRequest,
+    model_list_json,
+)
+from gateway.request_log import Feedback, FeedbackConflict, UnknownRequest
+from gateway.routing import ALPHA_HEADER, FleetRouter
+from gateway.service import JSON_MEDIA_TYPE, Answer, Gateway
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Conflict(RequestError):
+    status_code = 409
+    code = "conflict"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+def parse(model: type[M], body: bytes) -> M:
+    if not body:
+        raise RequestError("request body is empty; expected a JSON object")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise request_error_from_validation(exc) from None
+
+
+def _sampling(parsed: ChatCompletionRequest | CompletionRequest) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=parsed.token_limit,
+        temperature=parsed.temperature,
+        top_p=parsed.top_p,
+        stop=parsed.stop_sequences(),
+        seed=parsed.seed,
+    )
+
+
+def _last_user_text(parsed: ChatCompletionRequest) -> str:
+    """What the router judges a chat by: its last user turn."""
+    for message in reversed(parsed.messages):
+        if message.role == "user":
+            return message.text()
+    return parsed.messages[-1].text()
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type=JSON_MEDIA_TYPE)
+
+
+class Endpoints:
+    def __init__(self, gateway: Gateway, config: FleetConfig, admin_keys: ApiKeys) -> None:
+        self.gateway = gateway
+        self.config = config
+        self.admin_keys = admin_keys
+        self.created = int(time.time())
+        self.health_cache: dict[str, Health] = {}
+        self._reload_lock = asyncio.Lock()
+
+    # -- completions ------------------------------------------------------
+    async def _answer(self, request: Request, model: str, question: str, started: float) -> Answer:
+        route, member = await self.gateway.choose(model, question, request.headers.get(ALPHA_HEADER))
+        request.state.model = member.name
+        return Answer(request.state.request_id, route, member, question, started)
+
+    async def chat_completions(self, request: Request) -> Any:
+        started = time.perf_counter()
+        parsed = parse(ChatCompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
+        if len(parsed.messages) > self.config.limits.max_messages:
+            raise RequestError(
+                f"{len(parsed.messages)} messages; the limit is {self.config.limits.max_messages}",
+                param="messages",
+            )
+        answer = await self._answer(request, parsed.model, _last_user_text(parsed), started)
+        self.gateway.check_token_limit(answer.member, parsed.token_limit)
+        generation = GenerationRequest(
+            messages=tuple(ChatTurn(m.role, m.text()) for m in parsed.messages),
+            params=_sampling(parsed),
+            model=answer.member.name,
+        )
+        return await self.gateway.respond(
+            answer, generation, request.receive, stream=parsed.stream, include_usage=parsed.include_usage
+        )
+
+    async def completions(self, request: Request) -> Any:
+        started = time.perf_counter()
+        parsed = parse(CompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
+        answer = await self._answer(request, parsed.model, parsed.prompt_text(), started)
+        self.gateway.check_token_limit(answer.member, parsed.token_limit)
+        generation = GenerationRequest(
+            prompt=parsed.prompt_text(), params=_sampling(parsed), model=answer.member.name
+        )
+        return await self.gateway.respond(
+            answer, generation, request.receive, stream=parsed.stream, include_usage=parsed.include_usage
+        )
+
+    # -- feedback ---------------------------------------------------------
+    async def feedback(self, request: Request) -> Response:
+        parsed = parse(FeedbackRequest, await read_body(request, self.config.limits.max_body_bytes))
+        feedback = Feedback(parsed.request_id, parsed.score, parsed.label, parsed.comment)
+        try:
+            result = await self.gateway.feedback(feedback)
+        except UnknownRequest:
+            raise NotFound(f"no answered request with id {parsed.request_id!r}", param="request_id") from None
+        except FeedbackConflict as exc:
+            raise Conflict(f"request {parsed.request_id!r} already has different feedback: {exc}") from None
+        record = result.record
+        return _json(
+            {
+                "object": "feedback",
+                "request_id": record.request_id,
+                "score": parsed.score,
+                "route": record.route,
+                "model": record.model,
+                "duplicate": result.duplicate,
+            }
+        )
+
+    # -- models -----------------------------------------------------------
+    def _model_json(self, name: str) -> dict[str, Any]:
+        model = next(m for m in self.config.models if m.name == name)
+        return {
+            "id": name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "smallfleet",
+            "backend": model.backend,
+            "params": model.params,
+            "quant": model.quant,
+            "context_length": self.gateway.fleet.get(name).context_length,
+        }
+
+    def _route_json(self, route: str, router: FleetRouter) -> dict[str, Any]:
+        return {
+            "id": route,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "smallfleet",
+            "router_version": router.version,
+            "candidates": list(router.candidates),
+        }
+
+    async def list_models(self, request: Request) -> Response:
+        models = [self._model_json(name) for name in self.gateway.fleet.names()]
+        router = self.gateway.router
+        if router is not None:
+            models += [self._route_json(route, router) for route in router.routes]
+        return _json(model_list_json(models))
+
+    async def get_model(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        self.gateway.fleet.get(name)  # 404 in OpenAI's shape if unknown
+        return _json(self._model_json(name))
+
+    # -- operations -------------------------------------------------------
+    async def health(self, request: Request) -> Response:
+        models = {
+            name: {"ok": h.ok, "detail": h.detail, "queue_depth": h.queue_depth}
+            for name, h in self.health_cache.items()
+        }
+        healthy = bool(self.health_cache) and all(h.ok for h in self.health_cache.values())
+        router = self.gateway.router
+        return _json(
+            {
+                "status": "ok" if healthy else "degraded",
+                "models": models,
+                "router_version": router.version if router is not None else None,
+            }
+        )
+
+    async def metrics(self, request: Request) -> Response:
+        for member in self.gateway.fleet:
+            # A local queue depth is free to read; a remote backend's waits for the health poller.
+            if member.owned_by == "llama_cpp":
+                health = await member.backend.health()
+                self.gateway.metrics.backend_queue_depth.labels(member.name).set(health.queue_depth)
+        return Response(self.gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def poll_health(self) -> None:
+        for member in self.gateway.fleet:
+            try:
+                health = await asyncio.wait_for(member.backend.health(), timeout=5.0)
+            except (TimeoutError, SmallfleetError) as exc:
+                health = Health(ok=False, detail=f"health check failed: {exc}")
+            self.health_cache[member.name] = health
+            self.gateway.metrics.backend_up.labels(member.name).set(1 if health.ok else 0)
+            self.gateway.metrics.backend_queue_depth.labels(member.name).set(health.queue_depth)
+
+    def _check_admin(self, request: Request) -> None:
+        """Admin keys (SMALLFLEET_ADMIN_KEYS) when configured; otherwise loopback clients only."""
+        if self.admin_keys:
+            scheme, _, key = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not self.admin_keys.accepts(key.strip()):
+                raise Unauthorized("this endpoint needs an admin key: 'Authorization: Bearer <admin key>'")
+            return
+        host = request.client.host if request.client else ""
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host in ("localhost", "testclient")
+        if not loopback:
+            raise Unauthorized("admin endpoints answer loopback clients only unless admin keys are set")
+
+    async def reload_router(self, request: Request) -> Response:
+        self._check_admin(request)
+        body = await read_body(request, self.config.limits.max_body_bytes)
+        parsed = parse(RouterReloadRequest, body) if body else RouterReloadRequest()
+        version = await self.reload(parsed.artifact)
+        return _json({"object": "router", "version": version})
+
+    async def reload(self, artifact: str | None = None) -> str:
+        """Load a router artifact and swap it in; requests already routed are unaffected."""
+        path = artifact or self.config.router.artifact
+        if not path:
+            raise RequestError("no router artifact configured; pass one as 'artifact'", param="artifact")
+        async with self._reload_lock:
+            try:
+                fresh = await asyncio.to_thread(FleetRouter.load, path, self.gateway.fleet.names())
+            except ConfigError as exc:
+                raise RequestError(str(exc), param="artifact") from None
+            previous, self.gateway.router = self.gateway.router, fresh
+            self.gateway.metrics.set_router_version(fresh.version, previous.version if previous else None)
+            if previous is not None:
+                previous.close()
+        return fresh.version
+
+    def routes(self) -> list[HttpRoute]:
+        return [
+            HttpRoute("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            HttpRoute("/v1/completions", self.completions, methods=["POST"]),
+            HttpRoute("/v1/feedback", self.feedback, methods=["POST"]),
+            HttpRoute("/v1/models", self.list_models, methods=["GET"]),
+            HttpRoute("/v1/models/{name:path}", self.get_model, methods=["GET"]),
+            HttpRoute("/health", self.health, methods=["GET"]),
+            HttpRoute("/metrics", self.metrics, methods=["GET"]),
+            HttpRoute("/admin/router/reload", self.reload_router, methods=["POST"]),
+        ]
