@@ -60,6 +60,7 @@ class SqlStore:
 
     def open(self) -> list[int]:
         """Connect and migrate; return the migration versions applied."""
+        self.close()
         self._conn = self._connect()
         try:
             return migrate(self._conn.cursor(), self.dialect, self._migrations)

@@ -81,14 +81,20 @@ class BatchingRequestLog:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect and migrate on the writer thread, which then starts writing."""
         if self._thread is not None:
             raise RuntimeError("the request log is already started")
-        self._thread = threading.Thread(target=self._run, name="request-log-writer", daemon=True)
+        loop = asyncio.get_running_loop()
+        opening = _Command(lambda store: store.open(), loop, loop.create_future())
+        self._thread = threading.Thread(
+            target=self._run, args=(opening,), name="request-log-writer", daemon=True
+        )
         self._thread.start()
         try:
-            await self._call(lambda store: store.open())
+            await opening.future
         except BaseException:
-            await self._stop()
+            self._closed = True
+            await asyncio.to_thread(self._thread.join)
             raise
 
     async def aclose(self) -> None:
@@ -159,7 +165,10 @@ class BatchingRequestLog:
 
     # -- the writer thread ---------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, opening: _Command) -> None:
+        if not self._execute(opening):
+            self.store.close()
+            return
         while True:
             try:
                 command = self._commands.get(timeout=self.flush_interval_s)
@@ -171,7 +180,8 @@ class BatchingRequestLog:
                 if command.last:
                     return
 
-    def _execute(self, command: _Command) -> None:
+    def _execute(self, command: _Command) -> bool:
+        """Run a command and hand its outcome to the caller's loop; return whether it succeeded."""
         result: Any = None
         error: BaseException | None = None
         try:
@@ -183,6 +193,7 @@ class BatchingRequestLog:
             error = exc
         with contextlib.suppress(RuntimeError):  # the caller's loop is gone
             command.loop.call_soon_threadsafe(_resolve, command.future, result, error)
+        return error is None
 
     def _write_pending(self) -> None:
         """Commit the records pending now, in batches; later arrivals wait for the next round."""

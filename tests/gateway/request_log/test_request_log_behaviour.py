@@ -95,7 +95,9 @@ async def test_feedback_is_stored_and_identical_repeats_are_duplicates(open_log:
         Feedback("req-1", 0.75, label="good", comment="changed my mind"),
     ],
 )
-async def test_different_feedback_for_the_same_request_conflicts(open_log: OpenLog, different: Feedback) -> None:
+async def test_different_feedback_for_the_same_request_conflicts(
+    open_log: OpenLog, different: Feedback
+) -> None:
     async with open_log() as log:
         log.record(make_record(1))
         await log.add_feedback(Feedback("req-1", 0.75, label="good"))
@@ -199,7 +201,12 @@ def test_scores_at_the_bounds_are_valid_and_become_floats() -> None:
 
 
 @pytest.mark.parametrize(
-    ("changes", "param"), [({"request_id": ""}, "request_id"), ({"label": "x" * 201}, "label"), ({"comment": "x" * 10_001}, "comment")]
+    ("changes", "param"),
+    [
+        ({"request_id": ""}, "request_id"),
+        ({"label": "x" * 201}, "label"),
+        ({"comment": "x" * 10_001}, "comment"),
+    ],
 )
 def test_oversized_or_empty_feedback_fields_are_refused(changes: dict[str, Any], param: str) -> None:
     fields: dict[str, Any] = {"request_id": "r", "score": 0.5, **changes}
