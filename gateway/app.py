@@ -182,7 +182,11 @@ def _install_sighup_reload(endpoints: Endpoints) -> Callable[[], None]:
         loop.add_signal_handler(signal.SIGHUP, reload)
     except (ValueError, RuntimeError, NotImplementedError):  # not the main thread, or no signals
         return lambda: None
-    return lambda: None if loop.remove_signal_handler(signal.SIGHUP) else None
+
+    def uninstall() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return uninstall
 
 
 def _log_reload(task: asyncio.Task[str]) -> None:

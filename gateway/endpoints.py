@@ -93,9 +93,11 @@ class Endpoints:
 
     # -- completions ------------------------------------------------------
     async def _answer(self, request: Request, model: str, question: str, started: float) -> Answer:
-        route, member = await self.gateway.choose(model, question, request.headers.get(ALPHA_HEADER))
+        route, member, fallbacks = await self.gateway.choose(
+            model, question, request.headers.get(ALPHA_HEADER)
+        )
         request.state.model = member.name
-        return Answer(request.state.request_id, route, member, question, started)
+        return Answer(request.state.request_id, route, member, question, started, fallbacks)
 
     async def chat_completions(self, request: Request) -> Any:
         started = time.perf_counter()

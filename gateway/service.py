@@ -17,7 +17,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive
 
-from backends.errors import BackendError, ContextLengthExceeded, ModelNotFound, SmallfleetError
+from backends.errors import BackendError, ContextLengthExceeded, ModelNotFound, Overloaded, SmallfleetError
 from backends.types import GenerationRequest, StreamChunk, Usage
 from gateway.errors import error_payload
 from gateway.fleet import Fleet, FleetMember
@@ -30,6 +30,7 @@ from gateway.sse import DONE_EVENT, ClientDisconnected, EventStreamResponse, sse
 JSON_MEDIA_TYPE = "application/json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"
 OUT_OF_DISTRIBUTION = "ood"
+MAX_FALLBACKS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,7 @@ class Answer:
     member: FleetMember
     question: str  # what the route was chosen on; logged only when prompts are stored
     started: float
+    fallbacks: tuple[str, ...] = ()  # who answers if ``member`` fails before sending anything
     api_key_id: str | None = None
     first_token_at: float | None = field(default=None)
 
@@ -77,10 +79,12 @@ class Gateway:
         self.router: FleetRouter | None = None
 
     # -- choosing ---------------------------------------------------------
-    async def choose(self, model: str, question: str, alpha_header: str | None) -> tuple[Route, FleetMember]:
-        """The member that answers ``model``: itself, or the router's pick for ``auto``."""
+    async def choose(
+        self, model: str, question: str, alpha_header: str | None
+    ) -> tuple[Route, FleetMember, tuple[str, ...]]:
+        """Who answers ``model``: itself, or the router's pick for ``auto`` (with the runners-up)."""
         if not is_auto(model):
-            return Route(model), self.fleet.get(model)
+            return Route(model), self.fleet.get(model), ()
         router = self.router  # one reference: a reload mid-request does not mix versions
         if router is None:
             raise ModelNotFound(
@@ -99,7 +103,8 @@ class Gateway:
             seconds=time.perf_counter() - started,
         )
         route = Route(model, cluster, decision.alpha, decision.artifact_version)
-        return route, self.fleet.get(decision.model)
+        runners_up = tuple(name for name in decision.ranked[1:] if name in self.fleet)[:MAX_FALLBACKS]
+        return route, self.fleet.get(decision.model), runners_up
 
     def check_token_limit(self, member: FleetMember, max_tokens: int | None) -> None:
         limit = member.context_length
@@ -169,15 +174,31 @@ class Gateway:
         include_usage: bool = False,
     ) -> Response | EventStreamResponse:
         try:
-            if stream:
-                return await self._respond_stream(answer, request, receive, include_usage)
-            return await self._respond_whole(answer, request, receive)
+            while True:
+                try:
+                    if stream:
+                        return await self._respond_stream(answer, request, receive, include_usage)
+                    return await self._respond_whole(answer, request, receive)
+                except (BackendError, Overloaded) as exc:
+                    if not self._fall_back(answer, exc):
+                        raise
         except ClientDisconnected:
             self._record(answer, CLIENT_CLOSED_REQUEST, code="client_closed_request")
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         except SmallfleetError as exc:
             self._record(answer, exc.status_code, code=exc.code or exc.error_type)
             raise
+
+    def _fall_back(self, answer: Answer, failure: SmallfleetError) -> bool:
+        """Hand ``answer`` to its next runner-up, if any; nothing has reached the client yet."""
+        if not answer.fallbacks:
+            return False
+        failed = answer.member.name
+        answer.member = self.fleet.get(answer.fallbacks[0])
+        answer.fallbacks = answer.fallbacks[1:]
+        self.metrics.errors.labels(answer.route.name, failed, failure.code or failure.error_type).inc()
+        self.metrics.fallbacks.labels(answer.route.name, failed, answer.member.name).inc()
+        return True
 
     async def _respond_whole(self, answer: Answer, request: GenerationRequest, receive: Receive) -> Response:
         completion = await until_disconnect(answer.member.backend.chat(request), receive)

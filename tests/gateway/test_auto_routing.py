@@ -130,3 +130,31 @@ async def test_reload_needs_the_admin_key_when_admin_keys_are_set(stub_upstream,
         allowed = await client.post("/admin/router/reload", headers={"authorization": "Bearer admin-secret"})
     assert denied.status_code == 401
     assert allowed.status_code == 200 and allowed.json()["version"]
+
+
+def test_a_failing_routed_model_falls_back_to_the_runner_up(stub_upstream, live_server):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    models = [{"name": "gemma-2-9b-it", "backend": "openai", "base_url": dead}] + [
+        {"name": n, "backend": "openai", "base_url": stub_upstream} for n in BENCHMARK_MODELS[1:]
+    ]
+    server = live_server(create_app(parse_fleet({"models": models, "router": {"artifact": ARTIFACT}})))
+    payload = {"model": "auto", "messages": [{"role": "user", "content": MATH}], "max_tokens": 4}
+    cheapest_first = {
+        "x-smallfleet-alpha": "0"
+    }  # gemma-2-9b-it, the cheapest, is ranked first: and it is down
+    whole = httpx.post(server.url + "/v1/chat/completions", json=payload, headers=cheapest_first)
+    streamed = httpx.post(
+        server.url + "/v1/chat/completions", json={**payload, "stream": True}, headers=cheapest_first
+    )
+    direct = httpx.post(server.url + "/v1/chat/completions", json={**payload, "model": "gemma-2-9b-it"})
+    metrics = httpx.get(server.url + "/metrics").text
+    for response in (whole, streamed):
+        assert response.status_code == 200, response.text
+        assert response.headers["x-smallfleet-model"] != "gemma-2-9b-it"
+    assert whole.json()["model"] == whole.headers["x-smallfleet-model"]
+    assert direct.status_code == 503  # a model asked for by name has no runner-up
+    assert 'smallfleet_fallbacks_total{fallback="' in metrics and 'model="gemma-2-9b-it"' in metrics
