@@ -210,7 +210,9 @@ class BatchingRequestLog:
                 self.store.insert(batch)
                 return
             except Exception as exc:  # the thread must outlive any failure
-                if attempt == 2:
+                if attempt == 1:
+                    logger.warning("request log: writing %d records failed, retrying: %s", len(batch), exc)
+                else:
                     self.failed += len(batch)
                     logger.error("request log: %d records could not be written: %s", len(batch), exc)
                     self._write_error = RequestLogUnavailable(
