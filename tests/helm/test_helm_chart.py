@@ -226,7 +226,11 @@ def test_default_release_runs_the_gateway_with_keys_and_probes() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["SMALLFLEET_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == f"{RELEASE}-smallfleet-api-keys"
     assert {"startupProbe", "livenessProbe", "readinessProbe", "resources"} <= set(container)
-    assert by_kind(docs, "Secret") and by_kind(docs, "ServiceMonitor") and by_kind(docs, "HorizontalPodAutoscaler")
+    assert (
+        by_kind(docs, "Secret")
+        and by_kind(docs, "ServiceMonitor")
+        and by_kind(docs, "HorizontalPodAutoscaler")
+    )
     model = named(docs, "Deployment", f"{RELEASE}-smallfleet-model-smollm2-135m")["spec"]["template"]["spec"]
     assert model["initContainers"][0]["args"] == ["packaged:smollm2-135m-instruct-q4_1", "/models/model.gguf"]
     assert model["containers"][0]["command"] == ["python", "-m", "llama_cpp.server"]

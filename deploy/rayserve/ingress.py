@@ -1,0 +1,41 @@
+"""The ingress replica: the same gateway app as ``smallfleet serve``, over Ray handles.
+
+Routing, metrics, the request log, auth and SSE are the gateway's own: models deployed on
+Ray become :class:`~backends.ray_handle.RayHandleBackend` backends of the fleet; any other
+fleet model (e.g. ``backend: openai`` in front of vLLM) is called directly as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.config import FleetConfig, LlamaCppModel
+
+
+class GatewayIngress:
+    """Becomes a Serve ingress in ``build_app``; Serve calls ``__serve_build_asgi_app__`` in the replica."""
+
+    def __init__(
+        self, fleet: FleetConfig, handles: Mapping[str, Any], *, insecure_no_auth: bool = False
+    ) -> None:
+        self.fleet = fleet
+        self.handles = dict(handles)
+        self.insecure_no_auth = insecure_no_auth
+
+    def __serve_build_asgi_app__(self) -> Any:
+        from backends.ray_handle import RayHandleBackend
+        from gateway.app import create_app
+        from gateway.auth import API_KEYS_ENV, ApiKeys
+
+        keys = ApiKeys.from_env()
+        if not keys and not self.insecure_no_auth:
+            raise RuntimeError(f"set {API_KEYS_ENV} (runtime_env env_vars), or args.insecure_no_auth: true")
+        backends = {}
+        for model in self.fleet.models:
+            if model.name in self.handles:
+                context = model.context_length if isinstance(model, LlamaCppModel) else None
+                backends[model.name] = RayHandleBackend(
+                    model.name, self.handles[model.name], context_length=context
+                )
+        return create_app(self.fleet, backends=backends, api_keys=keys)
