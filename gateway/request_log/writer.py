@@ -151,7 +151,7 @@ class BatchingRequestLog:
         return n
 
     async def _call(self, run: Callable[[SqlStore], Any], *, last: bool = False) -> Any:
-        if self._thread is None or not self._thread.is_alive():
+        if self._thread is None or not self._thread.is_alive() or (self._closed and not last):
             raise RuntimeError("the request log is not running (start() it; aclose() ends it)")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()

@@ -173,6 +173,9 @@ async def test_a_full_queue_drops_records_and_counts_them(log_url: str) -> None:
         await log.aclose()
     log.record(make_record(99))  # after aclose(): dropped, never written
     assert log.dropped == 16
+    with pytest.raises(RuntimeError, match="not running"):
+        await log.count()
+    await log.aclose()  # closing twice is harmless
 
 
 async def test_record_never_waits_for_the_database(open_log: OpenLog) -> None:
