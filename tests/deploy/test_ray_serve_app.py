@@ -22,7 +22,12 @@ from deploy.rayserve.model import ModelServer
 from gateway.config import LlamaCppModel, parse_fleet
 from tests.conftest import asgi_client
 
-pytest.importorskip("ray")
+pytest.importorskip("ray.serve")
+
+# Ray Serve's own pydantic models use a deprecated Field argument; nothing of ours is filtered.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Using extra keyword arguments on `Field`:pydantic.warnings.PydanticDeprecatedSince20"
+)
 
 RAY_CONFIGS = Path(__file__).resolve().parents[2] / "deploy" / "ray"
 FLEET = {
@@ -160,3 +165,18 @@ async def test_ingress_serves_the_gateway_over_handles(monkeypatch: pytest.Monke
         refused = await client.post("/v1/chat/completions", json=body, headers=auth)
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
         assert "smallfleet_requests_total{" in (await client.get("/metrics")).text
+
+
+def test_rayservice_example_embeds_a_valid_serve_config() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    service = yaml.safe_load((RAY_CONFIGS / "rayservice.yaml").read_text())
+    assert (service["apiVersion"], service["kind"]) == ("ray.io/v1", "RayService")
+    config = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    args = AppArgs.model_validate(config.applications[0].args)
+    assert [m.name for m in args.fleet_config().models] == ["smollm2-135m", "qwen2.5-coder-0.5b"]
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == "2.60.0"
+    for spec in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        env = {e["name"] for c in spec["template"]["spec"]["containers"] for e in c["env"]}
+        assert "SMALLFLEET_API_KEYS" in env
