@@ -18,7 +18,7 @@ from backends.types import GenerationRequest, Health, SamplingParams
 from backends.types import Message as ChatTurn
 from gateway.auth import ApiKeys, Unauthorized
 from gateway.config import ConfigError, FleetConfig
-from gateway.errors import NotFound, request_error_from_validation
+from gateway.errors import request_error_from_validation
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.protocol import (
     ChatCompletionRequest,
@@ -27,16 +27,11 @@ from gateway.protocol import (
     RouterReloadRequest,
     model_list_json,
 )
-from gateway.request_log import Feedback, FeedbackConflict, UnknownRequest
+from gateway.request_log import Feedback
 from gateway.routing import ALPHA_HEADER, FleetRouter
 from gateway.service import JSON_MEDIA_TYPE, Answer, Gateway
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class Conflict(RequestError):
-    status_code = 409
-    code = "conflict"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -134,12 +129,7 @@ class Endpoints:
     async def feedback(self, request: Request) -> Response:
         parsed = parse(FeedbackRequest, await read_body(request, self.config.limits.max_body_bytes))
         feedback = Feedback(parsed.request_id, parsed.score, parsed.label, parsed.comment)
-        try:
-            result = await self.gateway.feedback(feedback)
-        except UnknownRequest:
-            raise NotFound(f"no answered request with id {parsed.request_id!r}", param="request_id") from None
-        except FeedbackConflict as exc:
-            raise Conflict(f"request {parsed.request_id!r} already has different feedback: {exc}") from None
+        result = await self.gateway.feedback(feedback)  # 404 unknown id, 409 conflicting feedback
         record = result.record
         return _json(
             {

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
+# Real servers the tests start: PostgreSQL (request log) and Prometheus (dashboards), Debian packages.
+./scripts/postgres_for_tests.sh
 .venv/bin/ruff check gateway backends tests
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

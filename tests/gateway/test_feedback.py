@@ -48,7 +48,7 @@ async def test_conflicting_unknown_and_invalid_feedback_get_clear_4xx(make_clien
         missing = await client.post("/v1/feedback", json={"score": 1.0})
         extra = await client.post("/v1/feedback", json={"request_id": request_id, "score": 1, "stars": 5})
         still_serving = await client.post("/v1/chat/completions", json=CHAT)
-    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "conflict"
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "feedback_conflict"
     assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "request_id"
     for response, field in (
         (too_high, "score"),
