@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 RESERVED_MODEL_PREFIX = "auto"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+DB_URL_ENV = "SMALLFLEET_DB_URL"
 
 
 class ConfigError(ValueError):
@@ -99,8 +100,11 @@ class RequestLogConfig(_Strict):
     store_prompts: bool = Field(default=False, description="keep the prompt text (needed to retrain)")
 
     def resolved_url(self) -> str:
+        """The configured URL, else ``SMALLFLEET_DB_URL``, else SQLite in the state dir."""
         if self.url:
             return self.url
+        if os.environ.get(DB_URL_ENV):
+            return os.environ[DB_URL_ENV]
         directory = state_dir()
         directory.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{directory / 'requests.db'}"
