@@ -95,6 +95,34 @@ class Endpoints:
         return Answer(request.state.request_id, route, member, question, started, fallbacks)
 
     async def chat_completions(self, request: Request) -> Any:
+        try:
+            answer, generation, parsed = await self._prepare_chat(request)
+        except SmallfleetError as exc:
+            self._count_rejection(request, exc)
+            raise
+        return await self.gateway.respond(
+            answer, generation, request.receive, stream=parsed.stream, include_usage=parsed.include_usage
+        )
+
+    async def completions(self, request: Request) -> Any:
+        try:
+            answer, generation, parsed = await self._prepare_completion(request)
+        except SmallfleetError as exc:
+            self._count_rejection(request, exc)
+            raise
+        return await self.gateway.respond(
+            answer, generation, request.receive, stream=parsed.stream, include_usage=parsed.include_usage
+        )
+
+    def _count_rejection(self, request: Request, exc: SmallfleetError) -> None:
+        model = getattr(request.state, "model", None)
+        self.gateway.metrics.observe_rejection(
+            model=model, status=exc.status_code, code=exc.code or exc.error_type
+        )
+
+    async def _prepare_chat(
+        self, request: Request
+    ) -> tuple[Answer, GenerationRequest, ChatCompletionRequest]:
         started = time.perf_counter()
         parsed = parse(ChatCompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
         if len(parsed.messages) > self.config.limits.max_messages:
@@ -109,11 +137,11 @@ class Endpoints:
             params=_sampling(parsed),
             model=answer.member.name,
         )
-        return await self.gateway.respond(
-            answer, generation, request.receive, stream=parsed.stream, include_usage=parsed.include_usage
-        )
+        return answer, generation, parsed
 
-    async def completions(self, request: Request) -> Any:
+    async def _prepare_completion(
+        self, request: Request
+    ) -> tuple[Answer, GenerationRequest, CompletionRequest]:
         started = time.perf_counter()
         parsed = parse(CompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
         answer = await self._answer(request, parsed.model, parsed.prompt_text(), started)
@@ -121,9 +149,7 @@ class Endpoints:
         generation = GenerationRequest(
             prompt=parsed.prompt_text(), params=_sampling(parsed), model=answer.member.name
         )
-        return await self.gateway.respond(
-            answer, generation, request.receive, stream=parsed.stream, include_usage=parsed.include_usage
-        )
+        return answer, generation, parsed
 
     # -- feedback ---------------------------------------------------------
     async def feedback(self, request: Request) -> Response:

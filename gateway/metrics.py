@@ -1,9 +1,12 @@
 """All of smallfleet's Prometheus objects, in one registry per app.
 
-Names carry base units (``_seconds``, ``_total``); labels are ``route`` and
-``model`` (and ``status``/``direction`` where they apply). Label values only
-ever come from the fleet's own names (or ``unknown``), never from raw client
-input, so cardinality stays bounded whatever clients send.
+Names carry base units (``_seconds``, ``_total``). Labels: ``route`` (a fleet
+member's name, or an ``auto`` mode), ``model`` (a fleet member), ``cluster``
+(the router's cluster id, ``ood`` or ``none``), and ``status``, ``code``,
+``direction``, ``fallback`` or ``version`` where they apply. Label values only
+ever come from the fleet's own names, the router artifact, HTTP statuses and the
+error tree (or ``unknown``), never from raw client input, so cardinality stays
+bounded whatever clients send.
 """
 
 from __future__ import annotations
@@ -54,11 +57,17 @@ class GatewayMetrics:
         self.cost = Counter(
             "smallfleet_cost",
             "Cost of answered requests, in the fleet config's price units.",
-            ["route", "model"],
+            ["route", "model", "cluster"],
             registry=r,
         )
         self.backend_up = Gauge(
             "smallfleet_backend_up", "1 if the model's backend is healthy, else 0.", ["model"], registry=r
+        )
+        self.backend_in_flight = Gauge(
+            "smallfleet_backend_in_flight",
+            "Requests the gateway has sent to the model and not yet seen finish (any backend).",
+            ["model"],
+            registry=r,
         )
         self.backend_queue_depth = Gauge(
             "smallfleet_backend_queue_depth",
@@ -139,6 +148,7 @@ class GatewayMetrics:
         completion_tokens: int = 0,
         cost: float = 0.0,
         code: str | None = None,
+        cluster: str | None = None,
     ) -> None:
         self.requests.labels(route, model, str(status)).inc()
         if code is not None:
@@ -149,7 +159,12 @@ class GatewayMetrics:
         if completion_tokens:
             self.tokens.labels(route, model, "output").inc(completion_tokens)
         if cost:
-            self.cost.labels(route, model).inc(cost)
+            self.cost.labels(route, model, cluster or "none").inc(cost)
+
+    def observe_rejection(self, *, model: str | None, status: int, code: str) -> None:
+        """A request refused before any model was asked (bad input, unknown model, ...)."""
+        self.requests.labels(UNKNOWN, model or UNKNOWN, str(status)).inc()
+        self.errors.labels(UNKNOWN, model or UNKNOWN, code).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

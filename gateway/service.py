@@ -131,6 +131,7 @@ class Gateway:
             completion_tokens=usage.completion_tokens,
             cost=cost,
             code=code,
+            cluster=route.cluster,
         )
         ttft = None if answer.first_token_at is None else answer.first_token_at - answer.started
         self.request_log.record(
@@ -201,7 +202,12 @@ class Gateway:
         return True
 
     async def _respond_whole(self, answer: Answer, request: GenerationRequest, receive: Receive) -> Response:
-        completion = await until_disconnect(answer.member.backend.chat(request), receive)
+        in_flight = self.metrics.backend_in_flight.labels(answer.member.name)
+        in_flight.inc()
+        try:
+            completion = await until_disconnect(answer.member.backend.chat(request), receive)
+        finally:
+            in_flight.dec()
         payload = completion_json(answer.request_id, answer.member.name, completion, chat=request.is_chat)
         self._record(answer, 200, completion.usage)
         return Response(orjson.dumps(payload), media_type=JSON_MEDIA_TYPE, headers=answer.headers)
@@ -210,10 +216,13 @@ class Gateway:
         self, answer: Answer, request: GenerationRequest, receive: Receive, include_usage: bool
     ) -> EventStreamResponse:
         chunks = answer.member.backend.stream_chat(request)
+        in_flight = self.metrics.backend_in_flight.labels(answer.member.name)
+        in_flight.inc()  # the stream's end (in _events) takes it back
         # Peek at the first chunk so an early failure is an HTTP error, not a broken stream.
         try:
             first = await until_disconnect(anext(chunks), receive)
         except BaseException:
+            in_flight.dec()
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
         answer.first_token_at = time.perf_counter()
@@ -255,6 +264,7 @@ class Gateway:
             yield sse_event(error_payload(exc)[1])
             yield DONE_EVENT
         finally:
+            self.metrics.backend_in_flight.labels(answer.member.name).dec()
             await chunks.aclose()  # type: ignore[attr-defined]
             self._record(answer, status, usage, code)
 

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 ./scripts/install.sh
 # Real servers the tests start: PostgreSQL (request log) and Prometheus (dashboards), Debian packages.
 ./scripts/postgres_for_tests.sh
+./scripts/prometheus_for_tests.sh >/dev/null
 .venv/bin/ruff check gateway backends tests
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -226,3 +226,14 @@ async def test_unknown_path_and_method_are_openai_errors(make_client):
         wrong_method = await client.get("/v1/chat/completions")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert wrong_method.status_code == 405 and "GET" in wrong_method.json()["error"]["message"]
+
+
+async def test_refused_requests_are_counted_and_in_flight_returns_to_zero(make_client):
+    async with make_client(fleet_of("alpha"), {"alpha": FakeBackend("alpha")}) as client:
+        await client.post("/v1/chat/completions", json={**CHAT, "model": "gpt-9"})
+        await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 100_000})
+        await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        metrics = (await client.get("/metrics")).text
+    assert 'smallfleet_request_errors_total{code="model_not_found",model="unknown",route="unknown"} 1.0' in metrics
+    assert 'smallfleet_request_errors_total{code="context_length_exceeded",model="alpha",route="unknown"} 1.0' in metrics
+    assert 'smallfleet_backend_in_flight{model="alpha"} 0.0' in metrics
