@@ -15,7 +15,7 @@ from router.fit import FitConfig, fit_router_model
 if TYPE_CHECKING:
     from router.train import TrainingSet
 
-CV_ALPHAS: tuple[float, ...] = tuple(round(a * 0.05, 2) for a in range(21))
+CV_ALPHAS: tuple[float, ...] = tuple(round(a * 0.025, 3) for a in range(41))
 
 
 @dataclass(frozen=True)

@@ -68,16 +68,18 @@ def _eval_cv(args: argparse.Namespace) -> int:
     from router.cli import _progress
     from router.cv import cross_validate
     from router.fit import FitConfig
-    from router.train import choose_cheap_alpha, load_training_set
+    from router.train import choose_presets, load_training_set
 
     progress = _progress(time.monotonic())
     ts = load_training_set(args.data, args.models, args.tasks, progress)
     report = cross_validate(ts, FitConfig(seed=args.seed), args.folds, progress)
-    cheap = choose_cheap_alpha(report)
-    curve = [(a, s) for a, s in report.curve if round(a * 10, 6) == round(a * 10) or a == cheap]
+    presets = choose_presets(report)
+    keep = set(DEFAULT_ALPHAS) | set(presets.values())
+    curve = [(a, s) for a, s in report.curve if any(abs(a - k) < 1e-9 for k in keep)]
+    named = ", ".join(f"{name} alpha={alpha:g}" for name, alpha in presets.items())
     title = (f"{args.folds}-fold CV on {args.data} (~{report.rows_per_fold:.0f} rows per fold; "
-             f"cost summed per fold); cheap preset alpha={cheap:g}")
-    return _finish(args, title, curve, report.baselines, {"cheap_alpha": cheap, "folds": args.folds})
+             f"cost summed per fold); presets: {named}")
+    return _finish(args, title, curve, report.baselines, {"presets": presets, "folds": args.folds})
 
 
 def print_cv_summary(manifest: dict[str, Any]) -> None:

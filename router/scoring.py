@@ -1,5 +1,11 @@
-"""The quality/cost trade-off: score = alpha * success + (1 - alpha) * (1 - cost), min-max
-normalised over the candidate models of each query, then ranked best-first."""
+"""The quality/cost trade-off, ranked best-first:
+
+    score = alpha * success + (1 - alpha) * (1 - cost_normalised)
+
+``success`` is a probability (already in [0, 1]); cost is min-max normalised over the candidate
+models of each query. Keeping success un-stretched won cross-validation: min-max on success
+too exaggerates tiny differences between models that are all likely wrong (e.g. trivia) and
+buys expensive models for nothing."""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ def _minmax(values: np.ndarray) -> np.ndarray:
 
 def tradeoff_scores(success: np.ndarray, cost: np.ndarray, alpha: float) -> np.ndarray:
     """Scores in [0, 1] for each (query, candidate); higher is better."""
-    return alpha * _minmax(success) + (1.0 - alpha) * (1.0 - _minmax(cost))
+    success = np.clip(success, 0.0, 1.0)
+    return alpha * success + (1.0 - alpha) * (1.0 - _minmax(cost))
 
 
 def rank(success: np.ndarray, cost: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:

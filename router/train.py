@@ -18,8 +18,10 @@ from router.features import FEATURE_NAMES, format_matrix
 from router.fit import FitConfig, fit_router_model
 
 Progress = Callable[[str], None]
-CHEAP_COST_FRACTION = 0.2  # cheap mode: at most this share of the best single model's cost
-CHEAP_SAFETY = 0.85  # pick the cheap alpha with this margin under the cap
+# Presets: the most accurate alpha (by CV) whose cost stays under a share of the best single
+# model's cost, with a safety margin because a new split's mix of tasks moves the cost a little.
+PRESET_COST_FRACTIONS = {"cheap": 0.2, "balanced": 0.5}
+PRESET_SAFETY = 0.9
 OOD_QUANTILE = 0.001  # training queries less similar than this quantile count as out of distribution
 
 
@@ -54,18 +56,23 @@ def load_training_set(data: Path, models: Path, tasks: Path | None, progress: Pr
     return TrainingSet(rows, np.array(list(prices.values())), emb, format_matrix(rows.questions), groups, names)
 
 
-def choose_cheap_alpha(report: CVReport) -> float:
-    """Most accurate alpha whose CV cost stays under the cheap-mode cap (with a margin)."""
-    cap = CHEAP_COST_FRACTION * CHEAP_SAFETY * report.baselines["best single"].cost
+def choose_alpha(report: CVReport, cost_fraction: float) -> float:
+    """Most accurate alpha whose CV cost stays under ``cost_fraction`` of the best single model's."""
+    cap = cost_fraction * PRESET_SAFETY * report.baselines["best single"].cost
     fitting = [(s.accuracy, a) for a, s in report.curve if s.cost <= cap]
     return max(fitting)[1] if fitting else 0.0
 
 
-def _manifest(ts: TrainingSet, config: FitConfig, report: CVReport | None, default_model: str,
-              threshold: float, tasks: Path | None) -> dict[str, Any]:
+def choose_presets(report: CVReport | None) -> dict[str, float]:
     presets = {"quality": 1.0}
     if report is not None:
-        presets["cheap"] = choose_cheap_alpha(report)
+        presets.update({name: choose_alpha(report, f) for name, f in PRESET_COST_FRACTIONS.items()})
+    return presets
+
+
+def _manifest(ts: TrainingSet, config: FitConfig, report: CVReport | None, default_model: str,
+              threshold: float, tasks: Path | None) -> dict[str, Any]:
+    presets = choose_presets(report)
     return {
         "kind": "blend",
         "models": ts.data.models,

@@ -25,7 +25,7 @@ def test_round_trip_keeps_models_version_and_metadata(small_artifact_dir: Path) 
     assert len(manifest["training_data"]["sha256"]) == 64
     assert manifest["cv"]["folds"] == 2
     assert manifest["created"]
-    assert set(manifest["alpha"]["presets"]) == {"quality", "cheap"}
+    assert set(manifest["alpha"]["presets"]) == {"quality", "balanced", "cheap"}
 
 
 def test_reloaded_router_routes_identically(small_artifact_dir: Path) -> None:
