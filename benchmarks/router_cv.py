@@ -47,12 +47,16 @@ def main() -> int:
         s = report.at(alpha)
         cap = PRESET_COST_FRACTIONS.get(name)
         limit = f" (cap {cap:.0%})" if cap else ""
-        print(f"  {name:9s} alpha={alpha:<6g} accuracy {s.accuracy:.4f}  cost {s.cost:.4f} = "
-              f"{s.cost / best.cost:.1%} of best single{limit}")
+        print(
+            f"  {name:9s} alpha={alpha:<6g} accuracy {s.accuracy:.4f}  cost {s.cost:.4f} = "
+            f"{s.cost / best.cost:.1%} of best single{limit}"
+        )
     if not args.skip_recipe:
         recipe = cross_validate(ts, FitConfig(seed=args.seed, blend=(1.0, 0.0, 0.0)), args.folds).at(1.0)
-        print(f"  {'clusters only (K=60, top 3; Avengers-Pro recipe), alpha=1':s}: accuracy {recipe.accuracy:.4f}  "
-              f"cost {recipe.cost:.4f} = {recipe.cost / best.cost:.1%} of best single")
+        print(
+            f"  clusters only (K=60, top 3; Avengers-Pro recipe), alpha=1: accuracy {recipe.accuracy:.4f}  "
+            f"cost {recipe.cost:.4f} = {recipe.cost / best.cost:.1%} of best single"
+        )
     for name, s in report.baselines.items():
         print(f"  {name:20s} accuracy {s.accuracy:.4f}  cost {s.cost:.4f}")
     if args.out_png:

@@ -51,8 +51,10 @@ def main() -> int:
     ms = [t * 1000 for t in timings]
     p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
     print(f"artifact load (first, incl. imports): {load_s * 1000:.0f} ms")
-    print(f"single-query route() over {len(ms)} questions: median {statistics.median(ms):.3f} ms, "
-          f"p99 {p99:.3f} ms, mean {statistics.fmean(ms):.3f} ms, max {ms[-1]:.3f} ms")
+    print(
+        f"single-query route() over {len(ms)} questions: median {statistics.median(ms):.3f} ms, "
+        f"p99 {p99:.3f} ms, mean {statistics.fmean(ms):.3f} ms, max {ms[-1]:.3f} ms"
+    )
     return 0
 
 

@@ -16,7 +16,7 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ def save_artifact(out: Path, model: RouterModel, manifest: dict[str, Any]) -> Ar
     blob = buffer.getvalue()
     (out / ARRAYS).write_bytes(blob)
     digest = hashlib.sha256(blob).hexdigest()
-    created = datetime.now(timezone.utc).replace(microsecond=0)
+    created = datetime.now(UTC).replace(microsecond=0)
     full = {
         "format": ARTIFACT_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -130,7 +130,9 @@ def _check_embedding(path: Path, manifest: dict[str, Any], model: RouterModel) -
     if not emb_file.is_file():
         raise ArtifactError(f"router artifact {path} needs embedding {spec.get('name')!r}, not shipped here")
     if file_sha256(emb_file) != spec.get("sha256"):
-        raise ArtifactError(f"router artifact {path} was trained with another build of embedding {spec.get('name')!r}")
+        raise ArtifactError(
+            f"router artifact {path} was trained with another build of embedding {spec.get('name')!r}"
+        )
     try:
         model.check_shapes(len(manifest["models"]), int(spec.get("dim", -1)), len(FEATURE_NAMES))
     except ValueError as exc:

@@ -43,9 +43,21 @@ def _train(args: argparse.Namespace) -> int:
     from router.fit import FitConfig
     from router.train import train
 
-    config = FitConfig(seed=args.seed) if args.clusters is None else FitConfig(seed=args.seed, n_clusters=args.clusters)
-    artifact = train(args.data, args.models, args.out, tasks=args.tasks, folds=args.folds, config=config,
-                     default_model=args.default_model, progress=_progress(time.monotonic()))
+    config = (
+        FitConfig(seed=args.seed)
+        if args.clusters is None
+        else FitConfig(seed=args.seed, n_clusters=args.clusters)
+    )
+    artifact = train(
+        args.data,
+        args.models,
+        args.out,
+        tasks=args.tasks,
+        folds=args.folds,
+        config=config,
+        default_model=args.default_model,
+        progress=_progress(time.monotonic()),
+    )
     cv = artifact.manifest.get("cv")
     if cv:
         from router.eval_cli import print_cv_summary
@@ -98,7 +110,9 @@ def _add_train(subparsers: Any) -> None:
     p.add_argument("--models", type=Path, required=True, help="models JSON with input_price per 1M tokens")
     p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
     p.add_argument("--tasks", type=Path, help="optional tasks.jsonl (question -> task) to learn task groups")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds recorded in the manifest (0: skip)")
+    p.add_argument(
+        "--folds", type=int, default=5, help="cross-validation folds recorded in the manifest (0: skip)"
+    )
     p.add_argument("--default-model", help="model for out-of-distribution queries (default: best single)")
     p.add_argument("--clusters", type=int, help="number of k-means clusters (default: the CV winner)")
     p.add_argument("--seed", type=int, default=0)

@@ -30,8 +30,11 @@ class CVReport:
 
     def to_dict(self) -> dict[str, Any]:
         def one(s: Summary) -> dict[str, Any]:
-            return {"accuracy": round(s.accuracy, 4), "cost": round(s.cost, 5),
-                    "share": {m: round(v, 4) for m, v in s.share.items()}}
+            return {
+                "accuracy": round(s.accuracy, 4),
+                "cost": round(s.cost, 5),
+                "share": {m: round(v, 4) for m, v in s.share.items()},
+            }
 
         return {
             "folds": self.folds,
@@ -42,7 +45,9 @@ class CVReport:
         }
 
 
-def fold_indices(n: int, groups: np.ndarray | None, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def fold_indices(
+    n: int, groups: np.ndarray | None, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Shuffled folds, stratified by group when groups are known."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -52,24 +57,31 @@ def fold_indices(n: int, groups: np.ndarray | None, folds: int, seed: int) -> li
     return list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(n)))
 
 
-def out_of_fold_success(ts: TrainingSet, config: FitConfig, splits: list[tuple[np.ndarray, np.ndarray]],
-                        progress: Callable[[str], None]) -> list[np.ndarray]:
+def out_of_fold_success(
+    ts: TrainingSet,
+    config: FitConfig,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    progress: Callable[[str], None],
+) -> list[np.ndarray]:
     """Predicted success of every model on each held-out fold."""
     result = []
     for number, (tr, te) in enumerate(splits, start=1):
         progress(f"cross-validation fold {number}/{len(splits)}: fitting on {len(tr)} rows")
         groups = None if ts.groups is None else ts.groups[tr]
-        model = fit_router_model(ts.embeddings[tr], ts.formats[tr], ts.data.scores[tr], ts.prices, groups, config)
+        model = fit_router_model(
+            ts.embeddings[tr], ts.formats[tr], ts.data.scores[tr], ts.prices, groups, config
+        )
         result.append(model.predict(ts.embeddings[te], ts.formats[te]).success)
     return result
 
 
-def cross_validate(ts: TrainingSet, config: FitConfig, folds: int,
-                   progress: Callable[[str], None] = lambda _: None) -> CVReport:
+def cross_validate(
+    ts: TrainingSet, config: FitConfig, folds: int, progress: Callable[[str], None] = lambda _: None
+) -> CVReport:
     splits = fold_indices(len(ts.data.questions), ts.groups, folds, config.seed)
     predictions = out_of_fold_success(ts, config, splits, progress)
     curves, bases = [], []
-    for (tr, te), success in zip(splits, predictions):
+    for (tr, te), success in zip(splits, predictions, strict=True):
         scores = ts.data.scores[te]
         costs = query_costs([ts.data.questions[i] for i in te], ts.prices)
         curves.append(sweep(success, scores, costs, ts.data.models, CV_ALPHAS))

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,15 +19,23 @@ def _summary_dict(s: Summary) -> dict[str, Any]:
     return {"accuracy": round(s.accuracy, 4), "cost": round(s.cost, 5), "share": s.share}
 
 
-def _finish(args: argparse.Namespace, title: str, curve: list[tuple[float, Summary]],
-            baselines: dict[str, Summary], extra: dict[str, Any]) -> int:
+def _finish(
+    args: argparse.Namespace,
+    title: str,
+    curve: list[tuple[float, Summary]],
+    baselines: dict[str, Summary],
+    extra: dict[str, Any],
+) -> int:
     print(title)
     print(format_table(curve, baselines))
     if args.out_png:
         print(f"plot written to {plot_curve(curve, baselines, args.out_png, title)}")
     if args.json:
-        payload = {"curve": [{"alpha": a, **_summary_dict(s)} for a, s in curve],
-                   "baselines": {k: _summary_dict(v) for k, v in baselines.items()}, **extra}
+        payload = {
+            "curve": [{"alpha": a, **_summary_dict(s)} for a, s in curve],
+            "baselines": {k: _summary_dict(v) for k, v in baselines.items()},
+            **extra,
+        }
         args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return 0
 
@@ -40,13 +47,15 @@ def _eval_artifact(args: argparse.Namespace) -> int:
     router = load_router(args.artifact)
     prices = load_prices(args.models)
     if sorted(prices) != sorted(router.models):
-        raise DataError(f"{args.models} lists models {sorted(prices)}, the artifact knows {sorted(router.models)}")
+        raise DataError(
+            f"{args.models} lists models {sorted(prices)}, the artifact knows {sorted(router.models)}"
+        )
     rows = load_rows(args.data, router.models)
     price_vec = np.array([prices[m] for m in router.models])
     costs = query_costs(rows.questions, price_vec)
     success = router.predict(rows.questions).success
     curve = sweep(success, rows.scores, costs, router.models, DEFAULT_ALPHAS)
-    for name, alpha in sorted(router.presets.items()):
+    for _name, alpha in sorted(router.presets.items()):
         curve.append((alpha, summarize(_picks(success, costs, alpha), rows.scores, costs, router.models)))
     curve.sort(key=lambda item: item[0])
     train_acc = np.array([router.manifest.get("train_accuracy", {}).get(m, np.nan) for m in router.models])
@@ -77,8 +86,10 @@ def _eval_cv(args: argparse.Namespace) -> int:
     keep = set(DEFAULT_ALPHAS) | set(presets.values())
     curve = [(a, s) for a, s in report.curve if any(abs(a - k) < 1e-9 for k in keep)]
     named = ", ".join(f"{name} alpha={alpha:g}" for name, alpha in presets.items())
-    title = (f"{args.folds}-fold CV on {args.data} (~{report.rows_per_fold:.0f} rows per fold; "
-             f"cost summed per fold); presets: {named}")
+    title = (
+        f"{args.folds}-fold CV on {args.data} (~{report.rows_per_fold:.0f} rows per fold; "
+        f"cost summed per fold); presets: {named}"
+    )
     return _finish(args, title, curve, report.baselines, {"presets": presets, "folds": args.folds})
 
 
@@ -91,8 +102,10 @@ def print_cv_summary(manifest: dict[str, Any]) -> None:
     for name, alpha in manifest["alpha"]["presets"].items():
         row = curve.get(round(alpha, 2))
         if row:
-            lines.append(f"  {name:8s} alpha={alpha:<5g} accuracy {row['accuracy']:.4f} cost {row['cost']:.4f}"
-                         f" ({row['cost'] / best['cost']:.0%} of best single)")
+            lines.append(
+                f"  {name:8s} alpha={alpha:<5g} accuracy {row['accuracy']:.4f} cost {row['cost']:.4f}"
+                f" ({row['cost'] / best['cost']:.0%} of best single)"
+            )
     for name, row in cv["baselines"].items():
         lines.append(f"  {name:<20s} accuracy {row['accuracy']:.4f} cost {row['cost']:.4f}")
     print("\n".join(lines), file=sys.stdout)

@@ -29,7 +29,7 @@ def summarize(picks: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: 
     return Summary(
         accuracy=float(scores[rows, picks].mean()),
         cost=float(costs[rows, picks].sum()),
-        share={m: float(c) for m, c in zip(models, counts)},
+        share={m: float(c) for m, c in zip(models, counts, strict=True)},
     )
 
 

@@ -12,10 +12,27 @@ from collections.abc import Sequence
 import numpy as np
 
 FEATURE_NAMES: tuple[str, ...] = (
-    "log_words", "log_chars", "starts_lower", "ends_question", "ends_period", "has_newline",
-    "newlines", "has_dollar", "has_backslash", "has_def", "has_docstring", "write_a",
-    "boxed", "starts_q", "comma_ratio", "digit_ratio", "upper_ratio", "has_underscore_blank",
-    "which_following", "ends_colon", "last_line_words",
+    "log_words",
+    "log_chars",
+    "starts_lower",
+    "ends_question",
+    "ends_period",
+    "has_newline",
+    "newlines",
+    "has_dollar",
+    "has_backslash",
+    "has_def",
+    "has_docstring",
+    "write_a",
+    "boxed",
+    "starts_q",
+    "comma_ratio",
+    "digit_ratio",
+    "upper_ratio",
+    "has_underscore_blank",
+    "which_following",
+    "ends_colon",
+    "last_line_words",
 )
 
 

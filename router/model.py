@@ -48,11 +48,18 @@ class RouterModel:
         """Raise ValueError when the arrays disagree with each other or with the inputs."""
         k, g = self.centroids.shape[0], self.group_coef.shape[0]
         expected = {
-            "prices": (n_models,), "centroids": (k, dim), "cluster_success": (k, n_models),
-            "feature_mean": (n_features,), "feature_scale": (n_features,),
-            "group_coef": (g, dim + n_features), "group_intercept": (g,),
-            "group_success": (g, n_models), "model_coef": (n_models, dim + n_features + g),
-            "model_intercept": (n_models,), "blend": (3,), "top_clusters": (),
+            "prices": (n_models,),
+            "centroids": (k, dim),
+            "cluster_success": (k, n_models),
+            "feature_mean": (n_features,),
+            "feature_scale": (n_features,),
+            "group_coef": (g, dim + n_features),
+            "group_intercept": (g,),
+            "group_success": (g, n_models),
+            "model_coef": (n_models, dim + n_features + g),
+            "model_intercept": (n_models,),
+            "blend": (3,),
+            "top_clusters": (),
         }
         for name, shape in expected.items():
             actual = getattr(self, name).shape

@@ -13,8 +13,9 @@ def _shares(share: dict[str, float], top: int = 3) -> str:
     return ", ".join(f"{name} {value:.0%}" for name, value in best if value > 0)
 
 
-def format_table(curve: Sequence[tuple[float, Summary]], baselines: dict[str, Summary],
-                 reference: str = "best single") -> str:
+def format_table(
+    curve: Sequence[tuple[float, Summary]], baselines: dict[str, Summary], reference: str = "best single"
+) -> str:
     """Rows for each alpha and each baseline: accuracy, cost, cost relative to ``reference``, shares."""
     ref_cost = baselines[reference].cost if reference in baselines else 0.0
     lines = [f"{'router':<16} {'accuracy':>8} {'cost':>10} {'cost/best':>9}  share of queries (top 3)"]
@@ -29,8 +30,12 @@ def format_table(curve: Sequence[tuple[float, Summary]], baselines: dict[str, Su
     return "\n".join(lines)
 
 
-def plot_curve(curve: Sequence[tuple[float, Summary]], baselines: dict[str, Summary], out: Path,
-               title: str = "router accuracy vs cost") -> Path:
+def plot_curve(
+    curve: Sequence[tuple[float, Summary]],
+    baselines: dict[str, Summary],
+    out: Path,
+    title: str = "router accuracy vs cost",
+) -> Path:
     """Write the accuracy-vs-cost curve with the baselines as labelled points."""
     import matplotlib
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class BlendRouter:
         self._embedder = StaticEmbedder(embedding_path(artifact.manifest["embedding"]["name"]))
 
     @property
-    def manifest(self) -> dict[str, object]:
+    def manifest(self) -> dict[str, Any]:
         return dict(self._artifact.manifest)
 
     def predict(self, questions: Sequence[str]) -> Prediction:
@@ -88,10 +89,10 @@ class BlendRouter:
             cluster=None if ood else int(pred.cluster[0]),
             alpha=value,
             ranked=tuple(ranked),
-            scores={n: float(s) for n, s in zip(names, scores)},
+            scores={n: float(s) for n, s in zip(names, scores, strict=True)},
             out_of_distribution=ood,
             artifact_version=self.version,
-            success={n: float(s) for n, s in zip(names, success)},
+            success={n: float(s) for n, s in zip(names, success, strict=True)},
             similarity=similarity,
         )
 

@@ -53,7 +53,9 @@ def load_training_set(data: Path, models: Path, tasks: Path | None, progress: Pr
     embedder = StaticEmbedder(embedding_path(DEFAULT_EMBEDDING))
     emb = embedder.encode(rows.questions).astype(np.float64)
     groups, names = _group_ids(rows.questions, tasks)
-    return TrainingSet(rows, np.array(list(prices.values())), emb, format_matrix(rows.questions), groups, names)
+    return TrainingSet(
+        rows, np.array(list(prices.values())), emb, format_matrix(rows.questions), groups, names
+    )
 
 
 def choose_alpha(report: CVReport, cost_fraction: float) -> float:
@@ -70,20 +72,34 @@ def choose_presets(report: CVReport | None) -> dict[str, float]:
     return presets
 
 
-def _manifest(ts: TrainingSet, config: FitConfig, report: CVReport | None, default_model: str,
-              threshold: float, tasks: Path | None) -> dict[str, Any]:
+def _manifest(
+    ts: TrainingSet,
+    config: FitConfig,
+    report: CVReport | None,
+    default_model: str,
+    threshold: float,
+    tasks: Path | None,
+) -> dict[str, Any]:
     presets = choose_presets(report)
     return {
         "kind": "blend",
         "models": ts.data.models,
-        "prices": dict(zip(ts.data.models, ts.prices.tolist())),
-        "embedding": {"name": DEFAULT_EMBEDDING, "dim": int(ts.embeddings.shape[1]),
-                      "sha256": file_sha256(embedding_path(DEFAULT_EMBEDDING) / "model.safetensors")},
+        "prices": dict(zip(ts.data.models, ts.prices.tolist(), strict=True)),
+        "embedding": {
+            "name": DEFAULT_EMBEDDING,
+            "dim": int(ts.embeddings.shape[1]),
+            "sha256": file_sha256(embedding_path(DEFAULT_EMBEDDING) / "model.safetensors"),
+        },
         "features": list(FEATURE_NAMES),
         "groups": ts.group_names,
-        "training_data": {"sha256": ts.data.sha256, "rows": len(ts.data.questions),
-                          "tasks_sha256": file_sha256(tasks) if tasks else None},
-        "train_accuracy": dict(zip(ts.data.models, np.round(ts.data.scores.mean(axis=0), 4).tolist())),
+        "training_data": {
+            "sha256": ts.data.sha256,
+            "rows": len(ts.data.questions),
+            "tasks_sha256": file_sha256(tasks) if tasks else None,
+        },
+        "train_accuracy": dict(
+            zip(ts.data.models, np.round(ts.data.scores.mean(axis=0), 4).tolist(), strict=True)
+        ),
         "alpha": {"default": 1.0, "presets": presets},
         "ood": {"threshold": threshold, "default_model": default_model},
         "fit_config": asdict(config),
@@ -91,10 +107,19 @@ def _manifest(ts: TrainingSet, config: FitConfig, report: CVReport | None, defau
     }
 
 
-def train(data: Path, models: Path, out: Path, *, tasks: Path | None = None, folds: int = 5,
-          config: FitConfig = FitConfig(), default_model: str | None = None,
-          progress: Progress = lambda _: None) -> Artifact:
+def train(
+    data: Path,
+    models: Path,
+    out: Path,
+    *,
+    tasks: Path | None = None,
+    folds: int = 5,
+    config: FitConfig | None = None,
+    default_model: str | None = None,
+    progress: Progress = lambda _: None,
+) -> Artifact:
     """Train on all rows, cross-validate with ``folds`` folds (0 = skip), write the artifact."""
+    config = config or FitConfig()
     ts = load_training_set(data, models, tasks, progress)
     if default_model is not None and default_model not in ts.data.models:
         raise DataError(f"default model {default_model!r} is not in {models}")

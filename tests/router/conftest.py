@@ -30,8 +30,9 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def small_artifact_dir(small_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A router trained once per session on the small slice (2-fold CV recorded)."""
     out = tmp_path_factory.mktemp("artifact") / "small"
-    train(small_data["rows"], small_data["models"], out, tasks=small_data["tasks"], folds=2,
-          config=SMALL_CONFIG)
+    train(
+        small_data["rows"], small_data["models"], out, tasks=small_data["tasks"], folds=2, config=SMALL_CONFIG
+    )
     return out
 
 
