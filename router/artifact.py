@@ -1,6 +1,6 @@
 """The versioned on-disk router artifact: manifest.json + model.npz.
 
-Layout (format_version 1):
+Layout (format_version 2):
     manifest.json  format, format_version, kind, version, created, models, prices,
                    embedding {name, sha256, dim}, features, groups, training_data {sha256, rows},
                    alpha {default, presets}, ood {threshold, default_model}, fit_config,
@@ -29,7 +29,7 @@ from router.features import FEATURE_NAMES
 from router.model import RouterModel
 
 ARTIFACT_FORMAT = "smallfleet-router"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 ARRAYS = "model.npz"
 

@@ -18,7 +18,8 @@ class FitConfig:
     top_clusters: int = 3
     group_c: float = 10.0
     model_c: float = 0.3
-    blend: tuple[float, float, float] = (0.0, 0.5, 0.5)
+    local_c: float = 0.05
+    blend: tuple[float, float, float, float] = (0.0, 0.5, 0.5, 0.0)
     prior_strength: float = 2.0
     seed: int = 0
 
@@ -79,6 +80,20 @@ def _fit_per_model(x: np.ndarray, scores: np.ndarray, c: float, seed: int) -> tu
     return coef, intercept
 
 
+def _fit_local(
+    formats: np.ndarray, labels: np.ndarray, n_groups: int, scores: np.ndarray, c: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per group, the per-model logistic fits on the (scaled) format features of that group's rows."""
+    n_models, n_features = scores.shape[1], formats.shape[1]
+    coef = np.zeros((n_groups, n_models, n_features))
+    intercept = np.zeros((n_groups, n_models))
+    for g in range(n_groups):
+        rows = labels == g
+        if rows.any():
+            coef[g], intercept[g] = _fit_per_model(formats[rows], scores[rows], c, seed)
+    return coef, intercept
+
+
 def fit_router_model(
     emb: np.ndarray,
     formats: np.ndarray,
@@ -100,6 +115,13 @@ def fit_router_model(
     model_coef, model_intercept = _fit_per_model(
         np.hstack([x, group_probs]), scores, config.model_c, config.seed
     )
+    n_formats = formats.shape[1]
+    local_coef = np.zeros((len(group_coef), scores.shape[1], n_formats))
+    local_intercept = np.zeros((len(group_coef), scores.shape[1]))
+    if config.blend[3]:
+        local_coef, local_intercept = _fit_local(
+            x[:, -n_formats:], labels, len(group_coef), scores, config.local_c, config.seed
+        )
     return RouterModel(
         prices=np.asarray(prices, dtype=np.float64),
         centroids=centroids,
@@ -111,6 +133,8 @@ def fit_router_model(
         group_success=group_success,
         model_coef=model_coef,
         model_intercept=model_intercept,
+        local_coef=local_coef,
+        local_intercept=local_intercept,
         blend=np.asarray(config.blend, dtype=np.float64),
         top_clusters=np.asarray(config.top_clusters),
     )

@@ -1,9 +1,11 @@
 """The router's fitted parameters and how they turn features into success probabilities.
 
-Three estimates of P(model answers correctly | query), blended with fixed weights:
+Four estimates of P(model answers correctly | query), blended with fixed weights:
 - cluster: similarity-weighted accuracy of the query's nearest k-means clusters (Avengers-Pro);
 - group:   a softmax classifier over task groups times each group's per-model accuracy;
-- logistic: one logistic regression per model on [embedding, format features, group probs].
+- logistic: one logistic regression per model on [embedding, format features, group probs];
+- local:   per group and model, a logistic regression on the format features alone, mixed by
+           the group probabilities (e.g. long maths problems favour other models than short ones).
 Only numpy is needed here; fitting lives in router.fit.
 """
 
@@ -37,7 +39,9 @@ class RouterModel:
     group_success: np.ndarray  # (G, M)
     model_coef: np.ndarray  # (M, D + F + G)
     model_intercept: np.ndarray  # (M,)
-    blend: np.ndarray  # (3,) weights of cluster, group, logistic estimates
+    local_coef: np.ndarray  # (G, M, F)
+    local_intercept: np.ndarray  # (G, M)
+    blend: np.ndarray  # (4,) weights of cluster, group, logistic, local estimates
     top_clusters: np.ndarray  # () number of nearest clusters averaged
 
     @classmethod
@@ -58,7 +62,9 @@ class RouterModel:
             "group_success": (g, n_models),
             "model_coef": (n_models, dim + n_features + g),
             "model_intercept": (n_models,),
-            "blend": (3,),
+            "local_coef": (g, n_models, n_features),
+            "local_intercept": (g, n_models),
+            "blend": (4,),
             "top_clusters": (),
         }
         for name, shape in expected.items():
@@ -77,11 +83,15 @@ class RouterModel:
         weight = np.clip(np.take_along_axis(sims, idx, axis=1), 1e-6, None)
         weight /= weight.sum(axis=1, keepdims=True)
         by_cluster = np.einsum("nk,nkm->nm", weight, self.cluster_success[idx])
-        x = np.hstack([embeddings, (formats - self.feature_mean) / self.feature_scale])
+        scaled = (formats - self.feature_mean) / self.feature_scale
+        x = np.hstack([embeddings, scaled])
         success = self.blend[0] * by_cluster
         if self.group_coef.shape[0]:
             groups = softmax(x @ self.group_coef.T + self.group_intercept)
             success = success + self.blend[1] * (groups @ self.group_success)
+            if self.blend[3]:
+                local = sigmoid(np.einsum("nf,gmf->ngm", scaled, self.local_coef) + self.local_intercept)
+                success = success + self.blend[3] * np.einsum("ng,ngm->nm", groups, local)
             x = np.hstack([x, groups])
         if self.blend[2]:
             success = success + self.blend[2] * sigmoid(x @ self.model_coef.T + self.model_intercept)
