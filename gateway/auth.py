@@ -19,6 +19,7 @@ from backends.errors import SmallfleetError
 from gateway.errors import error_bytes
 
 API_KEYS_ENV = "SMALLFLEET_API_KEYS"
+ADMIN_KEYS_ENV = "SMALLFLEET_ADMIN_KEYS"
 
 
 class Unauthorized(SmallfleetError):
@@ -38,8 +39,8 @@ class ApiKeys:
         self._digests = frozenset(_digest(k) for k in keys if k)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ApiKeys:
-        raw = (environ if environ is not None else os.environ).get(API_KEYS_ENV, "")
+    def from_env(cls, environ: dict[str, str] | None = None, variable: str = API_KEYS_ENV) -> ApiKeys:
+        raw = (environ if environ is not None else os.environ).get(variable, "")
         return cls(k.strip() for k in raw.split(","))
 
     def __bool__(self) -> bool:

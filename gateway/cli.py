@@ -28,7 +28,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.auth import API_KEYS_ENV, ApiKeys
+    from gateway.auth import ADMIN_KEYS_ENV, API_KEYS_ENV, ApiKeys
     from gateway.config import ConfigError, default_fleet, load_fleet
     from gateway.routing import FleetRouter
 
@@ -54,7 +54,9 @@ def serve(args: argparse.Namespace) -> int:
     print(f"smallfleet: serving {names} on http://{args.host}:{args.port}/v1", file=sys.stderr)
     if router is not None:
         print(f"smallfleet: model 'auto' routes over {', '.join(router.candidates)}", file=sys.stderr)
-    app = create_app(config, api_keys=keys, router=router)
+    app = create_app(
+        config, api_keys=keys, admin_keys=ApiKeys.from_env(variable=ADMIN_KEYS_ENV), router=router
+    )
     uvicorn.run(
         app,
         host=args.host,
