@@ -140,8 +140,14 @@ def _check_embedding(path: Path, manifest: dict[str, Any], model: RouterModel) -
 
 
 def load_artifact(path: str | Path) -> Artifact:
-    """Read and verify an artifact directory; raises ArtifactError with the reason."""
+    """Read and verify an artifact directory; raises ArtifactError with the reason.
+
+    A symlinked directory (e.g. a router directory's ``current``) is resolved once, first, so
+    an atomic swap of the link while loading cannot mix the files of two artifacts.
+    """
     root = Path(path)
+    if root.is_symlink():
+        root = root.resolve()
     manifest = _read_manifest(root)
     _check_manifest(root, manifest)
     model = _load_arrays(root, manifest)

@@ -39,32 +39,86 @@ def _progress(start: float) -> Callable[[str], None]:
     return lambda message: print(f"[{time.monotonic() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _fit_config(args: argparse.Namespace) -> Any:
     from router.fit import FitConfig
+
+    if args.clusters is None:
+        return FitConfig(seed=args.seed)
+    return FitConfig(seed=args.seed, n_clusters=args.clusters)
+
+
+def _train_into(args: argparse.Namespace, out: Path, holdout: float) -> Any:
     from router.train import train
 
-    config = (
-        FitConfig(seed=args.seed)
-        if args.clusters is None
-        else FitConfig(seed=args.seed, n_clusters=args.clusters)
-    )
+    if args.data is None or args.models is None:
+        raise RouterError("train needs --data ROWS.json and --models MODELS.json")
     artifact = train(
         args.data,
         args.models,
-        args.out,
+        out,
         tasks=args.tasks,
         folds=args.folds,
-        config=config,
+        config=_fit_config(args),
         default_model=args.default_model,
+        holdout=holdout,
         progress=_progress(time.monotonic()),
     )
-    cv = artifact.manifest.get("cv")
-    if cv:
+    if artifact.manifest.get("cv"):
         from router.eval_cli import print_cv_summary
 
         print_cv_summary(artifact.manifest)
+    return artifact
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.promote:
+        return _train_and_promote(args)
+    artifact = _train_into(args, args.out, args.holdout or 0.0)
     print(f"artifact {artifact.version} written to {args.out}")
     return 0
+
+
+def _train_and_promote(args: argparse.Namespace) -> int:
+    """--out is a router directory: train into versions/<version>, then promote if not worse."""
+    import shutil
+
+    from router import promote
+
+    holdout = promote.DEFAULT_HOLDOUT if args.holdout is None else args.holdout
+    if holdout <= 0:
+        raise RouterError("--promote compares on held-out rows: --holdout must be above 0")
+    staging = promote.staging_dir(args.out)
+    try:
+        artifact = _train_into(args, staging, holdout)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    candidate = promote.keep_version(staging, artifact.version)
+    print(f"artifact {artifact.version} written to {candidate}")
+    decision = _decide(args, candidate, holdout)
+    current = promote.current_artifact(args.out)
+    if decision.promote:
+        promote.point_current(args.out, candidate)
+        print(f"promoted {artifact.version} to {args.out / promote.CURRENT}: {decision.reason}")
+    else:
+        name = current.name if current else "-"
+        print(f"kept current {name}; candidate {artifact.version} not promoted: {decision.reason}")
+    return 0
+
+
+def _decide(args: argparse.Namespace, candidate: Path, holdout: float) -> Any:
+    from router import promote
+    from router._errors import ArtifactError
+
+    current = promote.current_artifact(args.out)
+    if current is None:
+        return promote.decide(None)
+    try:
+        comparison = promote.compare(candidate, current, args.data, args.models, holdout)
+    except ArtifactError as exc:
+        return promote.Decision(True, f"the current artifact cannot be loaded ({exc})")
+    print(promote.format_comparison(comparison))
+    return promote.decide(comparison, args.tolerance)
 
 
 def _read_questions(stream: Any) -> list[str]:
@@ -105,10 +159,22 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _add_train(subparsers: Any) -> None:
+    from router.promote import DEFAULT_HOLDOUT, DEFAULT_TOLERANCE
+
     p = subparsers.add_parser("train", help="train a router artifact from scored rows")
-    p.add_argument("--data", type=Path, required=True, help="rows JSON: [{question, scores{model: 0..1}}]")
-    p.add_argument("--models", type=Path, required=True, help="models JSON with input_price per 1M tokens")
-    p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="rows JSON: [{question, scores{model: 0..1}}] (required); "
+        "a row may score some of the models only",
+    )
+    p.add_argument("--models", type=Path, help="models JSON with input_price per 1M tokens (required)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="artifact directory to write (with --promote: a router directory, see below)",
+    )
     p.add_argument("--tasks", type=Path, help="optional tasks.jsonl (question -> task) to learn task groups")
     p.add_argument(
         "--folds", type=int, default=5, help="cross-validation folds recorded in the manifest (0: skip)"
@@ -116,6 +182,24 @@ def _add_train(subparsers: Any) -> None:
     p.add_argument("--default-model", help="model for out-of-distribution queries (default: best single)")
     p.add_argument("--clusters", type=int, help="number of k-means clusters (default: the CV winner)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--promote",
+        action="store_true",
+        help="--out is a router directory: write OUT/versions/<version>/ and point OUT/current at it "
+        "if it is not worse than the current one on the held-out rows",
+    )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        help=f"fraction of full rows held out of training by hash (default: {DEFAULT_HOLDOUT} with "
+        "--promote, else 0)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="promote unless the candidate's quality-preset accuracy is lower by more than this",
+    )
     p.set_defaults(func=_guarded(_train))
 
 
@@ -134,6 +218,14 @@ def _add_eval(subparsers: Any) -> None:
     p.add_argument("--data", type=Path, required=True, help="rows JSON to evaluate on")
     p.add_argument("--models", type=Path, required=True, help="models JSON with prices")
     p.add_argument("--artifact", type=Path, help="artifact to evaluate (not with --cv)")
+    p.add_argument(
+        "--compare",
+        type=Path,
+        metavar="CURRENT",
+        help="compare --artifact (the candidate) with this artifact on the same rows, side by side",
+    )
+    p.add_argument("--holdout", type=float, help="with --compare: only the held-out slice of --data")
+    p.add_argument("--tolerance", type=float, help="with --compare: also apply the promotion rule")
     p.add_argument("--cv", action="store_true", help="k-fold cross-validation of a fresh router on --data")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--tasks", type=Path, help="tasks.jsonl for --cv training")

@@ -1,4 +1,9 @@
-"""K-fold cross-validation of the router on its training rows (the only place to tune)."""
+"""K-fold cross-validation of the router on its training rows (the only place to tune).
+
+Rows that score only some models (logged feedback) are trained on in every fold they fall
+in, but only rows that score every model are evaluated: judging a routing pick, and the
+oracle, needs every model's score.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from router._errors import DataError
 from router.data import query_costs
 from router.evaluate import Summary, baseline_picks, mean_summary, summarize, sweep
 from router.fit import FitConfig, fit_router_model
@@ -68,8 +74,9 @@ def out_of_fold_success(
     for number, (tr, te) in enumerate(splits, start=1):
         progress(f"cross-validation fold {number}/{len(splits)}: fitting on {len(tr)} rows")
         groups = None if ts.groups is None else ts.groups[tr]
+        known = None if ts.data.known is None else ts.data.known[tr]
         model = fit_router_model(
-            ts.embeddings[tr], ts.formats[tr], ts.data.scores[tr], ts.prices, groups, config
+            ts.embeddings[tr], ts.formats[tr], ts.data.scores[tr], ts.prices, groups, config, known
         )
         result.append(model.predict(ts.embeddings[te], ts.formats[te]).success)
     return result
@@ -80,13 +87,23 @@ def cross_validate(
 ) -> CVReport:
     splits = fold_indices(len(ts.data.questions), ts.groups, folds, config.seed)
     predictions = out_of_fold_success(ts, config, splits, progress)
-    curves, bases = [], []
+    full = np.zeros(len(ts.data.questions), dtype=bool)
+    full[ts.data.full_rows()] = True
+    curves, bases, sizes = [], [], []
     for (tr, te), success in zip(splits, predictions, strict=True):
+        judged = full[te]
+        te, success = te[judged], success[judged]
+        if not len(te):
+            continue
         scores = ts.data.scores[te]
         costs = query_costs([ts.data.questions[i] for i in te], ts.prices)
         curves.append(sweep(success, scores, costs, ts.data.models, CV_ALPHAS))
-        picks = baseline_picks(ts.data.scores[tr].mean(axis=0), ts.prices, scores, costs, config.seed)
+        train_acc = ts.data.subset(tr).mean_scores()
+        picks = baseline_picks(train_acc, ts.prices, scores, costs, config.seed)
         bases.append({k: summarize(p, scores, costs, ts.data.models) for k, p in picks.items()})
+        sizes.append(len(te))
+    if not curves:
+        raise DataError("cross-validation needs rows that score every model; there are none")
     curve = [(a, mean_summary([c[i][1] for c in curves])) for i, a in enumerate(CV_ALPHAS)]
     baselines = {k: mean_summary([b[k] for b in bases]) for k in bases[0]}
-    return CVReport(folds, float(np.mean([len(te) for _, te in splits])), curve, baselines)
+    return CVReport(folds, float(np.mean(sizes)), curve, baselines)

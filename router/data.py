@@ -18,17 +18,43 @@ TOKENS_PER_WORD = 1.3
 
 @dataclass(frozen=True)
 class RoutingData:
-    """Questions with the measured score of each model (rows x models)."""
+    """Questions with the measured score of each model (rows x models).
+
+    ``known`` is None when every row scores every model (the benchmark's rows). Otherwise it
+    marks which scores were measured: a logged request with feedback scores one model only.
+    Unknown scores are stored as 0 and must be masked out by everything that reads ``scores``.
+    """
 
     questions: list[str]
     models: list[str]
     scores: np.ndarray  # float64, shape (n_rows, n_models)
     sha256: str
+    known: np.ndarray | None = None  # bool, shape (n_rows, n_models); None: all known
 
     def subset(self, index: Sequence[int] | np.ndarray) -> RoutingData:
         idx = np.asarray(index, dtype=int)
         questions = [self.questions[i] for i in idx]
-        return RoutingData(questions, self.models, self.scores[idx], self.sha256)
+        known = None if self.known is None else self.known[idx]
+        return RoutingData(questions, self.models, self.scores[idx], self.sha256, known)
+
+    def full_rows(self) -> np.ndarray:
+        """Indices of the rows that score every model (the only rows a routing pick can be judged on)."""
+        if self.known is None:
+            return np.arange(len(self.questions))
+        return np.flatnonzero(self.known.all(axis=1))
+
+    def mean_scores(self) -> np.ndarray:
+        """Per-model mean over the rows that score it."""
+        return masked_mean(self.scores, self.known)
+
+
+def masked_mean(scores: np.ndarray, known: np.ndarray | None) -> np.ndarray:
+    """Column means of ``scores`` over the ``known`` entries (all rows when ``known`` is None)."""
+    if known is None:
+        return np.asarray(scores.mean(axis=0))
+    counts = known.sum(axis=0)
+    sums = np.where(known, scores, 0.0).sum(axis=0)
+    return np.divide(sums, counts, out=np.zeros(scores.shape[1]), where=counts > 0)
 
 
 def file_sha256(path: Path) -> str:
@@ -62,26 +88,43 @@ def load_prices(path: Path) -> dict[str, float]:
     return prices
 
 
+def _row_scores(
+    path: Path, i: int, row: object, index: dict[str, int], scores: np.ndarray, known: np.ndarray
+) -> str:
+    """Fill row ``i`` of ``scores``/``known`` from one raw row; return its question."""
+    if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+        raise DataError(f"{path}: row {i} needs a string 'question'")
+    row_scores = row.get("scores")
+    if not isinstance(row_scores, dict) or not row_scores:
+        raise DataError(f"{path}: row {i} needs a non-empty object 'scores'")
+    for model, value in row_scores.items():
+        j = index.get(model)
+        if j is None:
+            raise DataError(f"{path}: row {i} scores model {model!r}, which the models file does not list")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value):
+            raise DataError(f"{path}: row {i} has a non-numeric score for model {model!r}")
+        scores[i, j] = float(value)
+        known[i, j] = True
+    return row["question"]
+
+
 def load_rows(path: Path, models: Sequence[str]) -> RoutingData:
-    """Rows ``{"question": str, "scores": {model: float}}``; every row must score every model."""
+    """Rows ``{"question": str, "scores": {model: float}}``.
+
+    A row may score a subset of ``models`` (the others are unknown, not 0); a row that names
+    a model outside ``models`` is a DataError. Every model needs at least one score.
+    """
     raw = _read_json(path)
     if not isinstance(raw, list) or not raw:
         raise DataError(f"{path}: expected a non-empty JSON array of rows")
-    questions: list[str] = []
-    scores = np.empty((len(raw), len(models)), dtype=np.float64)
-    for i, row in enumerate(raw):
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-            raise DataError(f"{path}: row {i} needs a string 'question'")
-        row_scores = row.get("scores")
-        if not isinstance(row_scores, dict):
-            raise DataError(f"{path}: row {i} needs an object 'scores'")
-        for j, model in enumerate(models):
-            value = row_scores.get(model)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise DataError(f"{path}: row {i} has no numeric score for model {model!r}")
-            scores[i, j] = float(value)
-        questions.append(row["question"])
-    return RoutingData(questions, list(models), scores, file_sha256(path))
+    index = {model: j for j, model in enumerate(models)}
+    scores = np.zeros((len(raw), len(models)), dtype=np.float64)
+    known = np.zeros((len(raw), len(models)), dtype=bool)
+    questions = [_row_scores(path, i, row, index, scores, known) for i, row in enumerate(raw)]
+    unscored = [m for j, m in enumerate(models) if not known[:, j].any()]
+    if unscored:
+        raise DataError(f"{path}: no row scores model(s) {', '.join(map(repr, unscored))}")
+    return RoutingData(questions, list(models), scores, file_sha256(path), None if known.all() else known)
 
 
 def load_task_labels(path: Path) -> dict[str, str]:

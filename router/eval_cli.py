@@ -51,6 +51,13 @@ def _eval_artifact(args: argparse.Namespace) -> int:
             f"{args.models} lists models {sorted(prices)}, the artifact knows {sorted(router.models)}"
         )
     rows = load_rows(args.data, router.models)
+    full = rows.full_rows()
+    if len(full) < len(rows.questions):
+        skipped = len(rows.questions) - len(full)
+        print(f"evaluating the {len(full)} rows that score every model; skipping {skipped}")
+        if not len(full):
+            raise DataError(f"{args.data}: no row scores every model the artifact knows")
+        rows = rows.subset(full)
     price_vec = np.array([prices[m] for m in router.models])
     costs = query_costs(rows.questions, price_vec)
     success = router.predict(rows.questions).success
@@ -111,9 +118,40 @@ def print_cv_summary(manifest: dict[str, Any]) -> None:
     print("\n".join(lines), file=sys.stdout)
 
 
+def _eval_compare(args: argparse.Namespace) -> int:
+    from router import promote
+
+    if args.holdout is not None:
+        from router.holdout import check_fraction
+
+        check_fraction(args.holdout)
+    comparison = promote.compare(args.artifact, args.compare, args.data, args.models, args.holdout)
+    print(promote.format_comparison(comparison))
+    payload: dict[str, Any] = {"rows": comparison.rows}
+    for label, side in (("candidate", comparison.candidate), ("current", comparison.current)):
+        payload[label] = {
+            "version": side.version,
+            "trained_on_these_rows": side.saw_rows,
+            "presets": {n: {"alpha": a, **_summary_dict(s)} for n, (a, s) in side.presets.items()},
+        }
+    if args.tolerance is not None:
+        decision = promote.decide(comparison, args.tolerance)
+        print(f"promotion rule: {'promote' if decision.promote else 'keep current'} ({decision.reason})")
+        payload["decision"] = {"promote": decision.promote, "reason": decision.reason}
+    if args.json:
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     if args.cv == (args.artifact is not None):
         raise DataError("eval needs exactly one of --artifact DIR or --cv")
     if args.cv and args.folds < 2:
         raise DataError("--folds must be at least 2")
+    if args.compare is not None:
+        if args.cv:
+            raise DataError("--compare needs --artifact (the candidate), not --cv")
+        return _eval_compare(args)
+    if args.holdout is not None or args.tolerance is not None:
+        raise DataError("--holdout and --tolerance go with --compare")
     return _eval_cv(args) if args.cv else _eval_artifact(args)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from router.data import masked_mean
 from router.linear import softmax
 from router.model import RouterModel
 
@@ -24,12 +25,22 @@ class FitConfig:
     seed: int = 0
 
 
-def _smoothed_means(labels: np.ndarray, n: int, scores: np.ndarray, strength: float) -> np.ndarray:
-    """Per-label mean score, shrunk towards the global mean by ``strength`` pseudo-rows."""
-    prior = scores.mean(axis=0)
+def _smoothed_means(
+    labels: np.ndarray, n: int, scores: np.ndarray, strength: float, known: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-label mean score, shrunk towards the global mean by ``strength`` pseudo-rows.
+
+    With ``known`` (rows x models), each model's mean counts only the rows that score it.
+    """
+    prior = masked_mean(scores, known)
     sums = np.zeros((n, scores.shape[1]))
-    np.add.at(sums, labels, scores)
-    counts = np.bincount(labels, minlength=n)[:, None]
+    if known is None:
+        np.add.at(sums, labels, scores)
+        counts: np.ndarray = np.bincount(labels, minlength=n)[:, None]
+    else:
+        np.add.at(sums, labels, np.where(known, scores, 0.0))
+        counts = np.zeros((n, scores.shape[1]))
+        np.add.at(counts, labels, known.astype(np.float64))
     return (sums + strength * prior) / (counts + strength)
 
 
@@ -64,24 +75,36 @@ def _fit_groups(x: np.ndarray, labels: np.ndarray, c: float, seed: int) -> tuple
     return coef, intercept, softmax(x @ coef.T + intercept)
 
 
-def _fit_per_model(x: np.ndarray, scores: np.ndarray, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _fit_per_model(
+    x: np.ndarray, scores: np.ndarray, c: float, seed: int, known: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One logistic regression per model, each on the rows that score that model."""
     from sklearn.linear_model import LogisticRegression
 
     coef = np.zeros((scores.shape[1], x.shape[1]))
     intercept = np.zeros(scores.shape[1])
     for j in range(scores.shape[1]):
-        y = (scores[:, j] >= 0.5).astype(int)
+        rows = slice(None) if known is None else known[:, j]
+        y = (scores[rows, j] >= 0.5).astype(int)
+        if not len(y):  # no score for this model here: an uninformed constant (p = 0.5)
+            continue
         rate = float(np.clip(y.mean(), 1e-4, 1 - 1e-4))
         if y.min() == y.max():  # one class only: a constant model
             intercept[j] = np.log(rate / (1 - rate))
             continue
-        clf = LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(x, y)
+        clf = LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(x[rows], y)
         coef[j], intercept[j] = clf.coef_[0], clf.intercept_[0]
     return coef, intercept
 
 
 def _fit_local(
-    formats: np.ndarray, labels: np.ndarray, n_groups: int, scores: np.ndarray, c: float, seed: int
+    formats: np.ndarray,
+    labels: np.ndarray,
+    n_groups: int,
+    scores: np.ndarray,
+    c: float,
+    seed: int,
+    known: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per group, the per-model logistic fits on the (scaled) format features of that group's rows."""
     n_models, n_features = scores.shape[1], formats.shape[1]
@@ -90,7 +113,8 @@ def _fit_local(
     for g in range(n_groups):
         rows = labels == g
         if rows.any():
-            coef[g], intercept[g] = _fit_per_model(formats[rows], scores[rows], c, seed)
+            mask = None if known is None else known[rows]
+            coef[g], intercept[g] = _fit_per_model(formats[rows], scores[rows], c, seed, mask)
     return coef, intercept
 
 
@@ -101,26 +125,31 @@ def fit_router_model(
     prices: np.ndarray,
     groups: np.ndarray | None,
     config: FitConfig,
+    known: np.ndarray | None = None,
 ) -> RouterModel:
-    """Fit every component; ``groups`` are task ids (0..G-1) or None to use the clusters."""
+    """Fit every component; ``groups`` are task ids (0..G-1) or None to use the clusters.
+
+    ``known`` (rows x models, or None when every score is known) masks unknown scores out of
+    every per-model statistic and fit; the clusters and groups use every row's question.
+    """
     centroids, cluster_of = _fit_clusters(emb, config.n_clusters, config.seed)
-    cluster_success = _smoothed_means(cluster_of, len(centroids), scores, config.prior_strength)
+    cluster_success = _smoothed_means(cluster_of, len(centroids), scores, config.prior_strength, known)
     mean = formats.mean(axis=0)
     scale = formats.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)
     x = np.hstack([emb, (formats - mean) / scale])
     labels = cluster_of if groups is None else np.asarray(groups, dtype=int)
     group_coef, group_intercept, group_probs = _fit_groups(x, labels, config.group_c, config.seed)
-    group_success = _smoothed_means(labels, len(group_coef), scores, config.prior_strength)
+    group_success = _smoothed_means(labels, len(group_coef), scores, config.prior_strength, known)
     model_coef, model_intercept = _fit_per_model(
-        np.hstack([x, group_probs]), scores, config.model_c, config.seed
+        np.hstack([x, group_probs]), scores, config.model_c, config.seed, known
     )
     n_formats = formats.shape[1]
     local_coef = np.zeros((len(group_coef), scores.shape[1], n_formats))
     local_intercept = np.zeros((len(group_coef), scores.shape[1]))
     if config.blend[3]:
         local_coef, local_intercept = _fit_local(
-            x[:, -n_formats:], labels, len(group_coef), scores, config.local_c, config.seed
+            x[:, -n_formats:], labels, len(group_coef), scores, config.local_c, config.seed, known
         )
     return RouterModel(
         prices=np.asarray(prices, dtype=np.float64),

@@ -16,6 +16,7 @@ from router.data import RoutingData, file_sha256, load_prices, load_rows, load_t
 from router.embedding import DEFAULT_EMBEDDING, StaticEmbedder, embedding_path
 from router.features import FEATURE_NAMES, format_matrix
 from router.fit import FitConfig, fit_router_model
+from router.holdout import HOLDOUT_RULE, split_holdout
 
 Progress = Callable[[str], None]
 # Presets: the most accurate alpha (by CV) whose cost stays under a share of the best single
@@ -45,10 +46,20 @@ def _group_ids(questions: list[str], tasks: Path | None) -> tuple[np.ndarray | N
     return np.array([index[n] for n in names]), vocab
 
 
-def load_training_set(data: Path, models: Path, tasks: Path | None, progress: Progress) -> TrainingSet:
+def load_training_set(
+    data: Path, models: Path, tasks: Path | None, progress: Progress, *, holdout: float = 0.0
+) -> TrainingSet:
+    """Rows of ``data`` (less the held-out slice when ``holdout`` > 0), embedded and featurised."""
     prices = load_prices(models)
     rows = load_rows(data, list(prices))
     progress(f"loaded {len(rows.questions)} rows scoring {len(rows.models)} models")
+    if rows.known is not None:
+        partial = len(rows.questions) - len(rows.full_rows())
+        progress(f"{partial} rows score only some models (the others are unknown, not 0)")
+    if holdout:
+        kept, held = split_holdout(rows, holdout)
+        rows = rows.subset(kept)
+        progress(f"held out {len(held)} rows for evaluation (by hash, fraction {holdout:g})")
     progress("embedding questions with the static MiniLM embedding")
     embedder = StaticEmbedder(embedding_path(DEFAULT_EMBEDDING))
     emb = embedder.encode(rows.questions).astype(np.float64)
@@ -72,6 +83,10 @@ def choose_presets(report: CVReport | None) -> dict[str, float]:
     return presets
 
 
+def _partial_rows(data: RoutingData) -> int:
+    return len(data.questions) - len(data.full_rows())
+
+
 def _manifest(
     ts: TrainingSet,
     config: FitConfig,
@@ -79,8 +94,10 @@ def _manifest(
     default_model: str,
     threshold: float,
     tasks: Path | None,
+    holdout: float,
 ) -> dict[str, Any]:
     presets = choose_presets(report)
+    held = {"fraction": holdout, "rule": HOLDOUT_RULE} if holdout else None
     return {
         "kind": "blend",
         "models": ts.data.models,
@@ -96,10 +113,10 @@ def _manifest(
             "sha256": ts.data.sha256,
             "rows": len(ts.data.questions),
             "tasks_sha256": file_sha256(tasks) if tasks else None,
+            **({"partial_rows": _partial_rows(ts.data)} if ts.data.known is not None else {}),
+            **({"holdout": held} if held else {}),
         },
-        "train_accuracy": dict(
-            zip(ts.data.models, np.round(ts.data.scores.mean(axis=0), 4).tolist(), strict=True)
-        ),
+        "train_accuracy": dict(zip(ts.data.models, np.round(ts.data.mean_scores(), 4).tolist(), strict=True)),
         "alpha": {"default": 1.0, "presets": presets},
         "ood": {"threshold": threshold, "default_model": default_model},
         "fit_config": asdict(config),
@@ -116,21 +133,29 @@ def train(
     folds: int = 5,
     config: FitConfig | None = None,
     default_model: str | None = None,
+    holdout: float = 0.0,
     progress: Progress = lambda _: None,
 ) -> Artifact:
-    """Train on all rows, cross-validate with ``folds`` folds (0 = skip), write the artifact."""
+    """Train on all rows, cross-validate with ``folds`` folds (0 = skip), write the artifact.
+
+    ``holdout`` > 0 leaves the hash-chosen evaluation slice (router.holdout) out of training
+    and records it in the manifest, so two artifacts can be compared on rows neither saw.
+    """
     config = config or FitConfig()
-    ts = load_training_set(data, models, tasks, progress)
+    ts = load_training_set(data, models, tasks, progress, holdout=holdout)
     if default_model is not None and default_model not in ts.data.models:
         raise DataError(f"default model {default_model!r} is not in {models}")
     report = None
     if folds:
         report = cross_validate(ts, config, folds, progress)
     progress("fitting on all rows")
-    model = fit_router_model(ts.embeddings, ts.formats, ts.data.scores, ts.prices, ts.groups, config)
+    model = fit_router_model(
+        ts.embeddings, ts.formats, ts.data.scores, ts.prices, ts.groups, config, ts.data.known
+    )
     nearest = (ts.embeddings @ model.centroids.T).max(axis=1)
     threshold = float(np.quantile(nearest, OOD_QUANTILE))
-    fallback = default_model or ts.data.models[int(ts.data.scores.mean(axis=0).argmax())]
-    artifact = save_artifact(out, model, _manifest(ts, config, report, fallback, threshold, tasks))
+    fallback = default_model or ts.data.models[int(ts.data.mean_scores().argmax())]
+    manifest = _manifest(ts, config, report, fallback, threshold, tasks, holdout)
+    artifact = save_artifact(out, model, manifest)
     progress(f"wrote router artifact {artifact.version} to {out}")
     return artifact

@@ -162,5 +162,10 @@ def test_bad_training_rows_are_a_clear_error(
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps([{"question": "hi", "scores": {"gemma-2-9b-it": 1.0}}]), encoding="utf-8")
     argv = ["train", "--data", str(rows), "--models", str(small_data["models"]), "--out", str(tmp_path / "a")]
+    assert _run(argv, monkeypatch) == 2  # a row may score some models, but every model needs a score
+    assert "no row scores model(s) 'codegemma-7b'" in capsys.readouterr().err
+    rows.write_text(json.dumps([{"question": "hi", "scores": {"gpt-9": 1.0}}]), encoding="utf-8")
     assert _run(argv, monkeypatch) == 2
-    assert "no numeric score for model" in capsys.readouterr().err
+    assert "'gpt-9', which the models file does not list" in capsys.readouterr().err
+    assert _run(["train", "--out", str(tmp_path / "a")], monkeypatch) == 2
+    assert "train needs --data ROWS.json and --models MODELS.json" in capsys.readouterr().err
