@@ -1,4 +1,7 @@
-"""The ``smallfleet`` command: ``serve`` here; ``train``, ``route`` and ``eval`` from router/."""
+"""The ``smallfleet`` command: ``serve`` here; ``train``, ``route`` and ``eval`` from router/.
+
+``train`` also gets the request-log options (``--from-log`` ...) from gateway/retrain.py.
+"""
 
 from __future__ import annotations
 
@@ -92,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
             raise
     else:
         add_commands(commands)
+        from gateway.retrain import add_log_arguments
+
+        add_log_arguments(commands.choices["train"])
     return parser
 
 
