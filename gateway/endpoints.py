@@ -92,7 +92,8 @@ class Endpoints:
             model, question, request.headers.get(ALPHA_HEADER)
         )
         request.state.model = member.name
-        return Answer(request.state.request_id, route, member, question, started, fallbacks)
+        api_key_id = getattr(request.state, "api_key_id", None)
+        return Answer(request.state.request_id, route, member, question, started, fallbacks, api_key_id)
 
     async def chat_completions(self, request: Request) -> Any:
         try:

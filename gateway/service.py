@@ -10,7 +10,7 @@ beyond the backend call; the request log's writes are queued, not awaited.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -77,6 +77,8 @@ class Gateway:
         self.metrics = metrics
         self.request_log = request_log
         self.router: FleetRouter | None = None
+        # Called with every record the request log gets (per-key usage accounting, ...).
+        self.record_hooks: list[Callable[[RequestRecord], None]] = []
 
     # -- choosing ---------------------------------------------------------
     async def choose(
@@ -134,25 +136,26 @@ class Gateway:
             cluster=route.cluster,
         )
         ttft = None if answer.first_token_at is None else answer.first_token_at - answer.started
-        self.request_log.record(
-            RequestRecord(
-                request_id=answer.request_id,
-                created_at=time.time() - seconds,
-                route=route.name,
-                model=model,
-                cluster=route.cluster,
-                alpha=route.alpha,
-                router_version=route.router_version,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cost=cost,
-                latency_s=seconds,
-                ttft_s=ttft,
-                status=status,
-                api_key_id=answer.api_key_id,
-                prompt=answer.question,
-            )
+        record = RequestRecord(
+            request_id=answer.request_id,
+            created_at=time.time() - seconds,
+            route=route.name,
+            model=model,
+            cluster=route.cluster,
+            alpha=route.alpha,
+            router_version=route.router_version,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost=cost,
+            latency_s=seconds,
+            ttft_s=ttft,
+            status=status,
+            api_key_id=answer.api_key_id,
+            prompt=answer.question,
         )
+        self.request_log.record(record)
+        for hook in self.record_hooks:
+            hook(record)
 
     async def feedback(self, feedback: Feedback) -> FeedbackResult:
         """Store feedback on an answered request and count it in that route's quality series."""
