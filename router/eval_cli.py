@@ -62,7 +62,10 @@ def _eval_artifact(args: argparse.Namespace) -> int:
     costs = query_costs(rows.questions, price_vec)
     success = router.predict(rows.questions).success
     curve = sweep(success, rows.scores, costs, router.models, DEFAULT_ALPHAS)
+    swept = {round(a, 6) for a, _ in curve}
     for _name, alpha in sorted(router.presets.items()):
+        if round(alpha, 6) in swept:
+            continue  # already a row of the sweep
         curve.append((alpha, summarize(_picks(success, costs, alpha), rows.scores, costs, router.models)))
     curve.sort(key=lambda item: item[0])
     train_acc = np.array([router.manifest.get("train_accuracy", {}).get(m, np.nan) for m in router.models])
