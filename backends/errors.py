@@ -9,12 +9,19 @@ turns any of them into OpenAI's error JSON in exactly one place
     SmallfleetError
     ├── RequestError                      400 invalid_request_error
     │   ├── ContextLengthExceeded         400 code=context_length_exceeded
+    │   ├── ContentPolicyViolation        400 code=content_policy_violation
     │   ├── ModelNotFound                 404 code=model_not_found
     │   └── PayloadTooLarge               413
     ├── Overloaded                        429 (a model's queue is full)
     └── BackendError                      502 (the model failed)
         ├── BackendUnavailable            503 (cannot reach the model)
+        │   └── CircuitOpen               503 code=circuit_open (the model is resting)
         └── BackendTimeout                504
+
+Two attributes tell :class:`backends.resilience.ResilientBackend` whether a
+failure before the first token is worth another try: ``retryable`` (a class
+default, overridable per instance: a 500 is, a malformed answer is not) and
+``retry_after`` (seconds the upstream asked us to wait, from ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -24,11 +31,22 @@ class SmallfleetError(Exception):
     status_code: int = 500
     error_type: str = "server_error"
     code: str | None = None
+    retryable: bool = False
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if retryable is not None:
+            self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class RequestError(SmallfleetError):
@@ -38,6 +56,12 @@ class RequestError(SmallfleetError):
 
 class ContextLengthExceeded(RequestError):
     code = "context_length_exceeded"
+
+
+class ContentPolicyViolation(RequestError):
+    """The upstream refused the request on content policy; retrying elsewhere would not help."""
+
+    code = "content_policy_violation"
 
 
 class ModelNotFound(RequestError):
@@ -54,6 +78,7 @@ class Overloaded(SmallfleetError):
     status_code = 429
     error_type = "rate_limit_error"
     code = "queue_full"
+    retryable = True
 
 
 class BackendError(SmallfleetError):
@@ -65,8 +90,17 @@ class BackendError(SmallfleetError):
 class BackendUnavailable(BackendError):
     status_code = 503
     code = "backend_unavailable"
+    retryable = True
+
+
+class CircuitOpen(BackendUnavailable):
+    """The model failed repeatedly; no traffic is sent to it until its cool-down ends."""
+
+    code = "circuit_open"
+    retryable = False
 
 
 class BackendTimeout(BackendError):
     status_code = 504
     code = "backend_timeout"
+    retryable = True

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import email.utils
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from backends.errors import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
+    ContentPolicyViolation,
     ContextLengthExceeded,
     Overloaded,
     RequestError,
@@ -36,6 +39,8 @@ DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_TOTAL_TIMEOUT = 600.0
 DEFAULT_MAX_CONNECTIONS = 512
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+_RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
+_CONTENT_POLICY_CODES = frozenset({"content_filter", "content_policy_violation"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +128,7 @@ class OpenAIHTTPBackend:
         except TimeoutError as exc:
             raise BackendTimeout(f"model {self.name!r} did not answer in time") from exc
         if response.status_code != 200:
-            raise _error_for_status(self.name, response.status_code, response.content)
+            raise _error_for_status(self.name, response.status_code, response.content, response.headers)
         return _parse_completion(self.name, response.content, request.is_chat)
 
     async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
@@ -131,7 +136,8 @@ class OpenAIHTTPBackend:
         with _map_transport_errors(self.name):
             async with self.client.stream("POST", path, content=orjson.dumps(payload)) as response:
                 if response.status_code != 200:
-                    raise _error_for_status(self.name, response.status_code, await response.aread())
+                    body = await response.aread()
+                    raise _error_for_status(self.name, response.status_code, body, response.headers)
                 async for chunk in _parse_sse(self.name, response.aiter_lines(), request.is_chat):
                     yield chunk
 
@@ -180,20 +186,47 @@ def _upstream_message(body: bytes) -> tuple[str, str | None]:
     return str(error), None
 
 
-def _error_for_status(name: str, status: int, body: bytes) -> SmallfleetError:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds an upstream asked us to wait: ``retry-after-ms`` (OpenAI's), else ``Retry-After``
+    as seconds or as an HTTP date; None when absent or unreadable."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(millis) / 1000)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_for_status(
+    name: str, status: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> SmallfleetError:
     message, code = _upstream_message(body)
     detail = f"model {name!r} answered {status}: {message}"
+    retry_after = retry_after_seconds(headers) if headers is not None else None
     if status == 429:
-        return Overloaded(detail)
+        return Overloaded(detail, retry_after=retry_after)
     if status in (400, 413, 422):
+        if code in _CONTENT_POLICY_CODES:
+            return ContentPolicyViolation(detail)
         if code == "context_length_exceeded" or "context" in message.lower():
             return ContextLengthExceeded(detail)
         return RequestError(detail)
+    retryable = status in _RETRYABLE_STATUSES
     if status == 503:
-        return BackendUnavailable(detail)
+        return BackendUnavailable(detail, retry_after=retry_after)
     if status == 504:
         return BackendTimeout(detail)
-    return BackendError(detail)
+    return BackendError(detail, retryable=retryable, retry_after=retry_after)
 
 
 def _usage(data: dict[str, Any] | None) -> Usage | None:

@@ -42,11 +42,57 @@ class Price(_Strict):
         return (self.input * prompt_tokens + self.output * completion_tokens) / 1e6
 
 
+class RetryConfig(_Strict):
+    """Retries of failures before the first token (see docs/resilience.md)."""
+
+    attempts: int = Field(default=3, ge=1, le=10, description="tries in all; 1 never retries")
+    base_delay: float = Field(default=0.2, ge=0, le=60, description="seconds before the first retry")
+    max_delay: float = Field(default=2.0, ge=0, le=600, description="longest backoff, seconds")
+    jitter: float = Field(default=0.5, ge=0, le=1, description="random fraction of each backoff")
+    max_retry_after: float = Field(
+        default=10.0, ge=0, le=3600, description="a longer Retry-After is not waited for"
+    )
+
+
+class CircuitBreakerConfig(_Strict):
+    enabled: bool = True
+    failure_threshold: int = Field(default=5, ge=1, le=10_000, description="failures in a row to open")
+    cool_down: float = Field(default=30.0, ge=0, le=86_400, description="seconds open before a probe")
+
+
+class StreamTimeoutsConfig(_Strict):
+    first_token: float = Field(default=60.0, gt=0, description="seconds to the first chunk")
+    idle: float = Field(default=30.0, gt=0, description="longest gap between two stream chunks")
+    total: float = Field(default=600.0, gt=0, description="whole call, retries included")
+
+
+class ResilienceConfig(_Strict):
+    """Per model: retries, circuit breaker, stream timeouts; ``enabled: false`` turns all off."""
+
+    enabled: bool = True
+    retry: RetryConfig | None = Field(
+        default=None, description="default: 3 attempts for openai models, 1 (no retries) for llama_cpp"
+    )
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    timeouts: StreamTimeoutsConfig = StreamTimeoutsConfig()
+
+
+NO_RETRIES = RetryConfig(attempts=1)
+
+
 class _ModelBase(_Strict):
     name: ModelName
     params: float | None = Field(default=None, gt=0, description="parameter count")
     quant: str | None = Field(default=None, description="GGUF type, e.g. Q4_K_M")
     price: Price = Price()
+    resilience: ResilienceConfig = ResilienceConfig()
+    fallbacks: list[ModelName] = Field(
+        default_factory=list, description="models that answer, in order, when this one fails"
+    )
+
+    def retry_config(self) -> RetryConfig:
+        """The configured retries, else this kind of backend's default."""
+        return self.resilience.retry or RetryConfig()
 
     @model_validator(mode="after")
     def _name_not_reserved(self) -> _ModelBase:
@@ -62,6 +108,10 @@ class LlamaCppModel(_ModelBase):
     context_length: int = Field(default=4096, gt=0, le=1 << 20)
     threads: int | None = Field(default=None, gt=0)
     max_queue: int = Field(default=16, ge=0, le=10_000)
+
+    def retry_config(self) -> RetryConfig:
+        # In process, a failure is a bug or a full queue: retrying it soon does not help.
+        return self.resilience.retry or NO_RETRIES
 
 
 class Timeouts(_Strict):
@@ -129,6 +179,20 @@ class FleetConfig(_Strict):
             if model.name in seen:
                 raise ValueError(f"models[{index}].name: duplicate model name {model.name!r}")
             seen.add(model.name)
+        return self
+
+    @model_validator(mode="after")
+    def _known_fallbacks(self) -> FleetConfig:
+        names = {model.name for model in self.models}
+        for index, model in enumerate(self.models):
+            where = f"models[{index}].fallbacks"
+            for name in model.fallbacks:
+                if name == model.name:
+                    raise ValueError(f"{where}: model {name!r} cannot fall back to itself")
+                if name not in names:
+                    raise ValueError(f"{where}: {name!r} is not a model of this fleet")
+            if len(set(model.fallbacks)) != len(model.fallbacks):
+                raise ValueError(f"{where}: a model is listed twice")
         return self
 
 

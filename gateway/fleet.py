@@ -9,6 +9,14 @@ from dataclasses import dataclass
 
 from backends.base import Backend
 from backends.errors import ModelNotFound
+from backends.resilience import (
+    CircuitBreaker,
+    CircuitBreakerPolicy,
+    CircuitState,
+    ResilientBackend,
+    RetryPolicy,
+    StreamTimeouts,
+)
 from gateway.config import FleetConfig, LlamaCppModel, ModelConfig, OpenAIModel, Price
 
 
@@ -48,16 +56,46 @@ BACKEND_FACTORIES: dict[str, Callable[[ModelConfig], Backend]] = {
 }
 
 
+def with_resilience(backend: Backend, config: ModelConfig) -> Backend:
+    """``backend`` wrapped in the retries, timeouts and circuit breaker ``config`` asks for."""
+    settings = config.resilience
+    if not settings.enabled or isinstance(backend, ResilientBackend):
+        return backend
+    breaker_settings = settings.circuit_breaker
+    breaker = None
+    if breaker_settings.enabled:
+        breaker = CircuitBreaker(
+            CircuitBreakerPolicy(breaker_settings.failure_threshold, breaker_settings.cool_down)
+        )
+    return ResilientBackend(
+        backend,
+        retry=RetryPolicy(**config.retry_config().model_dump()),
+        breaker=breaker,
+        timeouts=StreamTimeouts(**settings.timeouts.model_dump()),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class FleetMember:
     name: str
     backend: Backend
     price: Price
     owned_by: str
+    fallbacks: tuple[str, ...] = ()  # from the fleet config: who answers, in order, when this one fails
 
     @property
     def context_length(self) -> int | None:
         return self.backend.context_length
+
+    @property
+    def circuit_state(self) -> CircuitState:
+        """``closed`` for a backend without a breaker."""
+        return getattr(self.backend, "circuit_state", CircuitState.CLOSED)
+
+    @property
+    def available(self) -> bool:
+        """False while the member's circuit is open: routers and fallbacks should skip it."""
+        return bool(getattr(self.backend, "available", True))
 
 
 class Fleet:
@@ -67,12 +105,19 @@ class Fleet:
         self._members = dict(members)
 
     @classmethod
-    def from_config(cls, config: FleetConfig, backends: Mapping[str, Backend] | None = None) -> Fleet:
-        """Build every model's backend; ``backends`` overrides some by name (tests)."""
+    def from_config(
+        cls, config: FleetConfig, backends: Mapping[str, Backend] | None = None, *, resilience: bool = True
+    ) -> Fleet:
+        """Build every model's backend, wrapped as its ``resilience`` section says (unless
+        ``resilience=False``); ``backends`` overrides some by name (tests), and those are
+        wrapped too."""
         members = {}
         for model in config.models:
             backend = (backends or {}).get(model.name) or BACKEND_FACTORIES[model.backend](model)
-            members[model.name] = FleetMember(model.name, backend, model.price, model.backend)
+            if resilience:
+                backend = with_resilience(backend, model)
+            fallbacks = tuple(model.fallbacks)
+            members[model.name] = FleetMember(model.name, backend, model.price, model.backend, fallbacks)
         return cls(members)
 
     def __contains__(self, name: object) -> bool:
