@@ -13,6 +13,7 @@ import logging
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,7 +29,10 @@ from gateway.config import FleetConfig
 from gateway.endpoints import Endpoints
 from gateway.errors import MethodNotAllowed, NotFound, error_bytes
 from gateway.fleet import Fleet
+from gateway.keys import KeyStore, KeyTable
+from gateway.limits import InputLimits, Limiter, LimitsMiddleware
 from gateway.metrics import GatewayMetrics
+from gateway.openapi import openapi_document
 from gateway.request_log import RequestLog, open_request_log
 from gateway.routing import FleetRouter
 from gateway.service import JSON_MEDIA_TYPE, Gateway
@@ -68,9 +72,14 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def _middleware(api_keys: ApiKeys) -> list[Middleware]:
-    """Outermost first: the request id wraps everything, so even a 401 carries it."""
-    return [Middleware(RequestIdMiddleware), Middleware(ApiKeyMiddleware, keys=api_keys)]
+def _middleware(api_keys: KeyStore, limiter: Limiter) -> list[Middleware]:
+    """Outermost first: the request id wraps everything, so even a 401 or 429 carries it;
+    the key check sets ``state.api_key_id``, which the limits then admit or refuse."""
+    return [
+        Middleware(RequestIdMiddleware),
+        Middleware(ApiKeyMiddleware, keys=api_keys),
+        Middleware(LimitsMiddleware, limiter=limiter),
+    ]
 
 
 # -- errors -----------------------------------------------------------------
@@ -119,24 +128,43 @@ def create_app(
     router: FleetRouter | None = None,
     request_log: RequestLog | None = None,
     health_poll_seconds: float = HEALTH_POLL_SECONDS,
+    input_limits: InputLimits | None = None,
 ) -> Starlette:
     """Build the gateway for ``config``.
 
     ``backends`` replaces some models' backends (tests). ``router`` is an already
     loaded router (the CLI loads it first to report a bad artifact cleanly);
     otherwise the lifespan loads ``config.router.artifact`` if one is set.
-    ``request_log`` defaults to the one ``config.request_log`` describes.
+    ``request_log`` defaults to the one ``config.request_log`` describes; keys
+    made through ``/admin/keys`` persist in it. ``input_limits`` defaults to
+    :meth:`InputLimits.from_env`.
     """
     fleet = Fleet.from_config(config, backends)
     log = request_log or open_request_log(
         config.request_log.resolved_url(), store_prompts=config.request_log.store_prompts
     )
     gateway = Gateway(fleet, GatewayMetrics(), log)
-    endpoints = Endpoints(gateway, config, admin_keys or ApiKeys())
+    keys = api_keys if api_keys is not None else ApiKeys()
+    limiter = Limiter(keys, gateway.metrics)
+    gateway.record_hooks.append(limiter.charge)
+    key_table = _key_table(log)
+    endpoints = Endpoints(
+        gateway,
+        config,
+        admin_keys or ApiKeys(),
+        keys=keys,
+        limiter=limiter,
+        key_table=key_table,
+        input_limits=input_limits or InputLimits.from_env(),
+        openapi=openapi_document(),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await log.start()
+        if key_table is not None:
+            await keys.load(key_table)
+            limiter.seed(await key_table.spend_by_key())
         if router is not None:
             gateway.router = router
             gateway.metrics.set_router_version(router.version, None)
@@ -158,7 +186,7 @@ def create_app(
 
     app = Starlette(
         routes=endpoints.routes(),
-        middleware=_middleware(api_keys or ApiKeys()),
+        middleware=_middleware(keys, limiter),
         exception_handlers={
             SmallfleetError: _on_smallfleet_error,
             HTTPException: _on_http_exception,
@@ -169,6 +197,16 @@ def create_app(
     app.state.gateway = gateway
     app.state.endpoints = endpoints
     return app
+
+
+class _KeyLog(KeyTable, Protocol):
+    async def spend_by_key(self) -> dict[str, tuple[int, float]]: ...
+
+
+def _key_table(log: RequestLog) -> _KeyLog | None:
+    """The request log, when it can keep API keys (the SQL logs can; a test's fake may not)."""
+    needed = ("save_key", "revoke_key", "keys", "spend_by_key")
+    return log if all(callable(getattr(log, name, None)) for name in needed) else None  # type: ignore[return-value]
 
 
 def _install_sighup_reload(endpoints: Endpoints) -> Callable[[], None]:

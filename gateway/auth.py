@@ -1,25 +1,26 @@
-"""API keys (DESIGN.md): from ``SMALLFLEET_API_KEYS``, kept only as sha256 digests.
+"""API keys on the wire (DESIGN.md): ``Authorization: Bearer <key>`` on every ``/v1/`` request.
 
-With no keys configured the gateway runs open, which the CLI allows only on a
-loopback address unless told ``--insecure-no-auth``. With keys, every ``/v1/``
-request needs ``Authorization: Bearer <key>``; ``/health`` and ``/metrics``
-stay open for probes and scrapers.
+With no active key (none in ``SMALLFLEET_API_KEYS``, none made through
+``/admin/keys``) the gateway runs open, which the CLI allows only on a loopback
+address unless told ``--insecure-no-auth``. With keys, every ``/v1/`` request
+needs one; ``/health``, ``/metrics`` and ``/openapi.json`` stay open for
+probes, scrapers and tools. A key is never logged: only its id travels on, in
+``scope["state"]["api_key_id"]``. Keys themselves live in :mod:`gateway.keys`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backends.errors import SmallfleetError
 from gateway.errors import error_bytes
+from gateway.keys import ADMIN_KEYS_ENV, API_KEYS_ENV, ApiKey, KeyStore
 
-API_KEYS_ENV = "SMALLFLEET_API_KEYS"
-ADMIN_KEYS_ENV = "SMALLFLEET_ADMIN_KEYS"
+__all__ = ["ADMIN_KEYS_ENV", "API_KEYS_ENV", "ApiKeyMiddleware", "ApiKeys", "Unauthorized", "bearer_key"]
+
+ApiKeys = KeyStore  # the name the CLI and older callers use
 
 
 class Unauthorized(SmallfleetError):
@@ -28,52 +29,42 @@ class Unauthorized(SmallfleetError):
     code = "invalid_api_key"
 
 
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+def bearer_key(scope: Scope) -> str | None:
+    """The key of an ``Authorization: Bearer`` header; "" for another scheme; None without one."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            return key.strip() if scheme.lower() == "bearer" else ""
+    return None
 
 
-class ApiKeys:
-    """A set of key digests; the keys themselves are not kept."""
-
-    def __init__(self, keys: Iterable[str] = ()) -> None:
-        self._digests = frozenset(_digest(k) for k in keys if k)
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, variable: str = API_KEYS_ENV) -> ApiKeys:
-        raw = (environ if environ is not None else os.environ).get(variable, "")
-        return cls(k.strip() for k in raw.split(","))
-
-    def __bool__(self) -> bool:
-        return bool(self._digests)
-
-    def accepts(self, key: str) -> bool:
-        digest = _digest(key)
-        return any(hmac.compare_digest(digest, known) for known in self._digests)
+async def send_error(send: Send, error: SmallfleetError, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    status, body = error_bytes(error)
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, keys: ApiKeys) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
         self.app = app
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/") or not self.keys:
             await self.app(scope, receive, send)
             return
-        error = self._check(scope)
-        if error is None:
-            await self.app(scope, receive, send)
+        key = self._check(scope)
+        if isinstance(key, Unauthorized):
+            await send_error(send, key)
             return
-        status, body = error_bytes(error)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        state = scope.setdefault("state", {})
+        state["api_key_id"] = key.id
+        await self.app(scope, receive, send)
 
-    def _check(self, scope: Scope) -> Unauthorized | None:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, key = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and self.keys.accepts(key.strip()):
-                    return None
-                return Unauthorized("invalid API key")
-        return Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    def _check(self, scope: Scope) -> ApiKey | Unauthorized:
+        secret = bearer_key(scope)
+        if secret is None:
+            return Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        key = self.keys.authenticate(secret) if secret else None
+        return key if key is not None else Unauthorized("invalid API key")

@@ -19,10 +19,13 @@ from backends.types import Message as ChatTurn
 from gateway.auth import ApiKeys, Unauthorized
 from gateway.config import ConfigError, FleetConfig
 from gateway.errors import request_error_from_validation
+from gateway.keys import ApiKey, KeyStore, KeyTable, Limits
+from gateway.limits import InputLimits, Limiter
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    CreateKeyRequest,
     FeedbackRequest,
     RouterReloadRequest,
     model_list_json,
@@ -78,10 +81,26 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 class Endpoints:
-    def __init__(self, gateway: Gateway, config: FleetConfig, admin_keys: ApiKeys) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        config: FleetConfig,
+        admin_keys: ApiKeys,
+        *,
+        keys: KeyStore | None = None,
+        limiter: Limiter | None = None,
+        key_table: KeyTable | None = None,
+        input_limits: InputLimits | None = None,
+        openapi: dict[str, Any] | None = None,
+    ) -> None:
         self.gateway = gateway
         self.config = config
         self.admin_keys = admin_keys
+        self.keys = keys if keys is not None else KeyStore()
+        self.limiter = limiter if limiter is not None else Limiter(self.keys, gateway.metrics)
+        self.key_table = key_table
+        self.input_limits = input_limits or InputLimits()
+        self.openapi = openapi or {}
         self.created = int(time.time())
         self.health_cache: dict[str, Health] = {}
         self._reload_lock = asyncio.Lock()
@@ -131,6 +150,7 @@ class Endpoints:
                 f"{len(parsed.messages)} messages; the limit is {self.config.limits.max_messages}",
                 param="messages",
             )
+        self._check_max_tokens(parsed)
         answer = await self._answer(request, parsed.model, _last_user_text(parsed), started)
         self.gateway.check_token_limit(answer.member, parsed.token_limit)
         generation = GenerationRequest(
@@ -145,12 +165,18 @@ class Endpoints:
     ) -> tuple[Answer, GenerationRequest, CompletionRequest]:
         started = time.perf_counter()
         parsed = parse(CompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
+        self._check_max_tokens(parsed)
         answer = await self._answer(request, parsed.model, parsed.prompt_text(), started)
         self.gateway.check_token_limit(answer.member, parsed.token_limit)
         generation = GenerationRequest(
             prompt=parsed.prompt_text(), params=_sampling(parsed), model=answer.member.name
         )
         return answer, generation, parsed
+
+    def _check_max_tokens(self, parsed: ChatCompletionRequest | CompletionRequest) -> None:
+        chat_limit = parsed.max_completion_tokens if isinstance(parsed, ChatCompletionRequest) else None
+        param = "max_completion_tokens" if chat_limit else "max_tokens"
+        self.input_limits.check_max_tokens(parsed.token_limit, param)
 
     # -- feedback ---------------------------------------------------------
     async def feedback(self, request: Request) -> Response:
@@ -277,6 +303,43 @@ class Endpoints:
                 previous.close()
         return fresh.version
 
+    # -- API keys ---------------------------------------------------------
+    def _table(self) -> KeyTable:
+        if self.key_table is None:
+            raise RequestError("this gateway's request log cannot store API keys", param=None)
+        return self.key_table
+
+    def _key_json(self, key: ApiKey) -> dict[str, Any]:
+        limits = self.keys.limits_of(key)
+        return {
+            "id": key.id,
+            "object": "api_key",
+            "source": key.source,
+            "created_at": int(key.created_at),
+            "revoked": key.revoked_at is not None,
+            "limits": {"rpm": limits.rpm, "tpm": limits.tpm, "budget": limits.budget},
+            "usage": self.limiter.report(key),
+        }
+
+    async def create_key(self, request: Request) -> Response:
+        self._check_admin(request)
+        parsed = parse(CreateKeyRequest, await read_body(request, self.config.limits.max_body_bytes))
+        limits = Limits(parsed.rpm, parsed.tpm, parsed.budget)
+        key, secret = await self.keys.create(self._table(), parsed.name, limits)
+        return _json({**self._key_json(key), "key": secret}, status=201)
+
+    async def list_keys(self, request: Request) -> Response:
+        self._check_admin(request)
+        return _json({"object": "list", "data": [self._key_json(k) for k in self.keys.all()]})
+
+    async def revoke_key(self, request: Request) -> Response:
+        self._check_admin(request)
+        key = await self.keys.revoke(self._table(), request.path_params["key_id"])
+        return _json(self._key_json(key))
+
+    async def openapi_json(self, request: Request) -> Response:
+        return _json(self.openapi)
+
     def routes(self) -> list[HttpRoute]:
         return [
             HttpRoute("/v1/chat/completions", self.chat_completions, methods=["POST"]),
@@ -286,5 +349,9 @@ class Endpoints:
             HttpRoute("/v1/models/{name:path}", self.get_model, methods=["GET"]),
             HttpRoute("/health", self.health, methods=["GET"]),
             HttpRoute("/metrics", self.metrics, methods=["GET"]),
+            HttpRoute("/openapi.json", self.openapi_json, methods=["GET"]),
             HttpRoute("/admin/router/reload", self.reload_router, methods=["POST"]),
+            HttpRoute("/admin/keys", self.create_key, methods=["POST"]),
+            HttpRoute("/admin/keys", self.list_keys, methods=["GET"]),
+            HttpRoute("/admin/keys/{key_id}", self.revoke_key, methods=["DELETE"]),
         ]

@@ -6,7 +6,9 @@ member's name, or an ``auto`` mode), ``model`` (a fleet member), ``cluster``
 ``direction``, ``fallback`` or ``version`` where they apply. Label values only
 ever come from the fleet's own names, the router artifact, HTTP statuses and the
 error tree (or ``unknown``), never from raw client input, so cardinality stays
-bounded whatever clients send.
+bounded whatever clients send. The per-key series' ``key`` label is a
+configured key's id, for the first :data:`MAX_KEY_LABELS` ids seen; later ones
+share the label ``other``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
 UNKNOWN = "unknown"
+MAX_KEY_LABELS = 100
+OTHER_KEYS = "other"
 
-__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "UNKNOWN"]
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "MAX_KEY_LABELS", "OTHER_KEYS", "UNKNOWN"]
 
 
 class GatewayMetrics:
@@ -118,6 +122,54 @@ class GatewayMetrics:
             ["route", "model", "fallback"],
             registry=r,
         )
+
+        self.key_requests = Counter(
+            "smallfleet_key_requests",
+            "Completion requests answered per API key id, by HTTP status.",
+            ["key", "status"],
+            registry=r,
+        )
+        self.key_tokens = Counter(
+            "smallfleet_key_tokens",
+            "Tokens per API key id, by direction (input = prompt, output = completion).",
+            ["key", "direction"],
+            registry=r,
+        )
+        self.key_cost = Counter(
+            "smallfleet_key_cost", "Cost per API key id, in the fleet's price units.", ["key"], registry=r
+        )
+        self.key_rejections = Counter(
+            "smallfleet_key_rejections",
+            "Requests refused by a key's limits, by code (rate_limit_exceeded, budget_exceeded).",
+            ["key", "code"],
+            registry=r,
+        )
+        self._key_labels: set[str] = set()
+
+    def key_label(self, key_id: str) -> str:
+        """``key_id`` for the first MAX_KEY_LABELS ids seen, ``other`` after that."""
+        labels = self._key_labels
+        if key_id in labels:
+            return key_id
+        if len(labels) < MAX_KEY_LABELS:
+            labels.add(key_id)
+            return key_id
+        return OTHER_KEYS
+
+    def observe_key_answer(
+        self, key_id: str, *, status: int, prompt_tokens: int, completion_tokens: int, cost: float
+    ) -> None:
+        key = self.key_label(key_id)
+        self.key_requests.labels(key, str(status)).inc()
+        if prompt_tokens:
+            self.key_tokens.labels(key, "input").inc(prompt_tokens)
+        if completion_tokens:
+            self.key_tokens.labels(key, "output").inc(completion_tokens)
+        if cost:
+            self.key_cost.labels(key).inc(cost)
+
+    def observe_key_rejection(self, key_id: str, code: str) -> None:
+        self.key_rejections.labels(self.key_label(key_id), code).inc()
 
     def observe_decision(
         self, *, route: str, model: str, cluster: str, out_of_distribution: bool, seconds: float

@@ -116,6 +116,16 @@ class RouterReloadRequest(BaseModel):
     artifact: str | None = Field(default=None, min_length=1)
 
 
+class CreateKeyRequest(BaseModel):
+    """``POST /admin/keys``: a new API key named ``name`` (its id), with optional limits."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    rpm: int | None = Field(default=None, ge=1, description="requests per minute")
+    tpm: int | None = Field(default=None, ge=1, description="tokens (prompt + completion) per minute")
+    budget: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="total cost allowed")
+
+
 # -- responses --------------------------------------------------------------
 def usage_json(usage: Usage) -> dict[str, int]:
     return {

@@ -24,7 +24,7 @@ from gateway.request_log.errors import (
     UnknownRequest,
 )
 from gateway.request_log.migrations import MIGRATIONS, Migration
-from gateway.request_log.records import Feedback, FeedbackResult, RequestLog, RequestRecord
+from gateway.request_log.records import Feedback, FeedbackResult, RequestLog, RequestRecord, StoredKey
 
 __all__ = [
     "DEFAULT_SQLITE_PATH",
@@ -38,6 +38,7 @@ __all__ = [
     "RequestLogUnavailable",
     "RequestRecord",
     "SchemaTooNew",
+    "StoredKey",
     "UnknownRequest",
     "open_request_log",
 ]

@@ -83,6 +83,15 @@ _FEEDBACK_DDL = """CREATE TABLE feedback (
     created_at DOUBLE PRECISION NOT NULL
 )"""
 _V1_INDEX = "CREATE INDEX requests_created_at ON requests (created_at)"
+_API_KEYS_DDL = """CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    digest TEXT NOT NULL UNIQUE,
+    rpm BIGINT,
+    tpm BIGINT,
+    budget DOUBLE PRECISION,
+    created_at DOUBLE PRECISION NOT NULL,
+    revoked_at DOUBLE PRECISION
+)"""
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -100,6 +109,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                 _FEEDBACK_DDL,
             ],
         },
+    ),
+    Migration(
+        2,
+        "API keys created through the admin endpoints (sha256 digests only, never the keys)",
+        [_API_KEYS_DDL],
     ),
 )
 

@@ -35,6 +35,19 @@ class RequestRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredKey:
+    """An API key as the database keeps it: its id, sha256 digest (hex) and limits, never the key."""
+
+    id: str
+    digest: str
+    rpm: int | None
+    tpm: int | None
+    budget: float | None
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Feedback:
     """A client's judgement of one answer; invalid values raise :class:`InvalidFeedback` (a ValueError)."""
 

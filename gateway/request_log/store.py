@@ -15,10 +15,11 @@ from typing import Any
 
 from gateway.request_log.errors import FeedbackConflict, UnknownRequest
 from gateway.request_log.migrations import MIGRATIONS, Cursor, Dialect, Migration, migrate
-from gateway.request_log.records import Feedback, FeedbackResult, RequestRecord
+from gateway.request_log.records import Feedback, FeedbackResult, RequestRecord, StoredKey
 
 REQUEST_COLUMNS = tuple(f.name for f in fields(RequestRecord))
 FEEDBACK_COLUMNS = ("score", "label", "comment")
+KEY_COLUMNS = tuple(f.name for f in fields(StoredKey))
 
 
 class SqlStore:
@@ -140,3 +141,34 @@ class SqlStore:
 
     def count(self) -> int:
         return int(self._cursor().execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+    # -- API keys ------------------------------------------------------------------------
+
+    def save_key(self, key: StoredKey) -> None:
+        p = self.dialect.param
+        cols = ", ".join(KEY_COLUMNS)
+        with self._transaction() as cur:
+            cur.execute(
+                f"INSERT INTO api_keys ({cols}) VALUES ({', '.join([p] * len(KEY_COLUMNS))})",
+                tuple(getattr(key, c) for c in KEY_COLUMNS),
+            )
+
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        p = self.dialect.param
+        with self._transaction() as cur:
+            cur.execute(
+                f"UPDATE api_keys SET revoked_at = {p} WHERE id = {p} AND revoked_at IS NULL", (at, key_id)
+            )
+            return cur.rowcount == 1
+
+    def keys(self) -> list[StoredKey]:
+        rows = self._cursor().execute(f"SELECT {', '.join(KEY_COLUMNS)} FROM api_keys ORDER BY id").fetchall()
+        return [StoredKey(*row) for row in rows]
+
+    def spend_by_key(self) -> dict[str, tuple[int, float]]:
+        """Per API key id: (tokens, cost) of every logged request."""
+        rows = self._cursor().execute(
+            "SELECT api_key_id, SUM(prompt_tokens + completion_tokens), SUM(cost) FROM requests "
+            "WHERE api_key_id IS NOT NULL GROUP BY api_key_id"
+        ).fetchall()
+        return {str(r[0]): (int(r[1] or 0), float(r[2] or 0.0)) for r in rows}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.request_log.errors import RequestLogUnavailable
-from gateway.request_log.records import Feedback, FeedbackResult, RequestRecord
+from gateway.request_log.records import Feedback, FeedbackResult, RequestRecord, StoredKey
 from gateway.request_log.store import SqlStore
 
 BATCH_SIZE = 256
@@ -149,6 +149,24 @@ class BatchingRequestLog:
     async def count(self) -> int:
         n: int = await self._call(lambda store: store.count())
         return n
+
+    # -- API keys (see gateway/keys.py) ---------------------------------------------------
+
+    async def save_key(self, key: StoredKey) -> None:
+        await self._call(lambda store: store.save_key(key))
+
+    async def revoke_key(self, key_id: str, at: float) -> bool:
+        revoked: bool = await self._call(lambda store: store.revoke_key(key_id, at))
+        return revoked
+
+    async def keys(self) -> list[StoredKey]:
+        stored: list[StoredKey] = await self._call(lambda store: store.keys())
+        return stored
+
+    async def spend_by_key(self) -> dict[str, tuple[int, float]]:
+        await self.flush()
+        spend: dict[str, tuple[int, float]] = await self._call(lambda store: store.spend_by_key())
+        return spend
 
     async def _call(self, run: Callable[[SqlStore], Any], *, last: bool = False) -> Any:
         if self._thread is None or not self._thread.is_alive() or (self._closed and not last):

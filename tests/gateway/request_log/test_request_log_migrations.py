@@ -14,7 +14,8 @@ from gateway.request_log.store import SqlStore
 from tests.gateway.request_log.factories import make_record
 
 MakeStore = Callable[[Sequence[Migration]], SqlStore]
-V2 = Migration(2, "a column for tests", ["ALTER TABLE requests ADD COLUMN note TEXT"])
+LATEST = MIGRATIONS[-1].version
+V2 = Migration(LATEST + 1, "a column for tests", ["ALTER TABLE requests ADD COLUMN note TEXT"])
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_only_the_newer_migrations_are_applied(make_store: MakeStore) -> None:
     try:
         old.open()
         old.insert([make_record(1)])
-        assert new.open() == [2]
+        assert new.open() == [LATEST + 1]
         cur = new._cursor()
         cur.execute("UPDATE requests SET note = 'kept' WHERE request_id = 'req-1'")
         assert cur.execute("SELECT note FROM requests").fetchall() == [("kept",)]
@@ -69,14 +70,14 @@ def test_only_the_newer_migrations_are_applied(make_store: MakeStore) -> None:
 
 
 def test_a_failing_migration_leaves_nothing_half_done(make_store: MakeStore) -> None:
-    broken = Migration(2, "fails halfway", ["CREATE TABLE half (x INTEGER)", "THIS IS NOT SQL"])
+    broken = Migration(LATEST + 1, "fails halfway", ["CREATE TABLE half (x INTEGER)", "THIS IS NOT SQL"])
     store = make_store([*MIGRATIONS, broken])
     try:
         with pytest.raises(Exception, match="(?i)syntax"):
             store.open()
         store = make_store(MIGRATIONS)
         store.open()
-        assert version_of(store) == 1
+        assert version_of(store) == LATEST
         cur = store._cursor()
         with pytest.raises(Exception, match="half"):
             cur.execute("SELECT x FROM half")
@@ -89,7 +90,7 @@ async def test_a_database_from_a_newer_smallfleet_is_refused(log_url: str, make_
     newer.open()
     newer.close()
     log = open_request_log(log_url)
-    with pytest.raises(SchemaTooNew, match="version 2, but this smallfleet knows versions up to 1"):
+    with pytest.raises(SchemaTooNew, match=f"version {LATEST + 1}, but this smallfleet knows versions up to {LATEST}"):
         await log.start()
     with pytest.raises(RuntimeError, match="not running"):
         await log.count()
