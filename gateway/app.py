@@ -156,7 +156,7 @@ def create_app(
         limiter=limiter,
         key_table=key_table,
         input_limits=input_limits or InputLimits.from_env(),
-        openapi=openapi_document(),
+        openapi=openapi_document(config.models[0].name),
     )
 
     @contextlib.asynccontextmanager

@@ -155,7 +155,9 @@ class KeyStore:
 
     # -- checking ---------------------------------------------------------
     def __bool__(self) -> bool:
-        return any(k.revoked_at is None for k in self._by_id.values())
+        """Whether auth is on: any key known, revoked ones included (revoking the last key
+        must not open the gateway)."""
+        return bool(self._by_id)
 
     def authenticate(self, secret: str) -> ApiKey | None:
         """The active key whose digest matches ``secret``, or None."""

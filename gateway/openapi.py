@@ -31,6 +31,12 @@ _USAGE = {
     },
 }
 _FINISH = {"type": ["string", "null"]}
+# One server-sent event: ``data:`` holds a chunk's JSON (or ``[DONE]``, which always ends the stream).
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+}
 
 
 def _completion(obj: str, choice: dict[str, Any]) -> dict[str, Any]:
@@ -175,11 +181,33 @@ def _errors(*statuses: str) -> dict[str, Any]:
 def _ok(schema: str, status: str = "200", *, stream: bool = False) -> dict[str, Any]:
     content: dict[str, Any] = {JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
     if stream:
-        content["text/event-stream"] = {"schema": {"type": "string"}}
+        content["text/event-stream"] = {"schema": _SSE_EVENT}
     return {status: {"description": "OK", "content": content}}
 
 
-def _body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "ChatCompletionRequest": {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": 16,
+    },
+    "CompletionRequest": {"model": "auto", "prompt": "Once upon a time", "max_tokens": 16},
+    "FeedbackRequest": {"request_id": "0123abcd", "score": 1.0},
+    "CreateKeyRequest": {"name": "team-a", "rpm": 60, "tpm": 100000, "budget": 10.0},
+}
+
+
+def _body(
+    model: type[BaseModel], *, required: bool = True, example_model: str | None = None
+) -> dict[str, Any]:
+    example = _EXAMPLES.get(model.__name__)
+    if example is not None:
+        example = {**example, "model": example_model} if example_model and "model" in example else example
+        media: dict[str, Any] = {
+            "schema": {"$ref": f"#/components/schemas/{model.__name__}"},
+            "example": example,
+        }
+        return {"required": required, "content": {JSON: media}}
     return {
         "required": required,
         "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
@@ -202,20 +230,20 @@ def _request_schemas() -> dict[str, Any]:
     return schemas
 
 
-def _paths() -> dict[str, Any]:
+def _paths(example_model: str | None) -> dict[str, Any]:
     completion_errors = _errors("400", "401", "404", "413", "429")
     return {
         "/v1/chat/completions": {
             "post": {
                 "operationId": "createChatCompletion",
-                "requestBody": _body(ChatCompletionRequest),
+                "requestBody": _body(ChatCompletionRequest, example_model=example_model),
                 "responses": {**_ok("ChatCompletion", stream=True), **completion_errors},
             }
         },
         "/v1/completions": {
             "post": {
                 "operationId": "createCompletion",
-                "requestBody": _body(CompletionRequest),
+                "requestBody": _body(CompletionRequest, example_model=example_model),
                 "responses": {**_ok("TextCompletion", stream=True), **completion_errors},
             }
         },
@@ -275,13 +303,16 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def openapi_document() -> dict[str, Any]:
-    """The whole document; built on demand (cheap), nothing at import time."""
+def openapi_document(example_model: str | None = None) -> dict[str, Any]:
+    """The whole document; built on demand (cheap), nothing at import time.
+
+    ``example_model`` names a served model for the request examples (default ``auto``).
+    """
     return {
         "openapi": "3.1.0",
         "info": {"title": "smallfleet", "version": "1", "description": "OpenAI-compatible gateway"},
         "security": [{}, {"bearerAuth": []}],
-        "paths": _paths(),
+        "paths": _paths(example_model),
         "components": {
             "schemas": {**RESPONSE_SCHEMAS, **_request_schemas()},
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from backends.fake import FakeBackend
 from gateway.auth import ApiKeys
 from gateway.cli import main
@@ -42,3 +44,38 @@ def test_serve_refuses_a_bad_config_naming_the_field(tmp_path, capsys):
     path.write_text("models:\n  - name: a\n    backend: llama_cpp\n")
     assert main(["serve", "--config", str(path)]) == 2
     assert "models[0].gguf" in capsys.readouterr().err
+
+
+async def test_no_key_reaches_the_log_output(make_client, caplog):
+    secret = "sk-never-log-me-0123456789"
+    keys = ApiKeys([f"team:{secret}"])
+    caplog.set_level(logging.DEBUG)
+    async with make_client(fleet_of("alpha"), {"alpha": FakeBackend("alpha")}, api_keys=keys) as client:
+        good = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}"})
+        bad = await client.post(
+            "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}-wrong"}
+        )
+        bad_body = await client.post(
+            "/v1/chat/completions", content=b"{", headers={"authorization": f"Bearer {secret}"}
+        )
+    assert (good.status_code, bad.status_code, bad_body.status_code) == (200, 401, 400)
+    assert caplog.records  # something was logged at debug level
+    assert all(secret not in r.getMessage() and secret not in str(r.args) for r in caplog.records)
+    assert secret not in caplog.text and secret not in repr(vars(keys))
+    assert secret not in bad.text
+
+
+async def test_the_key_id_rides_on_the_request_state(make_client):
+    keys = ApiKeys(["team:sk-t", "sk-anon"])
+    app_state: dict[str, object] = {}
+    backend = FakeBackend("alpha")
+    async with make_client(fleet_of("alpha"), {"alpha": backend}, api_keys=keys) as client:
+        named = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-t"})
+        anon = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-anon"})
+        app_state["listing"] = (await client.get("/admin/keys")).json()
+    assert named.status_code == anon.status_code == 200
+    listing = app_state["listing"]
+    assert isinstance(listing, dict)
+    ids = [k["id"] for k in listing["data"]]
+    assert "team" in ids and any(i.startswith("key-") and len(i) == 12 for i in ids)
+    assert all(k["usage"]["requests"] == 1 for k in listing["data"])
