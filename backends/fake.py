@@ -1,7 +1,8 @@
 """A scripted backend for unit tests of the gateway's logic.
 
-It answers with a fixed reply split into words, can wait between chunks, and
-can fail before or during the stream. It records every request it saw and
+It answers with a fixed reply split into words, can wait before the first chunk
+and between chunks, and can fail before or during the stream, always or only on
+its first ``fail_times`` calls. It records every request it saw and
 whether its last stream was closed early, so tests can check cancellation.
 """
 
@@ -24,6 +25,8 @@ class FakeBackend:
         chunk_delay: float = 0.0,
         error: SmallfleetError | None = None,
         fail_after_chunks: int | None = None,
+        fail_times: int | None = None,
+        first_chunk_delay: float = 0.0,
     ) -> None:
         self.name = name
         self.context_length = context_length
@@ -31,6 +34,9 @@ class FakeBackend:
         self.chunk_delay = chunk_delay
         self.error = error
         self.fail_after_chunks = fail_after_chunks
+        self.fail_times = fail_times
+        self.first_chunk_delay = first_chunk_delay
+        self.calls = 0
         self.requests: list[GenerationRequest] = []
         self.chunks_sent = 0
         self.stream_closed_early = False
@@ -59,12 +65,20 @@ class FakeBackend:
             prompt = request.prompt or ""
         return Usage(prompt_tokens=len(prompt.split()), completion_tokens=completion_tokens)
 
+    def _failing(self) -> SmallfleetError | None:
+        """Count a call; the error it should fail with, if any."""
+        self.calls += 1
+        if self.fail_times is not None and self.calls > self.fail_times:
+            return None
+        return self.error
+
     async def chat(self, request: GenerationRequest) -> Completion:
         self.requests.append(request)
-        if self.error is not None:
-            raise self.error
+        error = self._failing()
+        if error is not None:
+            raise error
         words = self._words(request)
-        await asyncio.sleep(self.chunk_delay * len(words))
+        await asyncio.sleep(self.first_chunk_delay + self.chunk_delay * len(words))
         finish: FinishReason = "length" if len(words) < len(self.reply.split(" ")) else "stop"
         return Completion("".join(words), finish, self._usage(request, len(words)))
 
@@ -72,12 +86,15 @@ class FakeBackend:
         self.requests.append(request)
         self.chunks_sent = 0
         self.stream_closed_early = True
-        if self.error is not None and not self.fail_after_chunks:
-            raise self.error
+        error = self._failing()
+        if error is not None and not self.fail_after_chunks:
+            raise error
+        if self.first_chunk_delay:
+            await asyncio.sleep(self.first_chunk_delay)
         words = self._words(request)
         for word in words:
-            if self.error is not None and self.chunks_sent == self.fail_after_chunks:
-                raise self.error
+            if error is not None and self.chunks_sent == self.fail_after_chunks:
+                raise error
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
             self.chunks_sent += 1

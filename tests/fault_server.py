@@ -26,8 +26,8 @@ nothing but the counters, so each test can keep its own (``fault:500#t1``).
 ``fault:context-length``        400 code=context_length_exceeded
 ``fault:content-policy``        400 code=content_policy_violation
 ``fault:flap-<k>``              fails (503) the first ``k`` of every ``2k`` requests
-``fault:fail-first-<n>[-<how>]``  fails the first ``n`` requests, then heals; ``<how>`` is a
-                                status (default 503) or ``reset``
+``fault:fail-first-<n>[-<how>]``  fails the first ``n`` requests, then heals; ``<how>`` is any
+                                fault above (default ``503``), e.g. ``fail-first-1-429-retry-after-0.5``
 ==============================  ==========================================================
 
 Non-streamed requests see the same faults: a cut or stalled answer is a
@@ -269,7 +269,7 @@ class Connection:
         if (m := re.fullmatch(r"flap-(\d+)", fault)) is not None:
             k = max(1, int(m[1]))
             fault = "503" if seen % (2 * k) < k else "ok"
-        elif (m := re.fullmatch(r"fail-first-(\d+)(?:-(\w+))?", fault)) is not None:
+        elif (m := re.fullmatch(r"fail-first-(\d+)(?:-(.+))?", fault)) is not None:
             fault = (m[2] or "503") if seen < int(m[1]) else "ok"
         return await self._answer(fault, model, payload, chat=chat, stream=stream)
 

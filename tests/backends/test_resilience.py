@@ -1,0 +1,333 @@
+"""RetryPolicy, CircuitBreaker and ResilientBackend, against the scripted FakeBackend."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from backends.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    CircuitOpen,
+    ContentPolicyViolation,
+    ContextLengthExceeded,
+    Overloaded,
+    SmallfleetError,
+)
+from backends.fake import FakeBackend
+from backends.resilience import (
+    CircuitBreaker,
+    CircuitBreakerPolicy,
+    CircuitState,
+    ResilientBackend,
+    RetryPolicy,
+    StreamTimeouts,
+)
+from backends.types import GenerationRequest, Message, StreamChunk
+
+REQUEST = GenerationRequest(messages=(Message("user", "hi"),))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Sleeps:
+    """Records the waits instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def resilient(inner: FakeBackend, **kwargs: object) -> tuple[ResilientBackend, Sleeps]:
+    sleeps = Sleeps()
+    kwargs.setdefault("rand", lambda: 0.5)
+    return ResilientBackend(inner, sleep=sleeps, **kwargs), sleeps  # type: ignore[arg-type]
+
+
+async def collect(stream: object) -> list[StreamChunk]:
+    return [chunk async for chunk in stream]  # type: ignore[attr-defined]
+
+
+# -- RetryPolicy -----------------------------------------------------------------
+
+
+def test_backoff_doubles_up_to_the_cap_with_jitter_inside_its_band() -> None:
+    policy = RetryPolicy(attempts=5, base_delay=0.2, max_delay=1.0, jitter=0.5)
+    assert [policy.backoff(n, 1.0) for n in range(4)] == pytest.approx([0.2, 0.4, 0.8, 1.0])
+    assert [policy.backoff(n, 0.0) for n in range(4)] == pytest.approx([0.1, 0.2, 0.4, 0.5])
+    assert RetryPolicy(jitter=0.0).backoff(1, 0.9) == pytest.approx(0.4)
+
+
+def test_delay_retries_only_retryable_failures_and_only_while_attempts_last() -> None:
+    policy = RetryPolicy(attempts=3, base_delay=0.1, jitter=0.0)
+    assert policy.delay(0, BackendUnavailable("reset"), 0.5) == pytest.approx(0.1)
+    assert policy.delay(1, BackendUnavailable("reset"), 0.5) == pytest.approx(0.2)
+    assert policy.delay(2, BackendUnavailable("reset"), 0.5) is None
+    for failure in (
+        BackendError("malformed"),
+        ContextLengthExceeded("too long"),
+        ContentPolicyViolation("refused"),
+        CircuitOpen("resting"),
+    ):
+        assert policy.delay(0, failure, 0.5) is None, failure
+    assert policy.delay(0, BackendError("500", retryable=True), 0.5) is not None
+    assert RetryPolicy(attempts=1).delay(0, BackendUnavailable("reset"), 0.5) is None
+
+
+def test_delay_honours_retry_after_but_not_an_excessive_one() -> None:
+    policy = RetryPolicy(base_delay=0.1, jitter=0.0, max_retry_after=5.0)
+    assert policy.delay(0, Overloaded("429", retry_after=1.5), 0.5) == pytest.approx(1.5)
+    assert policy.delay(0, Overloaded("429", retry_after=0.01), 0.5) == pytest.approx(0.1)
+    assert policy.delay(0, Overloaded("429", retry_after=60), 0.5) is None
+
+
+@pytest.mark.parametrize("kwargs", [{"attempts": 0}, {"jitter": 1.5}, {"base_delay": -1}])
+def test_retry_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+# -- CircuitBreaker --------------------------------------------------------------
+
+
+def test_breaker_opens_after_threshold_then_probes_once_and_closes_on_success() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(CircuitBreakerPolicy(failure_threshold=3, cool_down=10), clock)
+    for _ in range(2):
+        assert breaker.acquire()
+        breaker.record_failure()
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.acquire()
+    breaker.record_failure()
+    assert breaker.state is CircuitState.OPEN and not breaker.available
+    assert not breaker.acquire()
+    assert breaker.retry_in() == pytest.approx(10)
+    clock.now += 10
+    assert breaker.state is CircuitState.HALF_OPEN and breaker.available
+    assert breaker.acquire()  # the probe
+    assert not breaker.acquire() and not breaker.available  # only one at a time
+    breaker.record_success()
+    assert breaker.state is CircuitState.CLOSED and breaker.acquire()
+
+
+def test_a_failed_probe_reopens_for_a_full_cool_down() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(CircuitBreakerPolicy(failure_threshold=1, cool_down=5), clock)
+    breaker.record_failure()
+    clock.now += 5
+    assert breaker.acquire()
+    breaker.record_failure()
+    assert breaker.state is CircuitState.OPEN
+    clock.now += 4.9
+    assert not breaker.acquire()
+    clock.now += 0.1
+    assert breaker.acquire()
+
+
+def test_success_resets_the_count_and_release_frees_the_probe() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(CircuitBreakerPolicy(failure_threshold=2, cool_down=1), clock)
+    breaker.record_failure()
+    breaker.record_success()
+    breaker.record_failure()
+    assert breaker.state is CircuitState.CLOSED
+    breaker.record_failure()
+    assert breaker.state is CircuitState.OPEN
+    breaker.record_success()  # a late answer to an earlier request decides nothing
+    assert breaker.state is CircuitState.OPEN
+    clock.now += 1
+    assert breaker.acquire()
+    breaker.release()
+    assert breaker.acquire()
+
+
+# -- ResilientBackend: before the first token ------------------------------------
+
+
+async def test_chat_retries_retryable_failures_with_backoff_then_answers() -> None:
+    fake = FakeBackend(error=BackendUnavailable("reset"), fail_times=2)
+    backend, sleeps = resilient(fake, retry=RetryPolicy(attempts=3, base_delay=0.1, jitter=0.0))
+    completion = await backend.chat(REQUEST)
+    assert completion.text == fake.reply
+    assert fake.calls == 3
+    assert sleeps.waits == pytest.approx([0.1, 0.2])
+
+
+async def test_chat_gives_up_after_its_attempts_with_the_last_failure() -> None:
+    fake = FakeBackend(error=BackendError("500", retryable=True))
+    backend, sleeps = resilient(fake, retry=RetryPolicy(attempts=3))
+    with pytest.raises(BackendError, match="500"):
+        await backend.chat(REQUEST)
+    assert fake.calls == 3 and len(sleeps.waits) == 2
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ContextLengthExceeded("long"), ContentPolicyViolation("no"), BackendError("malformed answer")],
+)
+async def test_non_retryable_failures_are_tried_once(error: SmallfleetError) -> None:
+    fake = FakeBackend(error=error)
+    backend, sleeps = resilient(fake)
+    with pytest.raises(type(error)):
+        await backend.chat(REQUEST)
+    with pytest.raises(type(error)):
+        await collect(backend.stream_chat(REQUEST))
+    assert fake.calls == 2 and sleeps.waits == []
+
+
+async def test_retry_after_is_waited_for() -> None:
+    fake = FakeBackend(error=Overloaded("429", retry_after=0.7), fail_times=1)
+    backend, sleeps = resilient(fake, retry=RetryPolicy(base_delay=0.01))
+    chunks = await collect(backend.stream_chat(REQUEST))
+    assert "".join(c.text for c in chunks) == fake.reply
+    assert sleeps.waits == [pytest.approx(0.7)]
+
+
+async def test_a_slow_first_token_times_out_and_is_retried() -> None:
+    fake = FakeBackend(first_chunk_delay=5.0)
+    timeouts = StreamTimeouts(first_token=0.05, idle=1, total=10)
+    backend, sleeps = resilient(fake, retry=RetryPolicy(attempts=2), timeouts=timeouts)
+    with pytest.raises(BackendTimeout, match="first token"):
+        await collect(backend.stream_chat(REQUEST))
+    assert fake.calls == 2 and len(sleeps.waits) == 1
+    assert fake.stream_closed_early
+
+
+async def test_total_bounds_the_call_retries_included() -> None:
+    fake = FakeBackend(first_chunk_delay=5.0)
+    backend = ResilientBackend(fake, timeouts=StreamTimeouts(first_token=0.06, idle=1, total=0.1))
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(BackendTimeout):
+        await collect(backend.stream_chat(REQUEST))
+    with pytest.raises(BackendTimeout, match="0.1 s"):
+        await backend.chat(REQUEST)
+    assert asyncio.get_running_loop().time() - started < 1.0
+
+
+# -- ResilientBackend: after the first token -------------------------------------
+
+
+async def test_a_failure_mid_stream_is_raised_never_retried() -> None:
+    fake = FakeBackend(error=BackendUnavailable("cut"), fail_after_chunks=2)
+    backend, sleeps = resilient(fake)
+    received: list[str] = []
+    with pytest.raises(BackendUnavailable, match="cut"):
+        async for chunk in backend.stream_chat(REQUEST):
+            received.append(chunk.text)
+    assert len(received) == 2 and fake.calls == 1 and sleeps.waits == []
+
+
+async def test_a_stalled_stream_times_out_on_idle() -> None:
+    fake = FakeBackend()
+
+    async def stall(request: GenerationRequest):  # type: ignore[no-untyped-def]
+        yield StreamChunk("one ")
+        await asyncio.sleep(10)
+        yield StreamChunk("", finish_reason="stop")
+
+    fake.stream_chat = stall  # type: ignore[method-assign]
+    backend, _ = resilient(fake, timeouts=StreamTimeouts(first_token=1, idle=0.05, total=10))
+    received: list[str] = []
+    with pytest.raises(BackendTimeout, match="stalled"):
+        async for chunk in backend.stream_chat(REQUEST):
+            received.append(chunk.text)
+    assert received == ["one "]
+
+
+async def test_a_stream_that_ends_without_finishing_is_an_error() -> None:
+    fake = FakeBackend()
+
+    async def truncated(request: GenerationRequest):  # type: ignore[no-untyped-def]
+        yield StreamChunk("half ")
+
+    fake.stream_chat = truncated  # type: ignore[method-assign]
+    backend, _ = resilient(fake)
+    with pytest.raises(BackendError, match="without finishing"):
+        await collect(backend.stream_chat(REQUEST))
+
+
+# -- ResilientBackend with its breaker -------------------------------------------
+
+
+async def test_the_circuit_opens_fails_fast_then_probes_and_recovers() -> None:
+    clock = Clock()
+    fake = FakeBackend(error=BackendUnavailable("down"), fail_times=3)
+    breaker = CircuitBreaker(CircuitBreakerPolicy(failure_threshold=3, cool_down=30), clock)
+    backend, _ = resilient(fake, retry=RetryPolicy(attempts=1), breaker=breaker)
+    for _ in range(3):
+        with pytest.raises(BackendUnavailable, match="down"):
+            await backend.chat(REQUEST)
+    assert backend.circuit_state is CircuitState.OPEN and not backend.available
+    with pytest.raises(CircuitOpen) as raised:
+        await collect(backend.stream_chat(REQUEST))
+    assert raised.value.status_code == 503 and raised.value.code == "circuit_open"
+    assert raised.value.retry_after == pytest.approx(30)
+    assert fake.calls == 3  # the open circuit sent nothing
+    assert not (await backend.health()).ok
+    clock.now += 30
+    assert backend.available
+    assert (await backend.chat(REQUEST)).text == fake.reply
+    assert backend.circuit_state is CircuitState.CLOSED
+
+
+async def test_retries_stop_when_the_circuit_opens() -> None:
+    fake = FakeBackend(error=BackendUnavailable("down"))
+    breaker = CircuitBreaker(CircuitBreakerPolicy(failure_threshold=2, cool_down=30))
+    backend, _ = resilient(fake, retry=RetryPolicy(attempts=5), breaker=breaker)
+    with pytest.raises(BackendUnavailable, match="down"):
+        await backend.chat(REQUEST)
+    assert fake.calls == 2
+
+
+async def test_refusals_and_client_disconnects_do_not_trip_the_breaker() -> None:
+    breaker = CircuitBreaker(CircuitBreakerPolicy(failure_threshold=1, cool_down=30))
+    refusing = FakeBackend(error=ContextLengthExceeded("long"))
+    backend, _ = resilient(refusing, breaker=breaker)
+    with pytest.raises(ContextLengthExceeded):
+        await backend.chat(REQUEST)
+    assert backend.circuit_state is CircuitState.CLOSED
+    slow = ResilientBackend(FakeBackend(chunk_delay=0.01), breaker=breaker)
+    stream = slow.stream_chat(REQUEST)
+    await anext(stream)  # type: ignore[call-overload]
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert breaker.state is CircuitState.CLOSED
+
+
+async def test_mid_stream_failures_count_against_the_breaker() -> None:
+    breaker = CircuitBreaker(CircuitBreakerPolicy(failure_threshold=1, cool_down=30))
+    fake = FakeBackend(error=BackendError("cut"), fail_after_chunks=1)
+    backend, _ = resilient(fake, breaker=breaker)
+    with pytest.raises(BackendError):
+        await collect(backend.stream_chat(REQUEST))
+    assert breaker.state is CircuitState.OPEN
+
+
+async def test_cancelling_a_call_cancels_the_inner_one() -> None:
+    fake = FakeBackend(first_chunk_delay=10)
+    backend = ResilientBackend(fake)
+    task = asyncio.ensure_future(backend.chat(REQUEST))
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert backend.circuit_state is CircuitState.CLOSED
+
+
+async def test_the_wrapper_is_a_backend_that_delegates() -> None:
+    fake = FakeBackend(name="m", context_length=123)
+    backend = ResilientBackend(fake)
+    await backend.start()
+    assert fake.started and backend.name == "m" and backend.context_length == 123
+    assert (await backend.health()).ok
+    await backend.aclose()
+    assert fake.closed
