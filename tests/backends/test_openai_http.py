@@ -11,6 +11,7 @@ from backends.errors import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
+    ContentPolicyViolation,
     ContextLengthExceeded,
     Overloaded,
     RequestError,
@@ -126,3 +127,58 @@ def test_gateway_passes_a_stream_through_chunk_by_chunk(stub_upstream, live_serv
     )
     pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
     assert len(pieces) == 5 and "".join(pieces) == "Hello from the stub upstream."
+
+
+# -- resilience: what each upstream failure maps to ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "kind", "retryable", "retry_after"),
+    [
+        (429, b'{"error": {"message": "slow down"}}', {}, Overloaded, True, None),
+        (429, b"{}", {"retry-after": "2"}, Overloaded, True, 2.0),
+        (429, b"{}", {"retry-after-ms": "250", "retry-after": "9"}, Overloaded, True, 0.25),
+        (500, b"oops", {}, BackendError, True, None),
+        (502, b"oops", {}, BackendError, True, None),
+        (503, b"{}", {"retry-after": "1.5"}, BackendUnavailable, True, 1.5),
+        (501, b"oops", {}, BackendError, False, None),
+        (
+            400,
+            b'{"error": {"message": "rejected by the safety system", "code": "content_filter"}}',
+            {},
+            ContentPolicyViolation,
+            False,
+            None,
+        ),
+        (
+            400,
+            b'{"error": {"message": "no", "code": "content_policy_violation"}}',
+            {},
+            ContentPolicyViolation,
+            False,
+            None,
+        ),
+        (400, b'{"error": {"message": "maximum context length"}}', {}, ContextLengthExceeded, False, None),
+    ],
+)
+def test_upstream_statuses_map_to_errors_with_retryability(
+    status: int, body: bytes, headers: dict[str, str], kind: type, retryable: bool, retry_after: float | None
+) -> None:
+    from backends.openai_http import _error_for_status
+
+    error = _error_for_status("m", status, body, httpx.Headers(headers))
+    assert type(error) is kind
+    assert error.retryable is retryable
+    assert error.retry_after == retry_after
+
+
+def test_retry_after_as_an_http_date() -> None:
+    import email.utils
+    import time
+
+    from backends.openai_http import retry_after_seconds
+
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < (retry_after_seconds({"retry-after": when}) or 0) <= 30
+    assert retry_after_seconds({"retry-after": "soon"}) is None
+    assert retry_after_seconds({}) is None
