@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -360,3 +361,23 @@ def test_breaker_reopens_when_the_probe_fails(client: httpx.Client, fault_url: s
     assert error_of(chat(client, "f-breaker-stays-open"), 503)["code"] == "circuit_open"
     assert attempts(fault_url, "f-breaker-stays-open") == 3
     assert_still_serving(client)
+
+
+def test_graceful_shutdown_drains_in_flight_requests(
+    fault_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    member = _member("drain", "fault:slow-first-token-600", {"timeouts": {"first_token": 5}}, fault_url)
+    db = tmp_path_factory.mktemp("drain") / "requests.db"
+    config = parse_fleet({"models": [member], "request_log": {"url": f"sqlite:///{db}"}})
+    server = LiveServer(create_app(config, health_poll_seconds=3600)).__enter__()
+    results: list[httpx.Response] = []
+    body = {"model": "drain", "messages": MESSAGES, "stream": True}
+    worker = threading.Thread(
+        target=lambda: results.append(httpx.post(server.url + "/v1/chat/completions", json=body, timeout=10))
+    )
+    worker.start()
+    time.sleep(0.3)  # the request is in flight, waiting for its first token
+    server.__exit__()  # asks uvicorn to shut down, and waits for it
+    worker.join(timeout=10)
+    assert results and results[0].status_code == 200
+    assert results[0].text.rstrip().endswith("data: [DONE]") and "server." in results[0].text
