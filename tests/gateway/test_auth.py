@@ -51,7 +51,9 @@ async def test_no_key_reaches_the_log_output(make_client, caplog):
     keys = ApiKeys([f"team:{secret}"])
     caplog.set_level(logging.DEBUG)
     async with make_client(fleet_of("alpha"), {"alpha": FakeBackend("alpha")}, api_keys=keys) as client:
-        good = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}"})
+        good = await client.post(
+            "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}"}
+        )
         bad = await client.post(
             "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}-wrong"}
         )
@@ -71,7 +73,9 @@ async def test_the_key_id_rides_on_the_request_state(make_client):
     backend = FakeBackend("alpha")
     async with make_client(fleet_of("alpha"), {"alpha": backend}, api_keys=keys) as client:
         named = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-t"})
-        anon = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-anon"})
+        anon = await client.post(
+            "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-anon"}
+        )
         app_state["listing"] = (await client.get("/admin/keys")).json()
     assert named.status_code == anon.status_code == 200
     listing = app_state["listing"]

@@ -39,10 +39,14 @@ async def test_a_key_is_created_used_listed_revoked_and_survives_a_restart(tmp_p
     db = tmp_path / "log.db"
     async with asgi_client(_app(db)) as client:
         open_before = await client.post("/v1/chat/completions", json=CHAT)
-        created = await client.post("/admin/keys", json={"name": "team-a", "rpm": 100, "budget": 5}, headers=ADMIN)
+        created = await client.post(
+            "/admin/keys", json={"name": "team-a", "rpm": 100, "budget": 5}, headers=ADMIN
+        )
         secret = created.json()["key"]
         closed_now = await client.post("/v1/chat/completions", json=CHAT)
-        used = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}"})
+        used = await client.post(
+            "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}"}
+        )
         duplicate = await client.post("/admin/keys", json={"name": "team-a"}, headers=ADMIN)
         bad_name = await client.post("/admin/keys", json={"name": "no spaces"}, headers=ADMIN)
         listing = await client.get("/admin/keys", headers=ADMIN)
@@ -58,10 +62,14 @@ async def test_a_key_is_created_used_listed_revoked_and_survives_a_restart(tmp_p
     assert secret not in listing.text and "digest" not in listing.text
 
     async with asgi_client(_app(db)) as client:  # a restart: the key and its spending are kept
-        again = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}"})
+        again = await client.post(
+            "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}"}
+        )
         listing = await client.get("/admin/keys", headers=ADMIN)
         revoked = await client.delete("/admin/keys/team-a", headers=ADMIN)
-        after = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}"})
+        after = await client.post(
+            "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}"}
+        )
         unknown = await client.delete("/admin/keys/nobody", headers=ADMIN)
     assert again.status_code == 200
     assert listing.json()["data"][0]["usage"]["tokens"] > 0  # seeded from the request log

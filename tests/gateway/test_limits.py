@@ -30,7 +30,9 @@ async def test_requests_per_minute_give_429_with_retry_after_and_openai_headers(
         first = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
         second = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
         third = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
-        other_key = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-b"})
+        other_key = await client.post(
+            "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-b"}
+        )
         models = await client.get("/v1/models", headers=AUTH)  # not limited, but says what remains
     assert first.headers["x-ratelimit-limit-requests"] == "2"
     assert first.headers["x-ratelimit-remaining-requests"] == "1"
@@ -125,7 +127,12 @@ def _limited_fleet():
     return parse_fleet(
         {
             "models": [
-                {"name": "alpha", "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "context_length": 512}
+                {
+                    "name": "alpha",
+                    "backend": "openai",
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "context_length": 512,
+                }
             ],
             "limits": {"max_body_bytes": 2000, "max_messages": 2},
         }
@@ -166,7 +173,9 @@ def test_the_max_tokens_ceiling_comes_from_the_environment():
 @pytest.fixture
 def fault_server() -> Iterator[str]:
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "fault_server.py"), "--port", "0"], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(REPO / "tests" / "fault_server.py"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -182,7 +191,16 @@ def fault_server() -> Iterator[str]:
 
 async def test_an_openai_upstreams_context_length_400_maps_through(make_client, fault_server):
     fleet = parse_fleet(
-        {"models": [{"name": "up", "backend": "openai", "base_url": fault_server, "upstream_model": "fault:context-length"}]}
+        {
+            "models": [
+                {
+                    "name": "up",
+                    "backend": "openai",
+                    "base_url": fault_server,
+                    "upstream_model": "fault:context-length",
+                }
+            ]
+        }
     )
     async with make_client(fleet, {}) as client:
         response = await client.post("/v1/chat/completions", json={**CHAT, "model": "up"})
