@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -73,10 +73,16 @@ class FleetRouter:
             )
         return self.presets[preset]
 
-    async def decide(self, question: str, alpha: float | None) -> Any:
+    async def decide(
+        self, question: str, alpha: float | None, available: Collection[str] | None = None
+    ) -> Any:
+        """Route ``question``; ``available`` narrows the candidates (e.g. skip open circuits)."""
+        candidates = self.candidates
+        if available is not None:
+            candidates = tuple(c for c in self.candidates if c in available) or self.candidates
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor, lambda: self.router.route(question, alpha=alpha, candidates=self.candidates)
+            self._executor, lambda: self.router.route(question, alpha=alpha, candidates=candidates)
         )
 
     def close(self) -> None:

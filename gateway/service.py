@@ -86,7 +86,8 @@ class Gateway:
     ) -> tuple[Route, FleetMember, tuple[str, ...]]:
         """Who answers ``model``: itself, or the router's pick for ``auto`` (with the runners-up)."""
         if not is_auto(model):
-            return Route(model), self.fleet.get(model), ()
+            member = self.fleet.get(model)
+            return Route(model), member, member.fallbacks
         router = self.router  # one reference: a reload mid-request does not mix versions
         if router is None:
             raise ModelNotFound(
@@ -95,7 +96,8 @@ class Gateway:
             )
         alpha = router.alpha_for(model, alpha_header)
         started = time.perf_counter()
-        decision = await router.decide(question, alpha)
+        available = {m.name for m in self.fleet if m.available}  # the router skips open circuits
+        decision = await router.decide(question, alpha, available)
         cluster = OUT_OF_DISTRIBUTION if decision.out_of_distribution else str(decision.cluster)
         self.metrics.observe_decision(
             route=model,
@@ -183,7 +185,7 @@ class Gateway:
                     if stream:
                         return await self._respond_stream(answer, request, receive, include_usage)
                     return await self._respond_whole(answer, request, receive)
-                except (BackendError, Overloaded) as exc:
+                except (BackendError, Overloaded, ContextLengthExceeded) as exc:
                     if not self._fall_back(answer, exc):
                         raise
         except ClientDisconnected:
@@ -194,15 +196,42 @@ class Gateway:
             raise
 
     def _fall_back(self, answer: Answer, failure: SmallfleetError) -> bool:
-        """Hand ``answer`` to its next runner-up, if any; nothing has reached the client yet."""
-        if not answer.fallbacks:
+        """Hand ``answer`` to the next member that can take it; nothing has reached the client yet.
+
+        A member's declared ``fallbacks`` (or the router's runner-ups) are tried in order,
+        skipping open circuits; a prompt too long for the failed member goes to the first one
+        with a longer context, from that chain or else from the whole fleet.
+        """
+        failed = answer.member
+        successor = self._successor(answer, failed, isinstance(failure, ContextLengthExceeded))
+        if successor is None:
             return False
-        failed = answer.member.name
-        answer.member = self.fleet.get(answer.fallbacks[0])
-        answer.fallbacks = answer.fallbacks[1:]
-        self.metrics.errors.labels(answer.route.name, failed, failure.code or failure.error_type).inc()
-        self.metrics.fallbacks.labels(answer.route.name, failed, answer.member.name).inc()
+        answer.member = successor
+        self.metrics.errors.labels(answer.route.name, failed.name, failure.code or failure.error_type).inc()
+        self.metrics.fallbacks.labels(answer.route.name, failed.name, successor.name).inc()
         return True
+
+    def _successor(
+        self, answer: Answer, failed: FleetMember, needs_longer_context: bool
+    ) -> FleetMember | None:
+        def fits(member: FleetMember) -> bool:
+            if not member.available or member.name == failed.name:
+                return False
+            if not needs_longer_context:
+                return True
+            return (member.context_length or 0) > (failed.context_length or 0)
+
+        chain = [self.fleet.get(name) for name in answer.fallbacks]
+        for index, member in enumerate(chain):
+            if fits(member):
+                answer.fallbacks = answer.fallbacks[index + 1 :]
+                return member
+        if needs_longer_context:
+            longer = sorted((m for m in self.fleet if fits(m)), key=lambda m: m.context_length or 0)
+            if longer:
+                answer.fallbacks = ()
+                return longer[0]
+        return None
 
     async def _respond_whole(self, answer: Answer, request: GenerationRequest, receive: Receive) -> Response:
         in_flight = self.metrics.backend_in_flight.labels(answer.member.name)
