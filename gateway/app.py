@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -89,6 +90,9 @@ def _error_response(request: Request, exc: BaseException) -> Response:
     model = getattr(request.state, "model", None)
     if model:
         headers["x-smallfleet-model"] = model
+    retry_after = getattr(exc, "retry_after", None)  # an upstream's Retry-After, an open circuit's cool-down
+    if retry_after is not None and status in (429, 503):
+        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
     return Response(body, status_code=status, media_type=JSON_MEDIA_TYPE, headers=headers)
 
 

@@ -340,8 +340,10 @@ def test_breaker_opens_fails_fast_then_probes_and_recovers(client: httpx.Client,
         assert error_of(chat(client, "f-breaker"), 503)["code"] == "backend_unavailable"
     assert attempts(fault_url, "f-breaker") == 3
     started = time.monotonic()
-    error = error_of(chat(client, "f-breaker"), 503)
+    refused = chat(client, "f-breaker")
+    error = error_of(refused, 503)
     assert error["code"] == "circuit_open" and time.monotonic() - started < 0.2
+    assert refused.headers["retry-after"] == "1"  # the rest of the 0.5 s cool-down, rounded up
     response, _ = stream(client, "f-breaker")
     assert error_of(response, 503)["code"] == "circuit_open"
     assert attempts(fault_url, "f-breaker") == 3  # nothing sent while open
