@@ -24,6 +24,7 @@ from gateway.config import FleetConfig, parse_fleet
 
 REPO = Path(__file__).resolve().parent.parent
 STUB_UPSTREAM = REPO / "benchmarks" / "stub_upstream.py"
+FAULT_SERVER = REPO / "tests" / "fault_server.py"
 
 
 @pytest.fixture(autouse=True)
@@ -106,24 +107,36 @@ def live_server() -> Iterator[Callable[[Any], LiveServer]]:
 
 
 @contextlib.contextmanager
-def stub_upstream_process(*args: str) -> Iterator[str]:
-    """Start benchmarks/stub_upstream.py on a free port; yield its base URL (…/v1)."""
+def script_server(script: Path, *args: str) -> Iterator[str]:
+    """Run a test server script on a free port; yield its base URL (it prints 'listening on URL')."""
     proc = subprocess.Popen(
-        [sys.executable, str(STUB_UPSTREAM), "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, str(script), "--port", "0", *args], stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if "listening on" not in line:
-            raise RuntimeError(f"stub upstream failed to start: {line!r}")
-        yield line.strip().rsplit(" ", 1)[-1] + "/v1"
+            raise RuntimeError(f"{script.name} failed to start: {line!r}")
+        yield line.strip().rsplit(" ", 1)[-1]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@contextlib.contextmanager
+def stub_upstream_process(*args: str) -> Iterator[str]:
+    """benchmarks/stub_upstream.py on a free port; yields its OpenAI base URL (…/v1)."""
+    with script_server(STUB_UPSTREAM, *args) as url:
+        yield url + "/v1"
+
+
+@pytest.fixture
+def fault_server() -> Iterator[str]:
+    """tests/fault_server.py on a free port; yields its OpenAI base URL (…/v1)."""
+    with script_server(FAULT_SERVER) as url:
+        yield url + "/v1"
 
 
 @pytest.fixture

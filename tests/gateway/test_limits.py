@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
-
 import pytest
 
 from backends.fake import FakeBackend
@@ -14,7 +10,7 @@ from gateway.config import parse_fleet
 from gateway.keys import KeyStore, Limits
 from gateway.limits import InputLimits, SlidingWindow
 from gateway.metrics import MAX_KEY_LABELS, OTHER_KEYS, GatewayMetrics
-from tests.conftest import REPO, asgi_client, fleet_of
+from tests.conftest import asgi_client, fleet_of
 
 CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "one two three"}]}
 AUTH = {"authorization": "Bearer sk-a"}
@@ -168,25 +164,6 @@ def test_the_max_tokens_ceiling_comes_from_the_environment():
     assert InputLimits.from_env({}).max_tokens is None
     with pytest.raises(ValueError, match="SMALLFLEET_MAX_TOKENS"):
         InputLimits.from_env({"SMALLFLEET_MAX_TOKENS": "-1"})
-
-
-@pytest.fixture
-def fault_server() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "fault_server.py"), "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on" in line, line
-        yield line.strip().rsplit(" ", 1)[-1] + "/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 async def test_an_openai_upstreams_context_length_400_maps_through(make_client, fault_server):

@@ -8,12 +8,9 @@ counters on the fault server). Timeouts and delays are tiny so the module runs i
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,9 +19,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import parse_fleet
-from tests.conftest import LiveServer
+from tests.conftest import FAULT_SERVER, LiveServer, script_server
 
-FAULT_SERVER = Path(__file__).resolve().parent.parent / "fault_server.py"
 FAST = {
     "retry": {"attempts": 3, "base_delay": 0.01, "max_delay": 0.05, "max_retry_after": 2.0},
     "circuit_breaker": {"failure_threshold": 100, "cool_down": 0.5},
@@ -66,19 +62,8 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture(scope="module")
 def fault_url() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(FAULT_SERVER), "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on" in line, line
-        yield line.strip().rsplit(" ", 1)[-1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with script_server(FAULT_SERVER) as url:
+        yield url
 
 
 def _member(name: str, fault: str, overrides: dict[str, Any], fault_url: str) -> dict[str, Any]:

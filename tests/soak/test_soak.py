@@ -53,25 +53,6 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def fault_server() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "fault_server.py"), "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on" in line, line
-        yield line.strip().rsplit(" ", 1)[-1] + "/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-@pytest.fixture
 def gateway(fault_server: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     db = tmp_path / "requests.db"
     config = tmp_path / "fleet.yaml"
