@@ -20,7 +20,10 @@ class Backend(Protocol):
     """
 
     name: str
-    context_length: int | None
+
+    @property
+    def context_length(self) -> int | None:
+        """Tokens of context, if known (some backends learn it when they start)."""
 
     async def start(self) -> None:
         """Acquire resources (load weights, open connection pools)."""

@@ -210,7 +210,6 @@ class ResilientBackend:
     ) -> None:
         self.inner = inner
         self.name = inner.name
-        self.context_length = inner.context_length
         self.retry = retry
         self.breaker = breaker
         self.timeouts = timeouts
@@ -218,6 +217,11 @@ class ResilientBackend:
         self._rand = rand
 
     # -- what the fleet and the router see --------------------------------
+    @property
+    def context_length(self) -> int | None:
+        """The inner backend's, read live: some learn it only when they start (a llama.cpp load)."""
+        return self.inner.context_length
+
     @property
     def circuit_state(self) -> CircuitState:
         return CircuitState.CLOSED if self.breaker is None else self.breaker.state
