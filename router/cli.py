@@ -235,11 +235,18 @@ def _add_eval(subparsers: Any) -> None:
     p.set_defaults(func=_guarded(_eval))
 
 
-def add_commands(subparsers: Any) -> None:
-    """Register train, route and eval on an argparse subparsers object."""
+def add_commands(subparsers: Any, *, fleet_loader: Any = None) -> None:
+    """Register train, route, eval and fleet on an argparse subparsers object.
+
+    ``fleet_loader`` (a :data:`router.fleet.models.FleetLoader`) lets the gateway hand
+    ``fleet eval`` the models of its validated config; without it the YAML is read minimally.
+    """
+    from router.fleet.cli import add_fleet_commands
+
     _add_train(subparsers)
     _add_route(subparsers)
     _add_eval(subparsers)
+    add_fleet_commands(subparsers, fleet_loader)
 
 
 def build_parser() -> argparse.ArgumentParser:

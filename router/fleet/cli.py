@@ -1,0 +1,90 @@
+"""`smallfleet fleet eval`: labelled benchmarks through every fleet model; rows and tables out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from router._errors import DataError
+from router.fleet.models import FleetLoader, load_fleet_yaml
+
+
+def _max_tokens(text: str) -> dict[str, int]:
+    """``256`` (every task) or ``mmlu=32,gsm8k=256``."""
+    from router.fleet.benchmarks import LOADERS
+
+    try:
+        if "=" not in text:
+            return dict.fromkeys(LOADERS, int(text))
+        pairs = (part.split("=", 1) for part in text.split(",") if part)
+        return {task.strip(): int(value) for task, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or task=N,...: {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def add_fleet_commands(subparsers: Any, fleet_loader: FleetLoader | None = None) -> None:
+    """Register ``fleet eval``; ``fleet_loader`` builds the models (default: a minimal YAML read)."""
+    from router.fleet.report import DEFAULT_CPU_SECOND_PRICE, DEFAULT_GB_SECOND_PRICE
+
+    fleet = subparsers.add_parser("fleet", help="measure the fleet's models on labelled benchmarks")
+    commands = fleet.add_subparsers(dest="fleet_command", required=True)
+    p = commands.add_parser("eval", help="run benchmarks through each model; write rows.json and tables")
+    p.add_argument("--config", type=Path, help="fleet YAML (default: the embedded default fleet)")
+    p.add_argument("--models", type=_names, help="comma-separated model names (default: all)")
+    p.add_argument("--benchmarks", type=_names, default=["mmlu", "gsm8k", "humaneval"])
+    p.add_argument("--limit", type=int, help="items per benchmark (default: all)")
+    p.add_argument("--out", type=Path, required=True, help="directory for rows.json, table.md, table.json")
+    p.add_argument("--seed", type=int, default=0, help="sampling of items and generation seed")
+    p.add_argument("--max-tokens", type=_max_tokens, help="N, or per task: mmlu=64,gsm8k=384,humaneval=384")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per HumanEval test run")
+    p.add_argument("--price-cpu-second", type=float, default=DEFAULT_CPU_SECOND_PRICE)
+    p.add_argument("--price-gb-second", type=float, default=DEFAULT_GB_SECOND_PRICE)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(fleet_loader=fleet_loader or load_fleet_yaml)
+    from router.cli import _guarded
+
+    p.set_defaults(func=_guarded(run_fleet_eval))
+
+
+def run_fleet_eval(args: argparse.Namespace) -> int:
+    from router.fleet.benchmarks import load_benchmarks
+    from router.fleet.report import CostRates, markdown, query_log, table, table_json, training_rows
+    from router.fleet.runner import evaluate_model
+
+    if args.limit is not None and args.limit < 1:
+        raise DataError("--limit must be at least 1")
+    models = args.fleet_loader(args.config)
+    if args.models:
+        unknown = sorted(set(args.models) - {m.name for m in models})
+        if unknown:
+            raise DataError(f"--models: not in the fleet: {', '.join(unknown)}")
+        models = [m for m in models if m.name in args.models]
+    if not models:
+        raise DataError("no llama_cpp or openai model to evaluate")
+    items = load_benchmarks(args.benchmarks, args.limit, args.seed)
+    runs = []
+    for model in models:
+        print(f"{model.name}: {len(items)} queries", file=sys.stderr, flush=True)
+        runs.append(asyncio.run(evaluate_model(
+            model, items, max_tokens=args.max_tokens, seed=args.seed, timeout=args.timeout,
+            progress=not args.no_progress,
+        )))
+    rates = CostRates(cpu_second=args.price_cpu_second, gb_second=args.price_gb_second)
+    entries = table(runs, rates)
+    settings = {"benchmarks": args.benchmarks, "limit": args.limit, "seed": args.seed}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rows.json").write_text(json.dumps(training_rows(runs), indent=1))
+    (args.out / "queries.json").write_text(json.dumps(query_log(runs, rates), indent=1))
+    (args.out / "table.json").write_text(table_json(entries, rates, settings))
+    text = markdown(entries, rates)
+    (args.out / "table.md").write_text(text)
+    print(text)
+    return 0

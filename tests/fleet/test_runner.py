@@ -1,0 +1,131 @@
+"""The fleet runner and report with a scripted backend: rows, tables, costs, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from backends.errors import BackendError
+from backends.fake import FakeBackend
+from backends.types import Message
+from router.fleet.benchmarks import BenchmarkItem
+from router.fleet.cli import add_fleet_commands
+from router.fleet.models import EvalModel, load_fleet_yaml
+from router.fleet.report import CostRates, markdown, measured_cost, table, training_rows
+from router.fleet.runner import evaluate_model
+
+
+def _mc(n: int, reference: str) -> BenchmarkItem:
+    question = f"Question {n}?\n\nA. x\nB. y\nC. z\nD. w"
+    return BenchmarkItem(f"mmlu/{n}", "mmlu", question, (Message("user", question),), reference)
+
+
+def _math(n: int, reference: str) -> BenchmarkItem:
+    question = f"What is {reference}?"
+    return BenchmarkItem(f"gsm8k/{n}", "gsm8k", question, (Message("user", question),), reference)
+
+
+ITEMS = [_mc(1, "A"), _mc(2, "B"), _math(3, "7")]
+
+
+def _model(name: str, reply: str, **kwargs: object) -> EvalModel:
+    return EvalModel(name=name, backend=FakeBackend(name, reply, **kwargs),  # type: ignore[arg-type]
+                     price_input=1.0, price_output=2.0)
+
+
+async def test_evaluate_model_scores_and_times_each_query() -> None:
+    model = _model("a", "The answer is A, so #### 7")
+    run = await evaluate_model(model, ITEMS, progress=False)
+    assert [r.score for r in run.results] == [1, 0, 1]
+    assert all(r.seconds >= 0 and r.completion_tokens > 0 for r in run.results)
+    assert run.results[0].config_cost == pytest.approx((1.0 * run.results[0].prompt_tokens
+                                                         + 2.0 * run.results[0].completion_tokens) / 1e6)
+    assert model.backend.closed  # type: ignore[attr-defined]
+    assert run.file_bytes is None and run.peak_memory_bytes is not None
+
+
+async def test_backend_errors_score_zero_and_are_counted() -> None:
+    run = await evaluate_model(_model("bad", "x", error=BackendError("boom")), ITEMS, progress=False)
+    assert [r.score for r in run.results] == [0, 0, 0]
+    assert table([run])[-1]["errors"] == 3
+
+
+async def test_rows_merge_models_by_question_and_table_has_each_task() -> None:
+    runs = [
+        await evaluate_model(_model("a", "Answer: A"), ITEMS, progress=False),
+        await evaluate_model(_model("b", "Answer: B #### 7"), ITEMS, progress=False),
+    ]
+    rows = training_rows(runs)
+    assert len(rows) == 3
+    assert rows[0] == {"question": ITEMS[0].question, "task": "mmlu", "scores": {"a": 1, "b": 0}}
+    assert rows[2]["scores"] == {"a": 0, "b": 1}
+    entries = table(runs)
+    assert [(e["model"], e["task"]) for e in entries] == [
+        ("a", "gsm8k"), ("a", "mmlu"), ("a", "all"), ("b", "gsm8k"), ("b", "mmlu"), ("b", "all"),
+    ]
+    assert entries[1]["accuracy"] == 0.5
+    text = markdown(entries)
+    assert text.startswith("| model | task |") and "| a | mmlu | 2 | 0.500 |" in text
+
+
+async def test_measured_cost_formula() -> None:
+    run = await evaluate_model(_model("a", "Answer: A"), ITEMS[:1], progress=False)
+    run.peak_memory_bytes = 2_000_000_000
+    result = run.results[0]
+    rates = CostRates(cpu_second=3.0, gb_second=5.0)
+    # not in process: compute is the wall time
+    assert measured_cost(run, result, rates) == pytest.approx(result.seconds * 3.0 + 2.0 * result.seconds * 5.0)
+
+
+def test_minimal_yaml_reader(tmp_path: Path) -> None:
+    config = tmp_path / "fleet.yaml"
+    config.write_text(
+        "models:\n"
+        "  - {name: local, backend: llama_cpp, gguf: m.gguf, params: 1e6, quant: Q4_0, price: {input: 1}}\n"
+        "  - {name: remote, backend: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  - {name: other, backend: ray, deployment: x}\n"
+    )
+    models = load_fleet_yaml(config)
+    assert [m.name for m in models] == ["local", "remote"]
+    assert models[0].gguf == str(tmp_path / "m.gguf") and models[0].in_process and models[0].params == 1e6
+    assert models[0].price_input == 1.0 and not models[1].in_process
+    assert [m.name for m in load_fleet_yaml(None)] == ["smollm2-135m", "qwen2.5-coder-0.5b"]
+
+
+def test_gateway_loader_builds_the_same_models() -> None:
+    from gateway.fleet_eval import load_eval_models
+
+    models = load_eval_models(None)
+    assert [m.name for m in models] == [m.name for m in load_fleet_yaml(None)]
+    assert models[0].gguf == "packaged:smollm2-135m-instruct-q4_1" and models[0].in_process
+
+
+def _parse(argv: list[str], loader: object) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_fleet_commands(parser.add_subparsers(dest="command", required=True), loader)  # type: ignore[arg-type]
+    return parser.parse_args(argv)
+
+
+def test_cli_writes_rows_and_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    models = [_model("a", "Answer: A #### 18"), _model("b", "Answer: C")]
+    args = _parse(["fleet", "eval", "--benchmarks", "mmlu,gsm8k", "--limit", "2", "--out", str(tmp_path),
+                   "--max-tokens", "mmlu=8,gsm8k=16", "--no-progress"], lambda path: models)
+    assert args.func(args) == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert len(rows) == 4 and all(set(r["scores"]) == {"a", "b"} for r in rows)
+    assert {r["task"] for r in rows} == {"mmlu", "gsm8k"}
+    document = json.loads((tmp_path / "table.json").read_text())
+    assert {e["model"] for e in document["table"]} == {"a", "b"} and document["limit"] == 2
+    assert "| model | task |" in (tmp_path / "table.md").read_text()
+    assert (tmp_path / "queries.json").is_file()
+    assert "cost/query (measured)" in capsys.readouterr().out
+
+
+def test_cli_rejects_unknown_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parse(["fleet", "eval", "--models", "zzz", "--limit", "1", "--out", str(tmp_path)],
+                  lambda path: [_model("a", "A")])
+    assert args.func(args) == 2
+    assert "not in the fleet: zzz" in capsys.readouterr().err
