@@ -36,14 +36,13 @@ class SamplingParams:
 class GenerationRequest:
     """A chat (``messages``) or a raw text completion (``prompt``), never both.
 
-    ``model`` is the name the backend's server knows the model by; in-process
-    backends ignore it.
+    It names no model: each backend knows which model it serves (a fallback hands
+    the same request to another backend unchanged).
     """
 
     messages: tuple[Message, ...] | None = None
     prompt: str | None = None
     params: SamplingParams = field(default_factory=SamplingParams)
-    model: str | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.base import Backend
 from backends.errors import RequestError, SmallfleetError
-from gateway.auth import ApiKeyMiddleware, ApiKeys
+from gateway.auth import ApiKeyMiddleware
 from gateway.config import FleetConfig
 from gateway.endpoints import Endpoints
 from gateway.errors import MethodNotAllowed, NotFound, error_bytes
@@ -127,8 +127,8 @@ def create_app(
     config: FleetConfig,
     *,
     backends: Mapping[str, Backend] | None = None,
-    api_keys: ApiKeys | None = None,
-    admin_keys: ApiKeys | None = None,
+    api_keys: KeyStore | None = None,
+    admin_keys: KeyStore | None = None,
     router: FleetRouter | None = None,
     request_log: RequestLog | None = None,
     health_poll_seconds: float = HEALTH_POLL_SECONDS,
@@ -148,14 +148,14 @@ def create_app(
         config.request_log.resolved_url(), store_prompts=config.request_log.store_prompts
     )
     gateway = Gateway(fleet, GatewayMetrics(), log)
-    keys = api_keys if api_keys is not None else ApiKeys()
+    keys = api_keys if api_keys is not None else KeyStore()
     limiter = Limiter(keys, gateway.metrics)
     gateway.record_hooks.append(limiter.charge)
     key_table = _key_table(log)
     endpoints = Endpoints(
         gateway,
         config,
-        admin_keys or ApiKeys(),
+        admin_keys or KeyStore(),
         keys=keys,
         limiter=limiter,
         key_table=key_table,

@@ -18,9 +18,7 @@ from backends.errors import SmallfleetError
 from gateway.errors import error_bytes
 from gateway.keys import ADMIN_KEYS_ENV, API_KEYS_ENV, ApiKey, KeyStore
 
-__all__ = ["ADMIN_KEYS_ENV", "API_KEYS_ENV", "ApiKeyMiddleware", "ApiKeys", "Unauthorized", "bearer_key"]
-
-ApiKeys = KeyStore  # the name the CLI and older callers use
+__all__ = ["ADMIN_KEYS_ENV", "API_KEYS_ENV", "ApiKeyMiddleware", "KeyStore", "Unauthorized", "bearer_key"]
 
 
 class Unauthorized(SmallfleetError):

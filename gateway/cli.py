@@ -31,7 +31,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.auth import ADMIN_KEYS_ENV, API_KEYS_ENV, ApiKeys
+    from gateway.auth import ADMIN_KEYS_ENV, API_KEYS_ENV, KeyStore
     from gateway.config import ConfigError, default_fleet, load_fleet
     from gateway.routing import FleetRouter
 
@@ -43,7 +43,7 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"smallfleet: {exc}", file=sys.stderr)
         return 2
-    keys = ApiKeys.from_env()
+    keys = KeyStore.from_env()
     if not keys:
         if not _is_loopback(args.host) and not args.insecure_no_auth:
             print(
@@ -58,7 +58,7 @@ def serve(args: argparse.Namespace) -> int:
     if router is not None:
         print(f"smallfleet: model 'auto' routes over {', '.join(router.candidates)}", file=sys.stderr)
     app = create_app(
-        config, api_keys=keys, admin_keys=ApiKeys.from_env(variable=ADMIN_KEYS_ENV), router=router
+        config, api_keys=keys, admin_keys=KeyStore.from_env(variable=ADMIN_KEYS_ENV), router=router
     )
     uvicorn.run(
         app,

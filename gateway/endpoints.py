@@ -16,7 +16,7 @@ from starlette.routing import Route as HttpRoute
 from backends.errors import PayloadTooLarge, RequestError, SmallfleetError
 from backends.types import GenerationRequest, Health, SamplingParams
 from backends.types import Message as ChatTurn
-from gateway.auth import ApiKeys, Unauthorized
+from gateway.auth import Unauthorized, bearer_key
 from gateway.config import ConfigError, FleetConfig
 from gateway.errors import request_error_from_validation
 from gateway.keys import ApiKey, KeyStore, KeyTable, Limits
@@ -85,7 +85,7 @@ class Endpoints:
         self,
         gateway: Gateway,
         config: FleetConfig,
-        admin_keys: ApiKeys,
+        admin_keys: KeyStore,
         *,
         keys: KeyStore | None = None,
         limiter: Limiter | None = None,
@@ -156,7 +156,6 @@ class Endpoints:
         generation = GenerationRequest(
             messages=tuple(ChatTurn(m.role, m.text()) for m in parsed.messages),
             params=_sampling(parsed),
-            model=answer.member.name,
         )
         return answer, generation, parsed
 
@@ -168,9 +167,7 @@ class Endpoints:
         self._check_max_tokens(parsed)
         answer = await self._answer(request, parsed.model, parsed.prompt_text(), started)
         self.gateway.check_token_limit(answer.member, parsed.token_limit)
-        generation = GenerationRequest(
-            prompt=parsed.prompt_text(), params=_sampling(parsed), model=answer.member.name
-        )
+        generation = GenerationRequest(prompt=parsed.prompt_text(), params=_sampling(parsed))
         return answer, generation, parsed
 
     def _check_max_tokens(self, parsed: ChatCompletionRequest | CompletionRequest) -> None:
@@ -268,8 +265,8 @@ class Endpoints:
     def _check_admin(self, request: Request) -> None:
         """Admin keys (SMALLFLEET_ADMIN_KEYS) when configured; otherwise loopback clients only."""
         if self.admin_keys:
-            scheme, _, key = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not self.admin_keys.accepts(key.strip()):
+            key = bearer_key(request.scope)
+            if not key or not self.admin_keys.accepts(key):
                 raise Unauthorized("this endpoint needs an admin key: 'Authorization: Bearer <admin key>'")
             return
         host = request.client.host if request.client else ""

@@ -26,9 +26,9 @@ class GatewayIngress:
     def __serve_build_asgi_app__(self) -> Any:
         from backends.ray_handle import RayHandleBackend
         from gateway.app import create_app
-        from gateway.auth import API_KEYS_ENV, ApiKeys
+        from gateway.auth import API_KEYS_ENV, KeyStore
 
-        keys = ApiKeys.from_env()
+        keys = KeyStore.from_env()
         if not keys and not self.insecure_no_auth:
             raise RuntimeError(f"set {API_KEYS_ENV} (runtime_env env_vars), or args.insecure_no_auth: true")
         backends = {}

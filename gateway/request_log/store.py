@@ -167,8 +167,12 @@ class SqlStore:
 
     def spend_by_key(self) -> dict[str, tuple[int, float]]:
         """Per API key id: (tokens, cost) of every logged request."""
-        rows = self._cursor().execute(
-            "SELECT api_key_id, SUM(prompt_tokens + completion_tokens), SUM(cost) FROM requests "
-            "WHERE api_key_id IS NOT NULL GROUP BY api_key_id"
-        ).fetchall()
+        rows = (
+            self._cursor()
+            .execute(
+                "SELECT api_key_id, SUM(prompt_tokens + completion_tokens), SUM(cost) FROM requests "
+                "WHERE api_key_id IS NOT NULL GROUP BY api_key_id"
+            )
+            .fetchall()
+        )
         return {str(r[0]): (int(r[1] or 0), float(r[2] or 0.0)) for r in rows}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from backends.fake import FakeBackend
-from gateway.auth import ApiKeys
+from gateway.auth import KeyStore
 from gateway.cli import main
 from tests.conftest import fleet_of
 
@@ -13,13 +13,13 @@ CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def test_keys_are_kept_as_digests_only():
-    keys = ApiKeys.from_env({"SMALLFLEET_API_KEYS": "sk-one, sk-two"})
+    keys = KeyStore.from_env({"SMALLFLEET_API_KEYS": "sk-one, sk-two"})
     assert keys.accepts("sk-two") and not keys.accepts("sk-three")
     assert "sk-one" not in repr(vars(keys))
 
 
 async def test_a_missing_or_bad_key_is_401_and_a_good_one_passes(make_client):
-    keys = ApiKeys(["sk-good"])
+    keys = KeyStore(["sk-good"])
     async with make_client(fleet_of("alpha"), {"alpha": FakeBackend("alpha")}, api_keys=keys) as client:
         missing = await client.post("/v1/chat/completions", json=CHAT)
         bad = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-bad"})
@@ -48,7 +48,7 @@ def test_serve_refuses_a_bad_config_naming_the_field(tmp_path, capsys):
 
 async def test_no_key_reaches_the_log_output(make_client, caplog):
     secret = "sk-never-log-me-0123456789"
-    keys = ApiKeys([f"team:{secret}"])
+    keys = KeyStore([f"team:{secret}"])
     caplog.set_level(logging.DEBUG)
     async with make_client(fleet_of("alpha"), {"alpha": FakeBackend("alpha")}, api_keys=keys) as client:
         good = await client.post(
@@ -68,7 +68,7 @@ async def test_no_key_reaches_the_log_output(make_client, caplog):
 
 
 async def test_the_key_id_rides_on_the_request_state(make_client):
-    keys = ApiKeys(["team:sk-t", "sk-anon"])
+    keys = KeyStore(["team:sk-t", "sk-anon"])
     app_state: dict[str, object] = {}
     backend = FakeBackend("alpha")
     async with make_client(fleet_of("alpha"), {"alpha": backend}, api_keys=keys) as client:

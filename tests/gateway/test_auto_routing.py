@@ -122,10 +122,10 @@ def test_reload_refuses_a_bad_artifact_and_keeps_the_old_one(auto_server):
 
 
 async def test_reload_needs_the_admin_key_when_admin_keys_are_set(stub_upstream, make_client):
-    from gateway.auth import ApiKeys
+    from gateway.auth import KeyStore
 
     config = _fleet(stub_upstream, ["gemma-2-9b-it"])
-    async with make_client(config, {}, admin_keys=ApiKeys(["admin-secret"])) as client:
+    async with make_client(config, {}, admin_keys=KeyStore(["admin-secret"])) as client:
         denied = await client.post("/admin/router/reload")
         allowed = await client.post("/admin/router/reload", headers={"authorization": "Bearer admin-secret"})
     assert denied.status_code == 401
