@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 import sys
 import threading
@@ -143,6 +144,13 @@ def fault_server() -> Iterator[str]:
 def stub_upstream() -> Iterator[str]:
     with stub_upstream_process() as url:
         yield url
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (free when asked; tests also use it as a dead address)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_until_serving(url: str, proc: subprocess.Popen[Any], timeout: float = 300) -> None:

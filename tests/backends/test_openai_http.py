@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
 
@@ -20,7 +18,7 @@ from backends.openai_http import OpenAIHTTPBackend, Timeouts
 from backends.types import GenerationRequest, Message, SamplingParams
 from gateway.app import create_app
 from gateway.config import parse_fleet
-from tests.conftest import stub_upstream_process
+from tests.conftest import free_port, stub_upstream_process
 
 CHAT = GenerationRequest(
     messages=(Message("user", "Say hello please"),), params=SamplingParams(max_tokens=16)
@@ -51,9 +49,7 @@ async def test_chat_stream_and_completion_against_a_live_server(stub_upstream):
 
 
 async def test_unreachable_server_is_unavailable():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     backend = await started(OpenAIHTTPBackend("gone", f"http://127.0.0.1:{port}/v1"))
     try:
         with pytest.raises(BackendUnavailable):

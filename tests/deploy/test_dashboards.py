@@ -19,7 +19,6 @@ import json
 import math
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import FleetConfig, parse_fleet
-from tests.conftest import REPO, LiveServer, stub_upstream_process
+from tests.conftest import REPO, LiveServer, free_port, stub_upstream_process
 
 router = pytest.importorskip("router")
 
@@ -113,12 +112,6 @@ def prometheus_binary() -> str:
     if found is None:
         pytest.fail(f"no 'prometheus' binary: run {INSTALL_SCRIPT} first (it installs Debian's package)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Prometheus:

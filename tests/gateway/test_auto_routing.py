@@ -12,6 +12,7 @@ import pytest
 from gateway.app import create_app
 from gateway.config import ConfigError, parse_fleet
 from gateway.routing import FleetRouter
+from tests.conftest import free_port
 
 router = pytest.importorskip("router")
 ARTIFACT = str(router.DEFAULT_ARTIFACT)
@@ -133,11 +134,7 @@ async def test_reload_needs_the_admin_key_when_admin_keys_are_set(stub_upstream,
 
 
 def test_a_failing_routed_model_falls_back_to_the_runner_up(stub_upstream, live_server):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    dead = f"http://127.0.0.1:{free_port()}/v1"
     models = [{"name": "gemma-2-9b-it", "backend": "openai", "base_url": dead}] + [
         {"name": n, "backend": "openai", "base_url": stub_upstream} for n in BENCHMARK_MODELS[1:]
     ]

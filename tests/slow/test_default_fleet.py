@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
 import httpx
 import pytest
 
-from tests.conftest import wait_until_serving
+from tests.conftest import free_port, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def default_gateway():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ}
     env.pop("SMALLFLEET_API_KEYS", None)
     proc = subprocess.Popen(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
@@ -11,20 +10,14 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import parse_fleet
-from tests.conftest import LiveServer, wait_until_serving
+from tests.conftest import LiveServer, free_port, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def llama_server(smollm2_gguf):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,

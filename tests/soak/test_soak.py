@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, wait_until_serving
+from tests.conftest import REPO, free_port, wait_until_serving
 
 SOAK_SECONDS = float(os.environ.get("SMALLFLEET_SOAK_SECONDS", "20"))
 CONCURRENCY = 16
@@ -46,12 +45,6 @@ def _open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def gateway(fault_server: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     db = tmp_path / "requests.db"
@@ -64,7 +57,7 @@ def gateway(fault_server: str, tmp_path: Path) -> Iterator[tuple[str, subprocess
         "    price: {input: 1.0, output: 2.0}\n"
         f"request_log: {{url: 'sqlite:///{db}'}}\n"
     )
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SMALLFLEET_STATE": str(tmp_path / "state")}
     env.pop("SMALLFLEET_API_KEYS", None)
     proc = subprocess.Popen(
