@@ -4,6 +4,10 @@ Several small models install offline as PyPI packages, some split into parts.
 A fleet config names them as ``packaged:<name>``; :func:`resolve_gguf` turns
 that (or a plain path) into a local file whose sha256 has been checked, so a
 truncated or tampered file is never handed to llama.cpp.
+
+Lower-precision variants (:data:`DERIVED_MODELS`) are not shipped: they are
+built on first use from a packaged model with llama.cpp's quantizer, which is
+deterministic, so their sha256 is pinned like the shipped ones.
 """
 
 from __future__ import annotations
@@ -90,6 +94,42 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 }
 
 
+@dataclass(frozen=True)
+class DerivedModel:
+    """A GGUF made from a packaged model by requantizing it to a lower precision.
+
+    Built from a 4-bit file, these show what going lower costs, not what a
+    higher-precision source would gain.
+    """
+
+    name: str
+    source: str  # a PACKAGED_MODELS name
+    gguf_type: str  # llama.cpp type, e.g. Q2_K
+    sha256: str
+    size: int
+
+
+DERIVED_MODELS: dict[str, DerivedModel] = {
+    model.name: model
+    for model in (
+        DerivedModel(
+            name="qwen2.5-coder-1.5b-instruct-q3_k_m",
+            source="qwen2.5-coder-1.5b-instruct-q4_k_m",
+            gguf_type="Q3_K_M",
+            sha256="b32ae6f04ee3f6f337a7f50ba354500085ab47cca18a72bc3e16cc57e4d7739e",
+            size=924_456_000,
+        ),
+        DerivedModel(
+            name="qwen2.5-coder-1.5b-instruct-q2_k",
+            source="qwen2.5-coder-1.5b-instruct-q4_k_m",
+            gguf_type="Q2_K",
+            sha256="ae78b12904a5d5e1524c261c529253e3717eeef660eba942042fae75fc767cd3",
+            size=752_880_192,
+        ),
+    )
+}
+
+
 def cache_dir() -> Path:
     """Where assembled multi-part models are kept (``SMALLFLEET_CACHE`` overrides)."""
     root = os.environ.get("SMALLFLEET_CACHE") or Path.home() / ".cache" / "smallfleet"
@@ -157,11 +197,29 @@ def _assemble(model: PackagedModel, parts: Sequence[Path], target: Path) -> Path
     return target
 
 
+def _resolve_derived(model: DerivedModel) -> Path:
+    from backends.quantize import quantize
+
+    target = cache_dir() / f"{model.name}.gguf"
+    if not (target.is_file() and target.stat().st_size == model.size):
+        quantize(resolve_packaged(model.source), target, model.gguf_type)
+    try:
+        return verify(target, model.sha256)
+    except ModelFileError as exc:
+        target.unlink(missing_ok=True)
+        raise ModelFileError(
+            f"{exc}; the quantizer of this llama-cpp-python build gives a different file "
+            f"than the one pinned for {model.name!r}"
+        ) from exc
+
+
 def resolve_packaged(name: str) -> Path:
-    """Path of the verified GGUF of packaged model ``name``."""
+    """Path of the verified GGUF of packaged (or derived) model ``name``."""
+    if name in DERIVED_MODELS:
+        return _resolve_derived(DERIVED_MODELS[name])
     model = PACKAGED_MODELS.get(name)
     if model is None:
-        known = ", ".join(sorted(PACKAGED_MODELS))
+        known = ", ".join(sorted([*PACKAGED_MODELS, *DERIVED_MODELS]))
         raise ModelFileError(f"unknown packaged model {name!r}; known: {known}")
     parts = _find_parts(model)
     if len(parts) == 1:
