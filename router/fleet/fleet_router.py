@@ -1,0 +1,120 @@
+"""A router artifact for a fleet, trained on that fleet's own `fleet eval` results.
+
+``build_fleet_router(results, out)`` reads a fleet evaluation's ``rows.json`` (router rows
+with ``task``) and ``queries.json`` (per-query costs), writes the training inputs the router
+trainer expects next to the artifact (``training/models.json`` with one price per model and
+``training/tasks.jsonl``) and trains a blend router on them.
+
+Prices: the router charges a query ``price * estimated_tokens / 1e6`` (router.data.query_costs).
+A fleet model's price is set so that, over the evaluated questions, that convention gives back
+what the model was measured to cost (``measured``: CPU seconds and memory held) or what its
+configured per-token price gives (``config``):
+``price = sum(cost of each query) / sum(estimated tokens of each question) * 1e6``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router._errors import DataError
+from router.artifact import Artifact
+from router.data import query_costs
+from router.fit import FitConfig
+
+COST_SOURCES = ("measured", "config")
+# Few rows and three well-separated tasks: fewer clusters than the benchmark router's.
+DEFAULT_CLUSTERS = 12
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (is it a `smallfleet fleet eval` output directory?)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable ({exc})") from None
+
+
+def fleet_prices(
+    rows: Sequence[dict[str, Any]], queries: Sequence[dict[str, Any]], models: Sequence[str], cost: str
+) -> dict[str, float]:
+    """Price per 1M estimated tokens for each model, from its measured or configured cost."""
+    if cost not in COST_SOURCES:
+        raise DataError(f"cost source must be one of {', '.join(COST_SOURCES)}, not {cost!r}")
+    field = f"{cost}_cost"
+    spent: dict[str, float] = defaultdict(float)
+    for query in queries:
+        spent[query["model"]] += float(query.get(field) or 0.0)
+    questions = [row["question"] for row in rows]
+    tokens = float(query_costs(questions, np.array([1e6]))[:, 0].sum())
+    prices = {model: spent[model] / tokens * 1e6 for model in models}
+    if cost == "config" and not any(prices.values()):
+        raise DataError("no model has a configured price; use --cost measured")
+    return prices
+
+
+def select_rows(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows that score every one of ``models``, with only those models' scores."""
+    chosen = []
+    for row in rows:
+        scores = row.get("scores", {})
+        if all(model in scores for model in models):
+            chosen.append({**row, "scores": {model: scores[model] for model in models}})
+    return chosen
+
+
+def write_training_inputs(
+    results: Path, directory: Path, models: Sequence[str] | None = None, cost: str = "measured"
+) -> tuple[Path, Path, Path]:
+    """``rows.json``, ``models.json`` and ``tasks.jsonl`` for the router trainer, in ``directory``."""
+    rows = _read(results / "rows.json")
+    queries = _read(results / "queries.json")
+    evaluated = sorted({query["model"] for query in queries})
+    models = list(models) if models else evaluated
+    unknown = sorted(set(models) - set(evaluated))
+    if unknown:
+        raise DataError(f"{results}: no evaluation of {', '.join(unknown)} (evaluated: {', '.join(evaluated)})")
+    if len(models) < 2:
+        raise DataError("a router needs at least two models to choose from")
+    rows = select_rows(rows, models)
+    if not rows:
+        raise DataError(f"{results}: no question was answered by all of {', '.join(models)}")
+    queries = [q for q in queries if q["model"] in models]
+    prices = fleet_prices(rows, queries, models, cost)
+    directory.mkdir(parents=True, exist_ok=True)
+    rows_path, models_path, tasks_path = (directory / n for n in ("rows.json", "models.json", "tasks.jsonl"))
+    rows_path.write_text(json.dumps(rows, indent=1))
+    models_path.write_text(json.dumps(
+        {m: {"input_price": prices[m], "output_price": prices[m], "cost_source": cost} for m in models},
+        indent=2,
+    ))
+    tasks_path.write_text("".join(json.dumps({"question": r["question"], "task": r["task"]}) + "\n" for r in rows))
+    return rows_path, models_path, tasks_path
+
+
+def build_fleet_router(
+    results: Path,
+    out: Path,
+    *,
+    models: Sequence[str] | None = None,
+    cost: str = "measured",
+    folds: int = 5,
+    clusters: int = DEFAULT_CLUSTERS,
+    seed: int = 0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Artifact:
+    """Train the router artifact of a fleet from its evaluation in ``results``; write it to ``out``."""
+    from router.train import train
+
+    rows, prices, tasks = write_training_inputs(results, out / "training", models, cost)
+    progress(f"training on {rows} with {cost} costs ({prices})")
+    return train(
+        rows, prices, out, tasks=tasks, folds=folds,
+        config=FitConfig(seed=seed, n_clusters=clusters), progress=progress,
+    )
