@@ -79,7 +79,9 @@ def write_training_inputs(
     models = list(models) if models else evaluated
     unknown = sorted(set(models) - set(evaluated))
     if unknown:
-        raise DataError(f"{results}: no evaluation of {', '.join(unknown)} (evaluated: {', '.join(evaluated)})")
+        raise DataError(
+            f"{results}: no evaluation of {', '.join(unknown)} (evaluated: {', '.join(evaluated)})"
+        )
     if len(models) < 2:
         raise DataError("a router needs at least two models to choose from")
     rows = select_rows(rows, models)
@@ -94,7 +96,8 @@ def write_training_inputs(
         {m: {"input_price": prices[m], "output_price": prices[m], "cost_source": cost} for m in models},
         indent=2,
     ))
-    tasks_path.write_text("".join(json.dumps({"question": r["question"], "task": r["task"]}) + "\n" for r in rows))
+    labels = (json.dumps({"question": r["question"], "task": r["task"]}) for r in rows)
+    tasks_path.write_text("".join(line + "\n" for line in labels))
     return rows_path, models_path, tasks_path
 
 
