@@ -54,6 +54,18 @@ def training_rows(runs: Sequence[ModelRun]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def architecture_fields(run: ModelRun) -> dict[str, int | None]:
+    """The context the model ran with and, from its GGUF header, what sizes its KV cache (plan reads them)."""
+    shape = run.kv_shape
+    return {
+        "context_length": run.context_length,
+        "n_layer": shape.n_layer if shape else None,
+        "n_head_kv": shape.n_head_kv if shape else None,
+        "head_dim": shape.head_dim if shape else None,
+        "kv_bytes_per_token": shape.kv_bytes_per_token if shape else None,
+    }
+
+
 def _mean(values: Iterable[float]) -> float:
     listed = list(values)
     return sum(listed) / len(listed) if listed else 0.0
@@ -80,6 +92,7 @@ def table(runs: Sequence[ModelRun], rates: CostRates = CostRates()) -> list[dict
                 "load_seconds": run.load_seconds,
                 "params": run.model.params,
                 "quant": run.model.quant,
+                **architecture_fields(run),
                 "config_cost_per_query": _mean(r.config_cost for r in results),
                 "measured_cost_per_query": _mean(measured_cost(run, r, rates) for r in results),
             })

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.errors import SmallfleetError
+from backends.gguf_meta import KvShape
 from backends.types import GenerationRequest, SamplingParams
 from router.fleet.benchmarks import BenchmarkItem
 from router.fleet.models import EvalModel
@@ -53,6 +54,8 @@ class ModelRun:
     load_seconds: float = 0.0
     file_bytes: int | None = None
     peak_memory_bytes: int | None = None
+    kv_shape: KvShape | None = None  # from the GGUF header: what the KV cache's size depends on
+    context_length: int | None = None  # n_ctx the model ran with (its KV cache holds that many tokens)
 
 
 class RssSampler:
@@ -101,6 +104,19 @@ def gguf_file_bytes(model: EvalModel) -> int | None:
     return Path(resolve_gguf(model.gguf, model.sha256)).stat().st_size
 
 
+def gguf_kv_shape(model: EvalModel) -> KvShape | None:
+    """The KV-cache shape from the model's GGUF header; None without a GGUF or when unreadable."""
+    if model.gguf is None:
+        return None
+    from backends.gguf_meta import read_kv_shape
+    from backends.gguf_store import resolve_gguf
+
+    try:
+        return read_kv_shape(resolve_gguf(model.gguf, model.sha256))
+    except (SmallfleetError, OSError):
+        return None
+
+
 def request_for(item: BenchmarkItem, max_tokens: int, seed: int) -> GenerationRequest:
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=seed)
     return GenerationRequest(messages=item.messages, params=params)
@@ -140,6 +156,8 @@ async def evaluate_model(
 
     limits = {**DEFAULT_MAX_TOKENS, **(max_tokens or {})}
     run = ModelRun(model, file_bytes=await asyncio.to_thread(gguf_file_bytes, model))
+    run.kv_shape = await asyncio.to_thread(gguf_kv_shape, model)
+    run.context_length = model.backend.context_length
     with RssSampler() as memory:
         started = time.perf_counter()
         await model.backend.start()

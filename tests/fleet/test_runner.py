@@ -80,6 +80,18 @@ async def test_measured_cost_formula() -> None:
     assert measured_cost(run, result, rates) == pytest.approx(result.seconds * 3.0 + 2.0 * result.seconds * 5.0)
 
 
+async def test_table_records_the_kv_cache_shape_from_the_gguf(smollm2_gguf: str) -> None:
+    model = EvalModel(name="s", backend=FakeBackend("s", "Answer: A", context_length=1024),  # type: ignore[arg-type]
+                      gguf=smollm2_gguf)
+    run = await evaluate_model(model, ITEMS[:1], progress=False)
+    entry = table([run])[0]
+    assert entry["file_bytes"] == 98_362_432 and entry["context_length"] == 1024
+    assert (entry["n_layer"], entry["n_head_kv"], entry["head_dim"]) == (30, 3, 64)
+    assert entry["kv_bytes_per_token"] == 23_040
+    remote = table([await evaluate_model(_model("r", "A"), ITEMS[:1], progress=False)])[0]
+    assert remote["kv_bytes_per_token"] is None and remote["n_layer"] is None
+
+
 def test_minimal_yaml_reader(tmp_path: Path) -> None:
     config = tmp_path / "fleet.yaml"
     config.write_text(
