@@ -1,10 +1,12 @@
-"""`smallfleet fleet eval`: labelled benchmarks through every fleet model; rows and tables out."""
+"""`smallfleet fleet eval`: labelled benchmarks through every fleet model; rows and tables out.
+
+`smallfleet fleet report`: several eval outputs (run in chunks) merged into one (merge.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,8 @@ def _names(text: str) -> list[str]:
 
 
 def add_fleet_commands(subparsers: Any, fleet_loader: FleetLoader | None = None) -> None:
-    """Register ``fleet eval``; ``fleet_loader`` builds the models (default: a minimal YAML read)."""
+    """Register ``fleet eval`` and ``fleet report``; ``fleet_loader`` builds the models for eval
+    (default: a minimal YAML read)."""
     from router.fleet.report import DEFAULT_CPU_SECOND_PRICE, DEFAULT_GB_SECOND_PRICE
 
     fleet = subparsers.add_parser("fleet", help="measure the fleet's models on labelled benchmarks")
@@ -52,11 +55,31 @@ def add_fleet_commands(subparsers: Any, fleet_loader: FleetLoader | None = None)
     from router.cli import _guarded
 
     p.set_defaults(func=_guarded(run_fleet_eval))
+    _add_report(commands)
+
+
+def _add_report(commands: Any) -> None:
+    from router.cli import _guarded
+
+    p = commands.add_parser(
+        "report", help="merge fleet eval outputs run in chunks into one rows.json, queries.json and table"
+    )
+    p.add_argument("--runs", type=Path, nargs="+", required=True, metavar="DIR",
+                   help="fleet eval output directories (same seed, limit and rates)")
+    p.add_argument("--out", type=Path, required=True, help="directory for the merged files")
+    p.set_defaults(func=_guarded(run_fleet_report))
+
+
+def run_fleet_report(args: argparse.Namespace) -> int:
+    from router.fleet.merge import merge_directories
+
+    print(merge_directories(args.runs, args.out))
+    return 0
 
 
 def run_fleet_eval(args: argparse.Namespace) -> int:
     from router.fleet.benchmarks import load_benchmarks
-    from router.fleet.report import CostRates, markdown, query_log, table, table_json, training_rows
+    from router.fleet.report import CostRates, write_outputs
     from router.fleet.runner import evaluate_model
 
     if args.limit is not None and args.limit < 1:
@@ -78,13 +101,6 @@ def run_fleet_eval(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )))
     rates = CostRates(cpu_second=args.price_cpu_second, gb_second=args.price_gb_second)
-    entries = table(runs, rates)
     settings = {"benchmarks": args.benchmarks, "limit": args.limit, "seed": args.seed}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "rows.json").write_text(json.dumps(training_rows(runs), indent=1))
-    (args.out / "queries.json").write_text(json.dumps(query_log(runs, rates), indent=1))
-    (args.out / "table.json").write_text(table_json(entries, rates, settings))
-    text = markdown(entries, rates)
-    (args.out / "table.md").write_text(text)
-    print(text)
+    print(write_outputs(args.out, runs, rates, settings))
     return 0

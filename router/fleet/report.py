@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from router.fleet.runner import ModelRun, QueryResult
@@ -139,3 +140,17 @@ def query_log(runs: Sequence[ModelRun], rates: CostRates) -> list[dict[str, Any]
         for run in runs
         for r in run.results
     ]
+
+
+def write_outputs(
+    out: Path, runs: Sequence[ModelRun], rates: CostRates, settings: dict[str, Any], notes: str = ""
+) -> str:
+    """Write rows.json, queries.json, table.json and table.md (the table, then ``notes``); its text."""
+    entries = table(runs, rates)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rows.json").write_text(json.dumps(training_rows(runs), indent=1))
+    (out / "queries.json").write_text(json.dumps(query_log(runs, rates), indent=1))
+    (out / "table.json").write_text(table_json(entries, rates, settings))
+    text = markdown(entries, rates) + notes
+    (out / "table.md").write_text(text)
+    return text

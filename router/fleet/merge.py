@@ -1,0 +1,239 @@
+"""One fleet evaluation from several: `fleet eval` outputs run in chunks, merged.
+
+A long evaluation runs in chunks (one model and some benchmarks per process). :func:`merge`
+reads their output directories and rebuilds what one `fleet eval` over everything would have
+written, by replaying every chunk's per-query records through the same report functions:
+
+- the chunks must share seed, limit and cost rates (the same seed and limit give every model
+  the same questions; the rates price every query alike);
+- a question's text comes from its item id, re-derived from the installed benchmark data
+  (router/fleet/benchmarks.py), and each chunk's rows.json must agree with it, so a chunk made
+  from other data is refused rather than merged under the wrong question;
+- a (model, item id) answered twice is an error unless the two records are identical;
+- per model, file size, params, quant and KV-cache shape must agree across chunks; peak memory
+  and load time are the largest seen (a single run holds the model through every benchmark);
+- the table is recomputed from the queries, and each query's measured cost is recomputed with
+  the model's merged peak memory, as a single run would have charged it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from backends.base import Backend
+from backends.gguf_meta import KvShape
+from router._errors import DataError
+from router.fleet.benchmarks import BenchmarkItem, load_benchmarks
+from router.fleet.models import EvalModel
+from router.fleet.report import CostRates, training_rows, write_outputs
+from router.fleet.runner import ModelRun, QueryResult
+
+ItemLoader = Callable[[Sequence[str], int | None, int], list[BenchmarkItem]]
+_SAME_ACROSS_CHUNKS = ("file_bytes", "params", "quant", "context_length")
+_SHAPE_FIELDS = ("n_layer", "n_head_kv", "head_dim", "kv_bytes_per_token")
+
+
+@dataclass(frozen=True)
+class EvalOutput:
+    """One `fleet eval` output directory, as read from disk."""
+
+    path: Path
+    document: dict[str, Any]  # table.json
+    queries: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+
+    @property
+    def settings(self) -> tuple[Any, Any, Any]:
+        return self.document.get("seed"), self.document.get("limit"), self.document.get("rates")
+
+
+@dataclass
+class Merged:
+    """The merged evaluation: runs to report, plus where they came from."""
+
+    runs: list[ModelRun]
+    rates: CostRates
+    settings: dict[str, Any]
+    sources: list[str] = field(default_factory=list)
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_output(path: Path) -> EvalOutput:
+    """A complete `fleet eval` output directory (its table.json is written last)."""
+    if not (path / "table.json").is_file():
+        raise DataError(f"{path}: no table.json (not a fleet eval output, or not finished yet)")
+    document = _load_json(path / "table.json")
+    if not isinstance(document, dict) or not isinstance(document.get("table"), list):
+        raise DataError(f"{path / 'table.json'}: not a fleet eval table")
+    return EvalOutput(path, document, _load_json(path / "queries.json"), _load_json(path / "rows.json"))
+
+
+def _check_settings(outputs: Sequence[EvalOutput]) -> None:
+    first = outputs[0]
+    for name, index in (("seed", 0), ("limit", 1), ("rates", 2)):
+        values = {json.dumps(o.settings[index], sort_keys=True) for o in outputs}
+        if len(values) > 1:
+            found = ", ".join(f"{o.path}: {json.dumps(o.settings[index])}" for o in outputs)
+            raise DataError(f"the runs differ in {name} and cannot be merged ({found})")
+    if first.settings[2] is None:
+        raise DataError(f"{first.path / 'table.json'}: no cost rates")
+
+
+def _benchmarks(outputs: Sequence[EvalOutput]) -> list[str]:
+    seen: dict[str, None] = {}
+    for output in outputs:
+        seen.update(dict.fromkeys(output.document.get("benchmarks") or []))
+    return list(seen)
+
+
+def _model_facts(output: EvalOutput) -> dict[str, dict[str, Any]]:
+    """Per model, the table's per-model fields (the same on every task row of a run)."""
+    facts: dict[str, dict[str, Any]] = {}
+    for entry in output.document["table"]:
+        facts.setdefault(entry["model"], entry)
+    return facts
+
+
+def _agree(model: str, key: str, values: Iterable[tuple[Path, Any]]) -> Any:
+    known = [(path, value) for path, value in values if value is not None]
+    if len({repr(value) for _, value in known}) > 1:
+        found = ", ".join(f"{path}: {value}" for path, value in known)
+        raise DataError(f"{model}: {key} differs between runs ({found})")
+    return known[0][1] if known else None
+
+
+def _shape(facts: dict[str, Any]) -> KvShape | None:
+    if any(facts.get(key) is None for key in _SHAPE_FIELDS):
+        return None
+    n_layer, n_head_kv, head_dim, per_token = (int(facts[key]) for key in _SHAPE_FIELDS)
+    return KvShape("", n_layer, n_head_kv, head_dim, per_token, n_ctx_train=None)
+
+
+def _result(query: dict[str, Any], item: BenchmarkItem) -> QueryResult:
+    return QueryResult(
+        item.id, item.task, item.question, int(query["score"]), str(query["note"]), float(query["seconds"]),
+        float(query["cpu_seconds"]), int(query["prompt_tokens"]), int(query["completion_tokens"]),
+        str(query["finish_reason"]), float(query["config_cost"]),
+    )
+
+
+def _chunk_runs(output: EvalOutput, items: dict[str, tuple[int, BenchmarkItem]]) -> list[ModelRun]:
+    """The chunk's runs, replayed from its records; its rows.json must agree with them."""
+    facts = _model_facts(output)
+    runs: dict[str, ModelRun] = {}
+    for query in output.queries:
+        model = query["model"]
+        if model not in facts:
+            raise DataError(f"{output.path}: queries.json has {model!r}, table.json does not")
+        if query["id"] not in items or items[query["id"]][1].task != query["task"]:
+            raise DataError(f"{output.path}: item {query['id']!r} is not in the installed benchmark data")
+        if model not in runs:
+            entry = facts[model]
+            runs[model] = ModelRun(
+                EvalModel(model, cast(Backend, None), params=entry.get("params"), quant=entry.get("quant"),
+                          in_process=entry.get("file_bytes") is not None),
+                load_seconds=float(entry.get("load_seconds") or 0.0), file_bytes=entry.get("file_bytes"),
+                peak_memory_bytes=entry.get("peak_memory_bytes"), kv_shape=_shape(entry),
+                context_length=entry.get("context_length"),
+            )
+        runs[model].results.append(_result(query, items[query["id"]][1]))
+    if training_rows(list(runs.values())) != output.rows:
+        raise DataError(
+            f"{output.path}: rows.json does not match its queries with the questions of the installed "
+            "benchmark data (evaluated on other data?)"
+        )
+    return list(runs.values())
+
+
+def _fact(run: ModelRun, key: str) -> Any:
+    return getattr(run.model, key) if key in ("params", "quant") else getattr(run, key)
+
+
+def _merge_model(name: str, chunks: list[tuple[Path, ModelRun]], order: dict[str, int]) -> ModelRun:
+    """One model's chunks as one run: results in single-run order, footprint across chunks."""
+    facts = {key: _agree(name, key, [(path, _fact(run, key)) for path, run in chunks])
+             for key in _SAME_ACROSS_CHUNKS}
+    peaks = [run.peak_memory_bytes for _, run in chunks if run.peak_memory_bytes is not None]
+    merged = ModelRun(
+        EvalModel(name, cast(Backend, None), params=facts["params"], quant=facts["quant"],
+                  in_process=chunks[0][1].model.in_process),
+        load_seconds=max(run.load_seconds for _, run in chunks),
+        file_bytes=facts["file_bytes"],
+        peak_memory_bytes=max(peaks, default=None),
+        kv_shape=_agree(name, "KV-cache shape", [(path, run.kv_shape) for path, run in chunks]),
+        context_length=facts["context_length"],
+    )
+    seen: dict[str, tuple[Path, QueryResult]] = {}
+    for path, run in chunks:
+        for result in run.results:
+            if result.item_id not in seen:
+                seen[result.item_id] = (path, result)
+            elif seen[result.item_id][1] != result:
+                raise DataError(f"{name} answered {result.item_id} in {seen[result.item_id][0]} and "
+                                f"again, differently, in {path}")
+    merged.results = sorted((result for _, result in seen.values()), key=lambda r: order[r.item_id])
+    return merged
+
+
+def merge(outputs: Sequence[EvalOutput], load_items: ItemLoader = load_benchmarks) -> Merged:
+    """The evaluation one `fleet eval` over every model and benchmark of ``outputs`` would give."""
+    if not outputs:
+        raise DataError("no runs to merge")
+    _check_settings(outputs)
+    seed, limit, rates = outputs[0].settings
+    benchmarks = _benchmarks(outputs)
+    loaded = load_items(benchmarks, limit, seed)
+    items = {item.id: (position, item) for position, item in enumerate(loaded)}
+    order = {item_id: position for item_id, (position, _) in items.items()}
+    per_model: dict[str, list[tuple[Path, ModelRun]]] = {}
+    sources = []
+    for output in outputs:
+        chunk = _chunk_runs(output, items)
+        for run in chunk:
+            per_model.setdefault(run.model.name, []).append((output.path, run))
+        sources.append(f"{output.path}: " + ", ".join(_describe(run) for run in chunk))
+    runs = [_merge_model(name, chunks, order) for name, chunks in per_model.items()]
+    settings = {"benchmarks": benchmarks, "limit": limit, "seed": seed}
+    return Merged(runs, CostRates(**rates), settings, sources)
+
+
+def _describe(run: ModelRun) -> str:
+    tasks = ", ".join(dict.fromkeys(r.task for r in run.results))
+    return f"{run.model.name} ({tasks}; {len(run.results)} queries)"
+
+
+def sources_markdown(merged: Merged) -> str:
+    """The list of merged chunks, and the tasks a model was not evaluated on."""
+    lines = ["", f"Merged from {len(merged.sources)} runs:", *(f"- {source}" for source in merged.sources)]
+    benchmarks = merged.settings["benchmarks"]
+    for run in merged.runs:
+        missing = [task for task in benchmarks if task not in {r.task for r in run.results}]
+        if missing:
+            lines.append(f"- {run.model.name} was not evaluated on {', '.join(missing)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_merged(merged: Merged, out: Path) -> str:
+    """Write rows.json, queries.json, table.json and table.md into ``out``; the table.md text."""
+    return write_outputs(out, merged.runs, merged.rates, merged.settings, sources_markdown(merged))
+
+
+def merge_directories(runs: Sequence[Path], out: Path, load_items: ItemLoader = load_benchmarks) -> str:
+    """`smallfleet fleet report`: merge the eval outputs ``runs`` into ``out``; the table.md text."""
+    resolved_out = out.resolve()
+    if any(path.resolve() == resolved_out for path in runs):
+        raise DataError(f"--out {out} is one of the --runs; write the merge elsewhere")
+    merged = merge([read_output(path) for path in runs], load_items)
+    return write_merged(merged, out)
