@@ -1,4 +1,4 @@
-"""The router's subcommands for the `smallfleet` console script: train, route, eval.
+"""The router's subcommands for the `smallfleet` console script: train, route, eval, fleet, plan.
 
 gateway/cli.py calls add_commands(subparsers); `python -m router` builds a parser with it too.
 Every handler returns an exit code and turns expected errors into one line on stderr.
@@ -236,17 +236,21 @@ def _add_eval(subparsers: Any) -> None:
 
 
 def add_commands(subparsers: Any, *, fleet_loader: Any = None) -> None:
-    """Register train, route, eval and fleet on an argparse subparsers object.
+    """Register train, route, eval, fleet and plan on an argparse subparsers object.
 
     ``fleet_loader`` (a :data:`router.fleet.models.FleetLoader`) lets the gateway hand
-    ``fleet eval`` the models of its validated config; without it the YAML is read minimally.
+    ``fleet eval`` and ``plan`` the models of its validated config; without it the YAML is read
+    minimally.
     """
     from router.fleet.cli import add_fleet_commands
+    from router.fleet.models import load_fleet_yaml
+    from router.fleet.plan_cli import add_plan_command
 
     _add_train(subparsers)
     _add_route(subparsers)
     _add_eval(subparsers)
     add_fleet_commands(subparsers, fleet_loader)
+    add_plan_command(subparsers, fleet_loader or load_fleet_yaml)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,375 @@
+"""Choosing the fleet that fits a memory budget, from measured accuracy (`smallfleet plan`).
+
+A model's footprint is ``weights + KV cache + overhead``: the GGUF file size, plus
+``kv_bytes_per_token * context`` (K and V for every layer and KV head at f16, llama.cpp's default
+cache type), plus a fixed allowance for llama.cpp's compute buffers and the process's own.
+
+The rule, applied to a table of measured accuracy per model and task:
+
+1. Models are grouped into families: the same base model at several precisions, i.e. the same
+   ``params`` and the same name once a GGUF-type suffix (``-q2_k``, ``-q3_k_m``, ``-f16`` ...)
+   is dropped. A family's reference is its highest precision measured (largest file).
+2. The primary model comes from the family with the most parameters that has a member which fits
+   and is acceptable: its accuracy is at most ``max_loss`` below the reference's on every task.
+   Among those members the one with the smallest footprint (the lowest precision) is chosen.
+   Families with the same parameter count: the higher mean accuracy wins.
+3. With the memory left, smaller models (fewer parameters) are added for the tasks on which they
+   match the primary (at most ``max_loss`` below it) at a lower measured cost per query; greedily,
+   the one that takes over the most tasks first (ties: the smaller footprint).
+
+When nothing fits, :class:`NothingFits` says what the smallest footprint is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from router._errors import DataError
+
+# llama.cpp's CPU compute buffers, llama-cpp-python's buffers and the runtime's own memory, per
+# model. Calibrated against fleet eval's measured peak memory: see docs/fleet-eval.md.
+DEFAULT_OVERHEAD_BYTES = 150_000_000
+DEFAULT_CONTEXT = 4096
+DEFAULT_MAX_LOSS = 0.02
+_EPSILON = 1e-9
+# The rule in one paragraph: printed with every plan, in --json and in --help.
+RULE = (
+    "Footprint = GGUF weights + KV cache (2 x layers x context x KV heads x head dim x 2 bytes) + overhead. "
+    "Families are one base model at several precisions (same params, same name without the GGUF-type "
+    "suffix); a family's reference is its highest precision measured. The primary is the largest family "
+    "with a member that fits, at its lowest precision whose accuracy is within max-loss of the reference "
+    "on every task. Smaller models are added, while memory lasts, for the tasks on which they are within "
+    "max-loss of the primary at a lower measured cost per query."
+)
+_QUANT_SUFFIX = re.compile(r"[-_.](?:i?q\d[a-z0-9_]*|f16|f32|bf16)$", re.IGNORECASE)
+
+
+class NothingFits(DataError):
+    """No model of the table fits the budget."""
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """One measured model: its size, KV-cache cost per token, and accuracy and cost per task."""
+
+    name: str
+    params: float | None
+    quant: str | None
+    file_bytes: int
+    kv_bytes_per_token: int
+    accuracy: dict[str, float]
+    n: dict[str, int] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)  # measured cost per query
+    peak_memory_bytes: int | None = None
+    eval_context: int | None = None
+
+    @property
+    def family(self) -> str:
+        return family_name(self.name)
+
+    @property
+    def family_key(self) -> tuple[str, float | None]:
+        return self.family, self.params
+
+    @property
+    def bits_per_param(self) -> float | None:
+        """File size x 8 / params: the precision, with embeddings and metadata included."""
+        return self.file_bytes * 8 / self.params if self.params else None
+
+    def mean_accuracy(self) -> float:
+        values = list(self.accuracy.values())
+        return sum(values) / len(values) if values else 0.0
+
+
+def family_name(model: str) -> str:
+    """The model's name without a GGUF-type suffix: ``qwen2.5-coder-1.5b-q2_k`` -> ``qwen2.5-coder-1.5b``."""
+    return _QUANT_SUFFIX.sub("", model)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    weights: int
+    kv_cache: int
+    overhead: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.overhead
+
+
+@dataclass(frozen=True)
+class Settings:
+    budget: int
+    context: int = DEFAULT_CONTEXT
+    max_loss: float = DEFAULT_MAX_LOSS
+    overhead: int = DEFAULT_OVERHEAD_BYTES
+
+    def footprint(self, candidate: Candidate) -> Footprint:
+        return Footprint(candidate.file_bytes, candidate.kv_bytes_per_token * self.context, self.overhead)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A model in the plan: ``primary`` (serves every task not given away) or ``helper``."""
+
+    candidate: Candidate
+    footprint: Footprint
+    role: str
+    tasks: tuple[str, ...]
+    reason: str
+    reference: Candidate | None = None  # the primary's family reference
+    loss: dict[str, float] = field(default_factory=dict)  # the primary's loss vs the reference
+
+
+@dataclass(frozen=True)
+class Rejection:
+    model: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    settings: Settings
+    tasks: list[str]
+    chosen: list[Choice]
+    rejected: list[Rejection]
+    alternative: Candidate | None = None  # the next-smaller family at its highest fitting precision
+
+    @property
+    def total(self) -> int:
+        return sum(choice.footprint.total for choice in self.chosen)
+
+    @property
+    def assignment(self) -> dict[str, str]:
+        owner = {task: choice.candidate.name for choice in self.chosen for task in choice.tasks}
+        return {task: owner[task] for task in self.tasks if task in owner}
+
+
+def candidates_from_table(
+    entries: Sequence[dict[str, Any]], kv_bytes_per_token: Mapping[str, int] | None = None
+) -> tuple[list[Candidate], list[Rejection]]:
+    """The table's models as candidates; those that cannot be sized, with the reason.
+
+    ``kv_bytes_per_token`` fills in models whose table entries lack it (older tables).
+    """
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_model.setdefault(str(entry["model"]), []).append(entry)
+    found, skipped = [], []
+    for name, rows in by_model.items():
+        first = rows[0]
+        per_token = first.get("kv_bytes_per_token") or (kv_bytes_per_token or {}).get(name)
+        if first.get("file_bytes") is None:
+            skipped.append(Rejection(name, "no GGUF size in the table (a remote model): memory unknown"))
+            continue
+        if per_token is None:
+            skipped.append(Rejection(name, "no KV-cache shape in the table or from its GGUF"))
+            continue
+        tasks = [row for row in rows if row["task"] != "all"]
+        found.append(Candidate(
+            name, first.get("params"), first.get("quant"), int(first["file_bytes"]), int(per_token),
+            accuracy={row["task"]: float(row["accuracy"]) for row in tasks},
+            n={row["task"]: int(row["n"]) for row in tasks},
+            cost={row["task"]: float(row["measured_cost_per_query"]) for row in tasks
+                  if row.get("measured_cost_per_query") is not None},
+            peak_memory_bytes=first.get("peak_memory_bytes"), eval_context=first.get("context_length"),
+        ))
+    return found, skipped
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:,.0f} MB"
+
+
+def loss_vs(reference: Candidate, member: Candidate) -> dict[str, float | None]:
+    """Per task of the reference: how much lower the member's accuracy is (None: not measured)."""
+    return {
+        task: reference.accuracy[task] - member.accuracy[task] if task in member.accuracy else None
+        for task in reference.accuracy
+    }
+
+
+def _unacceptable(loss: dict[str, float | None], max_loss: float) -> str | None:
+    """Why a loss is too large, or None when it is within ``max_loss`` on every task."""
+    for task, value in loss.items():
+        if value is None:
+            return f"not measured on {task}"
+        if value > max_loss + _EPSILON:
+            return f"loses {value:.3f} on {task} (more than {max_loss:g})"
+    return None
+
+
+def families(candidates: Sequence[Candidate]) -> dict[tuple[str, float | None], list[Candidate]]:
+    """Candidates grouped by family, each family's members from the highest precision down."""
+    grouped: dict[tuple[str, float | None], list[Candidate]] = {}
+    for candidate in candidates:
+        grouped.setdefault(candidate.family_key, []).append(candidate)
+    return {key: sorted(members, key=lambda c: -c.file_bytes) for key, members in grouped.items()}
+
+
+def _best_of_family(members: list[Candidate], settings: Settings) -> tuple[Candidate | None, dict[str, str]]:
+    """The family's smallest fitting acceptable member, and why each other member is not it."""
+    reference = members[0]
+    fitting = [m for m in members if settings.footprint(m).total <= settings.budget]
+    acceptable = [m for m in fitting if _unacceptable(loss_vs(reference, m), settings.max_loss) is None]
+    best = min(acceptable, key=lambda m: settings.footprint(m).total, default=None)
+    reasons = {}
+    for member in (m for m in members if m is not best):
+        total = settings.footprint(member).total
+        why = _unacceptable(loss_vs(reference, member), settings.max_loss)
+        if total > settings.budget:
+            reasons[member.name] = f"does not fit: {_mb(total)} > {_mb(settings.budget)}"
+        elif why is not None:
+            reasons[member.name] = f"{why} vs {reference.name} ({reference.quant})"
+        else:
+            reasons[member.name] = f"fits, but {_name(best)} is within {settings.max_loss:g} in less memory"
+    return best, reasons
+
+
+def _name(candidate: Candidate | None) -> str:
+    return candidate.name if candidate else "-"
+
+
+def _params_rank(candidate: Candidate) -> float:
+    return candidate.params if candidate.params is not None else -1.0
+
+
+def _primary(candidates: Sequence[Candidate], settings: Settings) -> tuple[Candidate, dict[str, str]]:
+    """The primary model, and why each model of a family at least as large is not it."""
+    grouped = families(candidates)
+    options: list[Candidate] = []
+    reasons: dict[str, str] = {}
+    for key in sorted(grouped, key=lambda k: _params_rank(grouped[k][0]), reverse=True):
+        best, why_not = _best_of_family(grouped[key], settings)
+        reasons.update(why_not)
+        if best is not None:
+            options.append(best)
+    if not options:
+        fitting = ", ".join(c.name for c in candidates if settings.footprint(c).total <= settings.budget)
+        why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+        raise NothingFits(
+            f"{fitting} fit in {_mb(settings.budget)}, but none is within {settings.max_loss:g} of its "
+            f"family's highest precision on every task ({why}); raise --max-loss or --memory"
+        )
+    top = max(_params_rank(o) for o in options)
+    chosen = max((o for o in options if _params_rank(o) == top), key=lambda o: o.mean_accuracy())
+    for other in options:
+        if other is not chosen:
+            same = _params_rank(other) == top
+            reasons[other.name] = (f"same parameter count as {chosen.name}, lower mean accuracy" if same
+                                   else f"fewer parameters than {chosen.name}")
+    return chosen, reasons
+
+
+def _matches(helper: Candidate, primary: Candidate, task: str, max_loss: float) -> bool:
+    if task not in helper.accuracy or task not in primary.accuracy:
+        return False
+    return helper.accuracy[task] >= primary.accuracy[task] - max_loss - _EPSILON
+
+
+def _cheaper(helper: Candidate, owner: Candidate, task: str) -> bool:
+    mine, theirs = helper.cost.get(task), owner.cost.get(task)
+    return mine is not None and theirs is not None and mine < theirs
+
+
+def _helper_pool(primary: Candidate, candidates: Sequence[Candidate]) -> list[Candidate]:
+    """The models that may serve some tasks instead of the primary: those with fewer parameters."""
+    if primary.params is None:
+        return []
+    return [c for c in candidates if c.params is not None and c.params < primary.params]
+
+
+def _assign(
+    primary: Candidate, pool: list[Candidate], settings: Settings, tasks: list[str]
+) -> dict[str, Candidate]:
+    """Task -> model: the primary, except where a smaller model matches it at a lower cost (greedy)."""
+    owner = dict.fromkeys(tasks, primary)
+    left = settings.budget - settings.footprint(primary).total
+    remaining = list(pool)
+    while True:
+        gains = {
+            c.name: [t for t in tasks
+                     if _matches(c, primary, t, settings.max_loss) and _cheaper(c, owner[t], t)]
+            for c in remaining if settings.footprint(c).total <= left
+        }
+        ranked = sorted((c for c in remaining if gains.get(c.name)),
+                        key=lambda c: (-len(gains[c.name]), settings.footprint(c).total))
+        if not ranked:
+            return owner
+        helper = ranked[0]
+        owner.update(dict.fromkeys(gains[helper.name], helper))
+        remaining.remove(helper)
+        left -= settings.footprint(helper).total
+
+
+def _helper_reason(c: Candidate, primary: Candidate, settings: Settings, tasks: list[str], left: int) -> str:
+    total = settings.footprint(c).total
+    if total > left:
+        return f"does not fit in the {_mb(max(left, 0))} left ({_mb(total)})"
+    matched = [t for t in tasks if _matches(c, primary, t, settings.max_loss)]
+    if not matched:
+        return f"more than {settings.max_loss:g} below {primary.name} on every task"
+    return (f"matches {primary.name} on {', '.join(matched)}, "
+            "but not at a lower cost than the model serving it")
+
+
+def _alternative(primary: Candidate, candidates: Sequence[Candidate], settings: Settings) -> Candidate | None:
+    """The next-smaller family's highest precision that fits: the params-against-precision rival."""
+    smaller = [c for c in candidates if _params_rank(c) < _params_rank(primary)
+               and settings.footprint(c).total <= settings.budget]
+    if not smaller:
+        return None
+    top = max(_params_rank(c) for c in smaller)
+    return max((c for c in smaller if _params_rank(c) == top), key=lambda c: c.file_bytes)
+
+
+def _refuse(candidates: Sequence[Candidate], settings: Settings) -> None:
+    least = min(candidates, key=lambda c: settings.footprint(c).total)
+    footprint = settings.footprint(least)
+    if footprint.total > settings.budget:
+        raise NothingFits(
+            f"nothing fits in {_mb(settings.budget)}: the smallest footprint is {least.name} at "
+            f"{_mb(footprint.total)} (weights {_mb(footprint.weights)} + KV cache {_mb(footprint.kv_cache)} "
+            f"at context {settings.context} + overhead {_mb(footprint.overhead)})"
+        )
+
+
+def make_plan(candidates: Sequence[Candidate], settings: Settings) -> Plan:
+    """The fleet for ``settings.budget`` under the rule in this module's docstring."""
+    if not candidates:
+        raise DataError("the table has no model with a GGUF size to plan with")
+    _refuse(candidates, settings)
+    tasks = list(dict.fromkeys(task for c in candidates for task in c.accuracy))
+    primary, reasons = _primary(candidates, settings)
+    members = families(candidates)[primary.family_key]
+    pool = _helper_pool(primary, candidates)
+    owner = _assign(primary, pool, settings, tasks)
+    helpers = list(dict.fromkeys(c for c in owner.values() if c is not primary))
+    left = settings.budget - sum(settings.footprint(c).total for c in [primary, *helpers])
+    loss = {t: v for t, v in loss_vs(members[0], primary).items() if v is not None}
+    chosen = [Choice(primary, settings.footprint(primary), "primary",
+                     tuple(t for t in tasks if owner[t] is primary),
+                     _primary_reason(primary, members, settings), members[0], loss)]
+    for helper in helpers:
+        served = tuple(t for t in tasks if owner[t] is helper)
+        reason = (f"within {settings.max_loss:g} of {primary.name} at a lower cost per query "
+                  f"on {', '.join(served)}")
+        chosen.append(Choice(helper, settings.footprint(helper), "helper", served, reason))
+    rejected = [
+        Rejection(c.name, _helper_reason(c, primary, settings, tasks, left) if c in pool else reasons[c.name])
+        for c in candidates if c is not primary and c not in helpers
+    ]
+    return Plan(settings, tasks, chosen, rejected, _alternative(primary, candidates, settings))
+
+
+def _primary_reason(primary: Candidate, members: list[Candidate], settings: Settings) -> str:
+    size = f"{primary.params / 1e9:.2f}B" if primary.params else "unknown size"
+    if primary is members[0]:
+        precision = f"at its highest measured precision ({primary.quant})"
+    else:
+        precision = (f"its lowest precision within {settings.max_loss:g} of {members[0].quant} "
+                     f"on every task")
+    return f"the largest family that fits ({primary.family}, {size}); {precision}"

@@ -1,0 +1,242 @@
+"""`smallfleet plan`: the rule's choices on synthetic tables, sizes, refusals, text and JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.cli import main
+from router.fleet.plan import (
+    NothingFits,
+    Settings,
+    candidates_from_table,
+    family_name,
+    make_plan,
+)
+from router.fleet.plan_cli import parse_size, render_text, to_json
+
+Q15, Q05, SMOL = 1.54e9, 494e6, 135e6
+KV15, KV05, KVSMOL = 28_672, 12_288, 23_040
+# model -> (params, quant, file bytes, KV bytes per token)
+SIZES = {
+    "qwen2.5-coder-1.5b": (Q15, "Q4_K_M", 1_117_320_768, KV15),
+    "qwen2.5-coder-1.5b-q3_k_m": (Q15, "Q3_K_M", 924_456_000, KV15),
+    "qwen2.5-coder-1.5b-q2_k": (Q15, "Q2_K", 752_880_192, KV15),
+    "qwen2.5-coder-0.5b": (Q05, "Q4_K_M", 491_400_064, KV05),
+    "smollm2-135m": (SMOL, "Q4_1", 98_362_432, KVSMOL),
+}
+# Footprints at context 4096 with 150 MB overhead: 1,385 / 1,192 / 1,020 / 692 / 343 MB.
+COST = {"qwen2.5-coder-1.5b": 5e-5, "qwen2.5-coder-1.5b-q3_k_m": 4e-5, "qwen2.5-coder-1.5b-q2_k": 3.5e-5,
+        "qwen2.5-coder-0.5b": 1.5e-5, "smollm2-135m": 0.5e-5}
+
+
+def _table(accuracy: dict[str, dict[str, float]], *, with_kv: bool = True) -> list[dict[str, Any]]:
+    entries = []
+    for model, per_task in accuracy.items():
+        params, quant, file_bytes, kv = SIZES[model]
+        for task, value in [*per_task.items(), ("all", sum(per_task.values()) / len(per_task))]:
+            entries.append({
+                "model": model, "task": task, "n": 200, "accuracy": value, "file_bytes": file_bytes,
+                "peak_memory_bytes": file_bytes + 250_000_000, "params": params, "quant": quant,
+                "context_length": 4096 if with_kv else None,
+                "kv_bytes_per_token": kv if with_kv else None,
+                "measured_cost_per_query": COST[model] * (2 if task == "gsm8k" else 1),
+            })
+    return entries
+
+
+BASE = {
+    "qwen2.5-coder-1.5b": {"mmlu": 0.60, "gsm8k": 0.50, "humaneval": 0.45},
+    "qwen2.5-coder-1.5b-q3_k_m": {"mmlu": 0.59, "gsm8k": 0.49, "humaneval": 0.44},
+    "qwen2.5-coder-1.5b-q2_k": {"mmlu": 0.52, "gsm8k": 0.40, "humaneval": 0.35},
+    "qwen2.5-coder-0.5b": {"mmlu": 0.45, "gsm8k": 0.30, "humaneval": 0.35},
+    "smollm2-135m": {"mmlu": 0.25, "gsm8k": 0.02, "humaneval": 0.0},
+}
+# Q2_K within 0.02 of Q4_K_M everywhere; the 0.5B matches it on gsm8k only.
+GOOD_Q2 = {
+    **BASE,
+    "qwen2.5-coder-1.5b-q2_k": {"mmlu": 0.59, "gsm8k": 0.49, "humaneval": 0.44},
+    "qwen2.5-coder-0.5b": {"mmlu": 0.45, "gsm8k": 0.48, "humaneval": 0.35},
+}
+
+
+def _plan(accuracy: dict[str, dict[str, float]], budget: str, **settings: Any) -> Any:
+    found, skipped = candidates_from_table(_table(accuracy))
+    assert not skipped
+    return make_plan(found, Settings(parse_size(budget), **settings))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1.6GB", 1_600_000_000), ("1600MB", 1_600_000_000), ("1.5GiB", 1_610_612_736), ("800M", 800_000_000),
+     ("2g", 2_000_000_000), ("512MiB", 536_870_912), ("1 GB", 1_000_000_000), ("123", 123), (".5GB", 500_000_000)],
+)
+def test_sizes(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "GB", "1.6TB", "-1GB", "1,6GB", "lots"])
+def test_bad_sizes(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a size like 1.6GB"):
+        parse_size(text)
+
+
+def test_family_names() -> None:
+    assert family_name("qwen2.5-coder-1.5b-q3_k_m") == "qwen2.5-coder-1.5b"
+    assert family_name("qwen2.5-coder-1.5b-Q2_K") == "qwen2.5-coder-1.5b"
+    assert family_name("llama-3b-f16") == family_name("llama-3b-iq4_xs") == "llama-3b"
+    assert family_name("qwen2.5-coder-1.5b") == "qwen2.5-coder-1.5b"
+    assert family_name("smollm2-135m") == "smollm2-135m"
+
+
+def test_largest_family_at_its_lowest_acceptable_precision() -> None:
+    plan = _plan(BASE, "1.6GB")
+    [primary] = plan.chosen
+    assert primary.candidate.name == "qwen2.5-coder-1.5b-q3_k_m" and primary.role == "primary"
+    assert primary.footprint.weights == 924_456_000 and primary.footprint.kv_cache == KV15 * 4096
+    assert primary.footprint.total == 924_456_000 + KV15 * 4096 + 150_000_000
+    assert primary.reference is not None and primary.reference.name == "qwen2.5-coder-1.5b"
+    assert primary.loss == pytest.approx({"mmlu": 0.01, "gsm8k": 0.01, "humaneval": 0.01})
+    assert plan.assignment == dict.fromkeys(["mmlu", "gsm8k", "humaneval"], "qwen2.5-coder-1.5b-q3_k_m")
+    reasons = {r.model: r.reason for r in plan.rejected}
+    assert reasons["qwen2.5-coder-1.5b"].startswith("fits, but qwen2.5-coder-1.5b-q3_k_m is within 0.02")
+    assert reasons["qwen2.5-coder-1.5b-q2_k"].startswith("loses 0.080 on mmlu")
+    assert reasons["qwen2.5-coder-0.5b"] == "does not fit in the 408 MB left (692 MB)"
+    assert reasons["smollm2-135m"] == "more than 0.02 below qwen2.5-coder-1.5b-q3_k_m on every task"
+    assert plan.alternative is not None and plan.alternative.name == "qwen2.5-coder-0.5b"
+
+
+def test_q2_k_and_the_half_billion_model_for_math() -> None:
+    plan = _plan(GOOD_Q2, "1.8GB")
+    assert [(c.candidate.name, c.role, c.tasks) for c in plan.chosen] == [
+        ("qwen2.5-coder-1.5b-q2_k", "primary", ("mmlu", "humaneval")),
+        ("qwen2.5-coder-0.5b", "helper", ("gsm8k",)),
+    ]
+    assert plan.assignment == {"mmlu": "qwen2.5-coder-1.5b-q2_k", "gsm8k": "qwen2.5-coder-0.5b",
+                               "humaneval": "qwen2.5-coder-1.5b-q2_k"}
+    assert plan.total == sum(c.footprint.total for c in plan.chosen) <= 1_800_000_000
+    # the stricter budget leaves no room for the helper
+    assert [c.candidate.name for c in _plan(GOOD_Q2, "1.6GB").chosen] == ["qwen2.5-coder-1.5b-q2_k"]
+
+
+def test_a_tighter_max_loss_keeps_a_higher_precision() -> None:
+    plan = _plan(BASE, "1.6GB", max_loss=0.005)
+    assert plan.chosen[0].candidate.name == "qwen2.5-coder-1.5b"
+
+
+def test_longer_context_and_overhead_count() -> None:
+    # at 32k tokens the 1.5B's KV cache is 940 MB and none of its precisions fits
+    plan = _plan(BASE, "1.6GB", context=32_768)
+    assert plan.chosen[0].candidate.name == "qwen2.5-coder-0.5b"
+    assert plan.chosen[0].footprint.kv_cache == KV05 * 32_768
+    assert _plan(BASE, "1.6GB", overhead=700_000_000).chosen[0].candidate.name == "qwen2.5-coder-0.5b"
+
+
+def test_only_the_half_billion_model_fits() -> None:
+    plan = _plan(BASE, "800MB")
+    assert [c.candidate.name for c in plan.chosen] == ["qwen2.5-coder-0.5b"]
+    reasons = {r.model: r.reason for r in plan.rejected}
+    assert reasons["qwen2.5-coder-1.5b-q2_k"] == "does not fit: 1,020 MB > 800 MB"
+    assert reasons["smollm2-135m"].startswith("does not fit in the 108 MB left")
+    assert plan.alternative is not None and plan.alternative.name == "smollm2-135m"
+
+
+def test_nothing_fits() -> None:
+    with pytest.raises(NothingFits, match=r"nothing fits in 300 MB: the smallest footprint is smollm2-135m "
+                                          r"at 343 MB \(weights 98 MB \+ KV cache 94 MB at context 4096"):
+        _plan(BASE, "300MB")
+
+
+def test_only_an_unacceptable_precision_fits() -> None:
+    only_15b = {k: v for k, v in BASE.items() if k.startswith("qwen2.5-coder-1.5b")}
+    with pytest.raises(NothingFits, match="qwen2.5-coder-1.5b-q2_k fit in 1,100 MB, but none is within 0.02"):
+        _plan(only_15b, "1.1GB")
+
+
+def test_unmeasured_task_makes_a_precision_unacceptable() -> None:
+    partial = {**BASE, "qwen2.5-coder-1.5b-q3_k_m": {"mmlu": 0.60, "humaneval": 0.45}}
+    plan = _plan(partial, "1.6GB")
+    assert plan.chosen[0].candidate.name == "qwen2.5-coder-1.5b"
+    assert {r.model: r.reason for r in plan.rejected}["qwen2.5-coder-1.5b-q3_k_m"].startswith(
+        "not measured on gsm8k")
+
+
+def test_remote_models_and_missing_kv_are_skipped_with_a_reason() -> None:
+    entries = _table({"qwen2.5-coder-0.5b": BASE["qwen2.5-coder-0.5b"]}, with_kv=False)
+    entries.append({**entries[0], "model": "remote", "file_bytes": None})
+    found, skipped = candidates_from_table(entries)
+    assert found == [] and [s.model for s in skipped] == ["qwen2.5-coder-0.5b", "remote"]
+    found, _ = candidates_from_table(entries, {"qwen2.5-coder-0.5b": KV05})
+    assert found[0].kv_bytes_per_token == KV05 and found[0].accuracy["gsm8k"] == 0.30
+
+
+def test_text_explains_the_choice() -> None:
+    text = render_text(_plan(GOOD_Q2, "1.8GB"))
+    assert text.startswith("Fleet for 1,800 MB at context 4096 tokens (max loss 0.02 per task")
+    assert "qwen2.5-coder-1.5b-q2_k  primary: mmlu, humaneval" in text
+    assert "footprint 1,020 MB = weights 753 MB + KV cache 117 MB + overhead 150 MB" in text
+    assert "minus qwen2.5-coder-1.5b (Q4_K_M): mmlu -0.010  gsm8k -0.010  humaneval -0.010" in text
+    assert "qwen2.5-coder-0.5b  helper: gsm8k" in text
+    assert "cost/query against qwen2.5-coder-1.5b-q2_k: gsm8k 3e-05 vs 7e-05" in text
+    assert "Tasks: mmlu -> qwen2.5-coder-1.5b-q2_k, gsm8k -> qwen2.5-coder-0.5b" in text
+    assert "Total 1,712 MB of 1,800 MB; 88 MB free." in text
+    assert "The model with more parameters, at lower precision, is ahead on 3 of 3 tasks." in text
+    assert "measured in fleet eval: peak 1,003 MB at context 4096 (this estimate at that context: 1,020 MB)" in text
+    assert "Not chosen:\n  qwen2.5-coder-1.5b: fits, but" in text and "\nRule: Footprint = GGUF weights" in text
+    assert "at higher precision, is ahead on 3 of 3" in render_text(_plan(BASE, "800MB"))
+
+
+def test_json_has_the_same_content() -> None:
+    document = to_json(_plan(GOOD_Q2, "1.8GB"))
+    assert document["budget"] == 1_800_000_000 and document["free"] == 1_800_000_000 - document["total"]
+    primary, helper = document["models"]
+    assert primary["footprint"] == {"weights": 752_880_192, "kv_cache": KV15 * 4096, "overhead": 150_000_000,
+                                    "total": 752_880_192 + KV15 * 4096 + 150_000_000}
+    assert primary["reference"] == "qwen2.5-coder-1.5b" and primary["tasks"] == ["mmlu", "humaneval"]
+    assert primary["loss_vs_reference"]["gsm8k"] == pytest.approx(0.01)
+    assert helper["role"] == "helper" and helper["tasks"] == ["gsm8k"] and helper["accuracy"]["gsm8k"] == 0.48
+    assert document["assignment"]["gsm8k"] == "qwen2.5-coder-0.5b"
+    assert document["alternative"]["name"] == "qwen2.5-coder-0.5b"
+    assert {r["model"] for r in document["rejected"]} == {
+        "qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-q3_k_m", "smollm2-135m"}
+    json.dumps(document)
+
+
+def _write_table(tmp_path: Path, entries: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps({"rates": {}, "benchmarks": [], "limit": 200, "seed": 0, "table": entries}))
+    return path
+
+
+def test_cli_text_json_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = str(_write_table(tmp_path, _table(GOOD_Q2)))
+    assert main(["plan", "--memory", "1.8GB", "--table", table]) == 0
+    assert "qwen2.5-coder-0.5b  helper: gsm8k" in capsys.readouterr().out
+    assert main(["plan", "--memory", "1.8GB", "--table", table, "--json", "--max-loss", "0"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["models"][0]["name"] == "qwen2.5-coder-1.5b" and document["max_loss"] == 0
+    assert main(["plan", "--memory", "300MB", "--table", table]) == 2
+    assert "error: nothing fits in 300 MB" in capsys.readouterr().err
+    assert main(["plan", "--memory", "1GB", "--table", str(tmp_path / "none.json")]) == 2
+    assert "no such table" in capsys.readouterr().err
+
+
+def test_cli_reads_the_kv_shape_from_the_fleet_ggufs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], smollm2_gguf: str
+) -> None:
+    entries = [{**e, "kv_bytes_per_token": None} for e in _table({"smollm2-135m": BASE["smollm2-135m"]})]
+    table = str(_write_table(tmp_path, entries))
+    assert main(["plan", "--memory", "1GB", "--table", table]) == 0  # the default fleet has it
+    assert "smollm2-135m  primary" in capsys.readouterr().out
+    config = tmp_path / "fleet.yaml"
+    config.write_text(f"models:\n  - {{name: other, backend: llama_cpp, gguf: {smollm2_gguf}}}\n")
+    assert main(["plan", "--memory", "1GB", "--table", table, "--config", str(config)]) == 2
+    assert "no KV-cache shape for smollm2-135m" in capsys.readouterr().err
+    config.write_text(f"models:\n  - {{name: smollm2-135m, backend: llama_cpp, gguf: {smollm2_gguf}}}\n")
+    assert main(["plan", "--memory", "1GB", "--table", table, "--config", str(config), "--json"]) == 0
+    [model] = json.loads(capsys.readouterr().out)["models"]
+    assert model["footprint"]["kv_cache"] == KVSMOL * 4096
