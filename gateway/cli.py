@@ -1,4 +1,5 @@
-"""The ``smallfleet`` command: ``serve`` here; ``train``, ``route`` and ``eval`` from router/.
+"""The ``smallfleet`` command: ``serve`` and ``prepare`` here; ``train``, ``route``, ``eval``,
+``fleet`` and ``plan`` from router/.
 
 ``train`` also gets the request-log options (``--from-log`` ...) from gateway/retrain.py.
 """
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure-no-auth", action="store_true", help="allow a non-loopback address without API keys"
     )
     run.set_defaults(func=serve)
+    from gateway.prepare import add_prepare_command
+
+    add_prepare_command(commands)
     try:
         from router.cli import add_commands
     except ModuleNotFoundError as exc:

