@@ -2,7 +2,11 @@
 
 A model's footprint is ``weights + KV cache + overhead``: the GGUF file size, plus
 ``kv_bytes_per_token * context`` (K and V for every layer and KV head at f16, llama.cpp's default
-cache type), plus a fixed allowance for llama.cpp's compute buffers and the process's own.
+cache type), plus the overhead: llama.cpp's compute buffers, weights it repacks for the CPU (a
+second copy next to the mapped file), llama-cpp-python's buffers. By default the overhead is the
+model's own, measured: its peak memory in fleet eval minus weights and the KV cache at the
+context it ran with (so at that context the footprint is the measured peak); without a
+measurement, :data:`DEFAULT_OVERHEAD_BYTES`. A fixed overhead can be given instead.
 
 The rule, applied to a table of measured accuracy per model and task:
 
@@ -29,8 +33,9 @@ from typing import Any
 
 from router._errors import DataError
 
-# llama.cpp's CPU compute buffers, llama-cpp-python's buffers and the runtime's own memory, per
-# model. Calibrated against fleet eval's measured peak memory: see docs/fleet-eval.md.
+# The overhead of a model whose peak memory was not measured. Measured at context 4096 (see
+# docs/fleet-eval.md): 40-56 MB for SmolLM2-135M, 140 MB for Qwen2.5-Coder-0.5B Q4_K_M, 418 MB
+# for the 1.5B at Q2_K, of which 284 MB are weights llama.cpp repacks for the CPU.
 DEFAULT_OVERHEAD_BYTES = 150_000_000
 DEFAULT_CONTEXT = 4096
 DEFAULT_MAX_LOSS = 0.02
@@ -79,6 +84,13 @@ class Candidate:
         """File size x 8 / params: the precision, with embeddings and metadata included."""
         return self.file_bytes * 8 / self.params if self.params else None
 
+    @property
+    def measured_overhead(self) -> int | None:
+        """Peak memory in fleet eval minus weights and KV cache at the eval context, if measured."""
+        if self.peak_memory_bytes is None or self.eval_context is None:
+            return None
+        return max(0, self.peak_memory_bytes - self.file_bytes - self.kv_bytes_per_token * self.eval_context)
+
     def mean_accuracy(self) -> float:
         values = list(self.accuracy.values())
         return sum(values) / len(values) if values else 0.0
@@ -94,6 +106,7 @@ class Footprint:
     weights: int
     kv_cache: int
     overhead: int
+    overhead_source: str  # measured, fixed (given) or default
 
     @property
     def total(self) -> int:
@@ -102,13 +115,21 @@ class Footprint:
 
 @dataclass(frozen=True)
 class Settings:
+    """The budget, the context every model must hold, and the overhead (None: measured per model)."""
+
     budget: int
     context: int = DEFAULT_CONTEXT
     max_loss: float = DEFAULT_MAX_LOSS
-    overhead: int = DEFAULT_OVERHEAD_BYTES
+    overhead: int | None = None
 
     def footprint(self, candidate: Candidate) -> Footprint:
-        return Footprint(candidate.file_bytes, candidate.kv_bytes_per_token * self.context, self.overhead)
+        kv_cache = candidate.kv_bytes_per_token * self.context
+        if self.overhead is not None:
+            return Footprint(candidate.file_bytes, kv_cache, self.overhead, "fixed")
+        measured = candidate.measured_overhead
+        if measured is not None:
+            return Footprint(candidate.file_bytes, kv_cache, measured, "measured")
+        return Footprint(candidate.file_bytes, kv_cache, DEFAULT_OVERHEAD_BYTES, "default")
 
 
 @dataclass(frozen=True)
@@ -148,20 +169,36 @@ class Plan:
         return {task: owner[task] for task in self.tasks if task in owner}
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What older tables lack, from the model's GGUF and fleet config: KV bytes per token, n_ctx."""
+
+    kv_bytes_per_token: int
+    context_length: int | None
+
+
+def needs_facts(entry: dict[str, Any]) -> bool:
+    """Whether a table entry lacks what sizing its model needs (tables from before they were recorded)."""
+    return entry.get("file_bytes") is not None and (
+        entry.get("kv_bytes_per_token") is None or entry.get("context_length") is None
+    )
+
+
 def candidates_from_table(
-    entries: Sequence[dict[str, Any]], kv_bytes_per_token: Mapping[str, int] | None = None
+    entries: Sequence[dict[str, Any]], facts: Mapping[str, ModelFacts] | None = None
 ) -> tuple[list[Candidate], list[Rejection]]:
     """The table's models as candidates; those that cannot be sized, with the reason.
 
-    ``kv_bytes_per_token`` fills in models whose table entries lack it (older tables).
+    ``facts`` fills in what an entry lacks (:func:`needs_facts`).
     """
     by_model: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
         by_model.setdefault(str(entry["model"]), []).append(entry)
     found, skipped = [], []
     for name, rows in by_model.items():
-        first = rows[0]
-        per_token = first.get("kv_bytes_per_token") or (kv_bytes_per_token or {}).get(name)
+        first, known = rows[0], (facts or {}).get(name)
+        per_token = first.get("kv_bytes_per_token") or (known.kv_bytes_per_token if known else None)
+        context = first.get("context_length") or (known.context_length if known else None)
         if first.get("file_bytes") is None:
             skipped.append(Rejection(name, "no GGUF size in the table (a remote model): memory unknown"))
             continue
@@ -175,7 +212,7 @@ def candidates_from_table(
             n={row["task"]: int(row["n"]) for row in tasks},
             cost={row["task"]: float(row["measured_cost_per_query"]) for row in tasks
                   if row.get("measured_cost_per_query") is not None},
-            peak_memory_bytes=first.get("peak_memory_bytes"), eval_context=first.get("context_length"),
+            peak_memory_bytes=first.get("peak_memory_bytes"), eval_context=context,
         ))
     return found, skipped
 

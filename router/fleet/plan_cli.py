@@ -11,7 +11,6 @@ import argparse
 import json
 import re
 import textwrap
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,13 @@ from router.fleet.plan import (
     RULE,
     Candidate,
     Choice,
+    ModelFacts,
     Plan,
     Rejection,
     Settings,
     candidates_from_table,
     make_plan,
+    needs_facts,
 )
 
 # The committed measurement of the whole fleet (a merged `fleet report`).
@@ -60,8 +61,8 @@ def read_table(path: Path) -> list[dict[str, Any]]:
     return list(document["table"])
 
 
-def kv_from_fleet(names: list[str], fleet_loader: FleetLoader, config: Path | None) -> dict[str, int]:
-    """KV-cache bytes per token of ``names``, from the GGUF headers of the fleet's models."""
+def fleet_facts(names: list[str], fleet_loader: FleetLoader, config: Path | None) -> dict[str, ModelFacts]:
+    """KV-cache bytes per token (from the GGUF header) and context length of the fleet's ``names``."""
     from backends.gguf_meta import read_kv_shape
     from backends.gguf_store import resolve_gguf
 
@@ -69,12 +70,13 @@ def kv_from_fleet(names: list[str], fleet_loader: FleetLoader, config: Path | No
     missing = [name for name in names if name not in ggufs]
     if missing:
         where = config or "the default fleet"
-        raise DataError(f"the table has no KV-cache shape for {', '.join(missing)} and {where} has no GGUF "
-                        "for it; pass the evaluated fleet with --config")
+        raise DataError(f"the table has no KV-cache shape or context for {', '.join(missing)} and {where} "
+                        "has no GGUF for it; pass the evaluated fleet with --config")
     found = {}
     for name in names:
         model = ggufs[name]
-        found[name] = read_kv_shape(resolve_gguf(model.gguf or "", model.sha256)).kv_bytes_per_token
+        shape = read_kv_shape(resolve_gguf(model.gguf or "", model.sha256))
+        found[name] = ModelFacts(shape.kv_bytes_per_token, model.backend.context_length)
     return found
 
 
@@ -88,7 +90,8 @@ def to_json(plan: Plan) -> dict[str, Any]:
             "name": c.name, "family": c.family, "params": c.params, "quant": c.quant,
             "bits_per_param": c.bits_per_param,
             "footprint": {"weights": footprint.weights, "kv_cache": footprint.kv_cache,
-                          "overhead": footprint.overhead, "total": footprint.total},
+                          "overhead": footprint.overhead, "overhead_source": footprint.overhead_source,
+                          "total": footprint.total},
             "accuracy": c.accuracy, "n": c.n, "measured_cost_per_query": c.cost,
             "measured_peak_memory": c.peak_memory_bytes, "eval_context": c.eval_context,
         }
@@ -99,7 +102,8 @@ def to_json(plan: Plan) -> dict[str, Any]:
         for x in plan.chosen
     ]
     return {
-        "budget": s.budget, "context": s.context, "max_loss": s.max_loss, "overhead_per_model": s.overhead,
+        "budget": s.budget, "context": s.context, "max_loss": s.max_loss,
+        "overhead_per_model": "measured" if s.overhead is None else s.overhead,
         "models": chosen, "assignment": plan.assignment, "total": plan.total, "free": s.budget - plan.total,
         "alternative": model(plan.alternative) if plan.alternative else None,
         "rejected": [{"model": r.model, "reason": r.reason} for r in plan.rejected],
@@ -127,7 +131,7 @@ def _choice_lines(choice: Choice, plan: Plan) -> list[str]:
         f"{c.name}  {choice.role}: {', '.join(choice.tasks) or '(no task left)'}",
         f"  {_params(c)}",
         f"  footprint {_mb(f.total)} = weights {_mb(f.weights)} + KV cache {_mb(f.kv_cache)} "
-        f"+ overhead {_mb(f.overhead)}",
+        f"+ overhead {_mb(f.overhead)} ({f.overhead_source})",
         f"  accuracy  {_accuracy(c, plan.tasks)}",
     ]
     if choice.reference is not None and choice.reference is not c:
@@ -139,9 +143,9 @@ def _choice_lines(choice: Choice, plan: Plan) -> list[str]:
         lines.append(f"  cost/query against {primary.name}: {costs}")
     lines.append(f"  why: {choice.reason}")
     if c.peak_memory_bytes and c.eval_context:
-        estimate = replace(plan.settings, context=c.eval_context).footprint(c).total
-        lines.append(f"  measured in fleet eval: peak {_mb(c.peak_memory_bytes)} at context {c.eval_context} "
-                     f"(this estimate at that context: {_mb(estimate)})")
+        peak, kv_cache = c.peak_memory_bytes, c.kv_bytes_per_token * c.eval_context
+        lines.append(f"  peak in fleet eval {_mb(peak)} at context {c.eval_context} = weights + KV cache "
+                     f"{_mb(kv_cache)} + {_mb(peak - c.file_bytes - kv_cache)} more")
     return lines
 
 
@@ -166,9 +170,10 @@ def _alternative_lines(plan: Plan) -> list[str]:
 
 def render_text(plan: Plan) -> str:
     s = plan.settings
+    overhead = "measured per model" if s.overhead is None else f"{_mb(s.overhead)} per model"
     lines = [
         f"Fleet for {_mb(s.budget)} at context {s.context} tokens (max loss {s.max_loss:g} per task, "
-        f"overhead {_mb(s.overhead)} per model)",
+        f"overhead {overhead})",
         "",
     ]
     for choice in plan.chosen:
@@ -184,13 +189,12 @@ def render_text(plan: Plan) -> str:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    if args.context < 1 or args.max_loss < 0 or args.memory < 1:
+    if args.context < 1 or args.max_loss < 0 or args.memory < 1 or (args.overhead or 0) < 0:
         raise DataError("--memory and --context must be positive and --max-loss at least 0")
     entries = read_table(args.table)
-    lacking = sorted({e["model"] for e in entries
-                      if e.get("kv_bytes_per_token") is None and e.get("file_bytes") is not None})
-    kv = kv_from_fleet(lacking, args.fleet_loader, args.config) if lacking else {}
-    found, skipped = candidates_from_table(entries, kv)
+    lacking = list(dict.fromkeys(e["model"] for e in entries if needs_facts(e)))
+    facts = fleet_facts(lacking, args.fleet_loader, args.config) if lacking else {}
+    found, skipped = candidates_from_table(entries, facts)
     settings = Settings(args.memory, args.context, args.max_loss, args.overhead)
     plan = make_plan(found, settings)
     plan.rejected += [Rejection(r.model, r.reason) for r in skipped]
@@ -210,9 +214,10 @@ def add_plan_command(subparsers: Any, fleet_loader: FleetLoader) -> None:
                    help="fleet eval table.json (default: docs/fleet-eval-results/table.json)")
     p.add_argument("--max-loss", type=float, default=DEFAULT_MAX_LOSS,
                    help="accuracy a lower precision (or a smaller helper) may lose, per task")
-    p.add_argument("--overhead", type=parse_size, default=DEFAULT_OVERHEAD_BYTES,
-                   help="memory per model beyond weights and KV cache "
-                   f"(default: {DEFAULT_OVERHEAD_BYTES / 1e6:g}MB)")
+    p.add_argument("--overhead", type=parse_size,
+                   help="memory per model beyond weights and KV cache (default: each model's measured "
+                   "peak minus weights and KV cache at the eval context; unmeasured: "
+                   f"{DEFAULT_OVERHEAD_BYTES / 1e6:g}MB)")
     p.add_argument("--config", type=Path,
                    help="fleet YAML whose GGUFs give the KV-cache shape when the table lacks it")
     p.add_argument("--json", action="store_true", help="the plan as JSON")

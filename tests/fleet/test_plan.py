@@ -11,11 +11,14 @@ import pytest
 
 from router.cli import main
 from router.fleet.plan import (
+    DEFAULT_OVERHEAD_BYTES,
+    ModelFacts,
     NothingFits,
     Settings,
     candidates_from_table,
     family_name,
     make_plan,
+    needs_facts,
 )
 from router.fleet.plan_cli import parse_size, render_text, to_json
 
@@ -65,9 +68,10 @@ GOOD_Q2 = {
 
 
 def _plan(accuracy: dict[str, dict[str, float]], budget: str, **settings: Any) -> Any:
+    """The plan with a fixed 150 MB overhead per model unless told otherwise."""
     found, skipped = candidates_from_table(_table(accuracy))
     assert not skipped
-    return make_plan(found, Settings(parse_size(budget), **settings))
+    return make_plan(found, Settings(parse_size(budget), **{"overhead": 150_000_000, **settings}))
 
 
 @pytest.mark.parametrize(
@@ -136,6 +140,33 @@ def test_longer_context_and_overhead_count() -> None:
     assert _plan(BASE, "1.6GB", overhead=700_000_000).chosen[0].candidate.name == "qwen2.5-coder-0.5b"
 
 
+def test_overhead_is_measured_per_model_by_default() -> None:
+    found, _ = candidates_from_table(_table(BASE))
+    q2 = next(c for c in found if c.name == "qwen2.5-coder-1.5b-q2_k")
+    assert q2.measured_overhead == 250_000_000 - KV15 * 4096
+    at_eval = Settings(parse_size("2GB")).footprint(q2)
+    assert (at_eval.total, at_eval.overhead_source) == (q2.peak_memory_bytes, "measured")
+    longer = Settings(parse_size("2GB"), context=8192).footprint(q2)
+    assert longer.total == q2.peak_memory_bytes + KV15 * 4096
+    # not measured: the default; given: fixed
+    unmeasured = candidates_from_table([{**e, "peak_memory_bytes": None} for e in _table(BASE)])[0][0]
+    assert Settings(1).footprint(unmeasured).overhead == DEFAULT_OVERHEAD_BYTES
+    assert Settings(1).footprint(unmeasured).overhead_source == "default"
+    assert Settings(1, overhead=7).footprint(q2).overhead_source == "fixed"
+    # measured, a 1,003 MB Q2_K and a 741 MB 0.5B fill 1.75 GB
+    plan = make_plan(candidates_from_table(_table(GOOD_Q2))[0], Settings(parse_size("1.75GB")))
+    assert [c.candidate.name for c in plan.chosen] == ["qwen2.5-coder-1.5b-q2_k", "qwen2.5-coder-0.5b"]
+    assert plan.total == 752_880_192 + 491_400_064 + 500_000_000
+
+
+def test_the_fleet_config_fills_in_what_older_tables_lack() -> None:
+    old = [{**e, "kv_bytes_per_token": None, "context_length": None} for e in _table(BASE)]
+    assert all(needs_facts(e) for e in old)
+    facts = {name: ModelFacts(SIZES[name][3], 2048) for name in BASE}
+    found, skipped = candidates_from_table(old, facts)
+    assert not skipped and found[0].eval_context == 2048 and found[0].kv_bytes_per_token == KV15
+
+
 def test_only_the_half_billion_model_fits() -> None:
     plan = _plan(BASE, "800MB")
     assert [c.candidate.name for c in plan.chosen] == ["qwen2.5-coder-0.5b"]
@@ -170,7 +201,7 @@ def test_remote_models_and_missing_kv_are_skipped_with_a_reason() -> None:
     entries.append({**entries[0], "model": "remote", "file_bytes": None})
     found, skipped = candidates_from_table(entries)
     assert found == [] and [s.model for s in skipped] == ["qwen2.5-coder-0.5b", "remote"]
-    found, _ = candidates_from_table(entries, {"qwen2.5-coder-0.5b": KV05})
+    found, _ = candidates_from_table(entries, {"qwen2.5-coder-0.5b": ModelFacts(KV05, 4096)})
     assert found[0].kv_bytes_per_token == KV05 and found[0].accuracy["gsm8k"] == 0.30
 
 
@@ -178,14 +209,14 @@ def test_text_explains_the_choice() -> None:
     text = render_text(_plan(GOOD_Q2, "1.8GB"))
     assert text.startswith("Fleet for 1,800 MB at context 4096 tokens (max loss 0.02 per task")
     assert "qwen2.5-coder-1.5b-q2_k  primary: mmlu, humaneval" in text
-    assert "footprint 1,020 MB = weights 753 MB + KV cache 117 MB + overhead 150 MB" in text
+    assert "footprint 1,020 MB = weights 753 MB + KV cache 117 MB + overhead 150 MB (fixed)" in text
     assert "minus qwen2.5-coder-1.5b (Q4_K_M): mmlu -0.010  gsm8k -0.010  humaneval -0.010" in text
     assert "qwen2.5-coder-0.5b  helper: gsm8k" in text
     assert "cost/query against qwen2.5-coder-1.5b-q2_k: gsm8k 3e-05 vs 7e-05" in text
     assert "Tasks: mmlu -> qwen2.5-coder-1.5b-q2_k, gsm8k -> qwen2.5-coder-0.5b" in text
     assert "Total 1,712 MB of 1,800 MB; 88 MB free." in text
     assert "The model with more parameters, at lower precision, is ahead on 3 of 3 tasks." in text
-    assert "measured in fleet eval: peak 1,003 MB at context 4096 (this estimate at that context: 1,020 MB)" in text
+    assert "peak in fleet eval 1,003 MB at context 4096 = weights + KV cache 117 MB + 133 MB more" in text
     assert "Not chosen:\n  qwen2.5-coder-1.5b: fits, but" in text and "\nRule: Footprint = GGUF weights" in text
     assert "at higher precision, is ahead on 3 of 3" in render_text(_plan(BASE, "800MB"))
 
@@ -195,7 +226,7 @@ def test_json_has_the_same_content() -> None:
     assert document["budget"] == 1_800_000_000 and document["free"] == 1_800_000_000 - document["total"]
     primary, helper = document["models"]
     assert primary["footprint"] == {"weights": 752_880_192, "kv_cache": KV15 * 4096, "overhead": 150_000_000,
-                                    "total": 752_880_192 + KV15 * 4096 + 150_000_000}
+                                    "overhead_source": "fixed", "total": 752_880_192 + KV15 * 4096 + 150_000_000}
     assert primary["reference"] == "qwen2.5-coder-1.5b" and primary["tasks"] == ["mmlu", "humaneval"]
     assert primary["loss_vs_reference"]["gsm8k"] == pytest.approx(0.01)
     assert helper["role"] == "helper" and helper["tasks"] == ["gsm8k"] and helper["accuracy"]["gsm8k"] == 0.48
@@ -228,15 +259,18 @@ def test_cli_text_json_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_cli_reads_the_kv_shape_from_the_fleet_ggufs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], smollm2_gguf: str
 ) -> None:
-    entries = [{**e, "kv_bytes_per_token": None} for e in _table({"smollm2-135m": BASE["smollm2-135m"]})]
+    entries = [{**e, "kv_bytes_per_token": None, "context_length": None}
+               for e in _table({"smollm2-135m": BASE["smollm2-135m"]})]
     table = str(_write_table(tmp_path, entries))
     assert main(["plan", "--memory", "1GB", "--table", table]) == 0  # the default fleet has it
     assert "smollm2-135m  primary" in capsys.readouterr().out
     config = tmp_path / "fleet.yaml"
     config.write_text(f"models:\n  - {{name: other, backend: llama_cpp, gguf: {smollm2_gguf}}}\n")
     assert main(["plan", "--memory", "1GB", "--table", table, "--config", str(config)]) == 2
-    assert "no KV-cache shape for smollm2-135m" in capsys.readouterr().err
-    config.write_text(f"models:\n  - {{name: smollm2-135m, backend: llama_cpp, gguf: {smollm2_gguf}}}\n")
+    assert "no KV-cache shape or context for smollm2-135m" in capsys.readouterr().err
+    config.write_text("models:\n  - {name: smollm2-135m, backend: llama_cpp, context_length: 1024, "
+                      f"gguf: {smollm2_gguf}}}\n")
     assert main(["plan", "--memory", "1GB", "--table", table, "--config", str(config), "--json"]) == 0
     [model] = json.loads(capsys.readouterr().out)["models"]
-    assert model["footprint"]["kv_cache"] == KVSMOL * 4096
+    assert model["footprint"]["kv_cache"] == KVSMOL * 4096 and model["eval_context"] == 1024
+    assert model["footprint"]["overhead"] == 250_000_000 - KVSMOL * 1024
