@@ -121,6 +121,25 @@ def _shape(facts: dict[str, Any]) -> KvShape | None:
     return KvShape("", n_layer, n_head_kv, head_dim, per_token, n_ctx_train=None)
 
 
+def _replayed_model(name: str, params: float | None, quant: str | None, in_process: bool) -> EvalModel:
+    """A model as the report code sees it. A replayed run is never asked anything: no backend.
+
+    In-process (CPU time is its compute) exactly when it has a GGUF, as every fleet loader builds it.
+    """
+    return EvalModel(name, cast(Backend, None), params=params, quant=quant, in_process=in_process)
+
+
+def _empty_run(model: str, entry: dict[str, Any]) -> ModelRun:
+    """A chunk's run of ``model`` before its queries are replayed: the footprint from its table entry."""
+    file_bytes = entry.get("file_bytes")
+    return ModelRun(
+        _replayed_model(model, entry.get("params"), entry.get("quant"), file_bytes is not None),
+        load_seconds=float(entry.get("load_seconds") or 0.0), file_bytes=file_bytes,
+        peak_memory_bytes=entry.get("peak_memory_bytes"), kv_shape=_shape(entry),
+        context_length=entry.get("context_length"),
+    )
+
+
 def _result(query: dict[str, Any], item: BenchmarkItem) -> QueryResult:
     return QueryResult(
         item.id, item.task, item.question, int(query["score"]), str(query["note"]), float(query["seconds"]),
@@ -140,14 +159,7 @@ def _chunk_runs(output: EvalOutput, items: dict[str, tuple[int, BenchmarkItem]])
         if query["id"] not in items or items[query["id"]][1].task != query["task"]:
             raise DataError(f"{output.path}: item {query['id']!r} is not in the installed benchmark data")
         if model not in runs:
-            entry = facts[model]
-            runs[model] = ModelRun(
-                EvalModel(model, cast(Backend, None), params=entry.get("params"), quant=entry.get("quant"),
-                          in_process=entry.get("file_bytes") is not None),
-                load_seconds=float(entry.get("load_seconds") or 0.0), file_bytes=entry.get("file_bytes"),
-                peak_memory_bytes=entry.get("peak_memory_bytes"), kv_shape=_shape(entry),
-                context_length=entry.get("context_length"),
-            )
+            runs[model] = _empty_run(model, facts[model])
         runs[model].results.append(_result(query, items[query["id"]][1]))
     if training_rows(list(runs.values())) != output.rows:
         raise DataError(
@@ -167,8 +179,7 @@ def _merge_model(name: str, chunks: list[tuple[Path, ModelRun]], order: dict[str
              for key in _SAME_ACROSS_CHUNKS}
     peaks = [run.peak_memory_bytes for _, run in chunks if run.peak_memory_bytes is not None]
     merged = ModelRun(
-        EvalModel(name, cast(Backend, None), params=facts["params"], quant=facts["quant"],
-                  in_process=chunks[0][1].model.in_process),
+        _replayed_model(name, facts["params"], facts["quant"], chunks[0][1].model.in_process),
         load_seconds=max(run.load_seconds for _, run in chunks),
         file_bytes=facts["file_bytes"],
         peak_memory_bytes=max(peaks, default=None),
