@@ -56,6 +56,7 @@ def add_fleet_commands(subparsers: Any, fleet_loader: FleetLoader | None = None)
 
     p.set_defaults(func=_guarded(run_fleet_eval))
     _add_report(commands)
+    _add_router(commands)
 
 
 def _add_report(commands: Any) -> None:
@@ -68,6 +69,41 @@ def _add_report(commands: Any) -> None:
                    help="fleet eval output directories (same seed, limit and rates)")
     p.add_argument("--out", type=Path, required=True, help="directory for the merged files")
     p.set_defaults(func=_guarded(run_fleet_report))
+
+
+def _add_router(commands: Any) -> None:
+    from router.cli import _guarded
+    from router.fleet.fleet_router import COST_SOURCES, DEFAULT_CLUSTERS
+
+    p = commands.add_parser(
+        "router", help="train a router artifact for the fleet from its own fleet eval (or report) output"
+    )
+    p.add_argument("--results", type=Path, required=True, help="fleet eval or fleet report output directory")
+    p.add_argument("--out", type=Path, required=True, help="artifact directory (its inputs go in training/)")
+    p.add_argument("--models", type=_names, help="comma-separated models to route between (default: all)")
+    p.add_argument("--cost", choices=COST_SOURCES, default="measured",
+                   help="price models by measured cost (CPU seconds, memory held) or configured price")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the manifest (0: none)")
+    p.add_argument("--clusters", type=int, default=DEFAULT_CLUSTERS)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_guarded(run_fleet_router))
+
+
+def run_fleet_router(args: argparse.Namespace) -> int:
+    import time
+
+    from router.cli import _progress
+    from router.eval_cli import print_cv_summary
+    from router.fleet.fleet_router import build_fleet_router
+
+    artifact = build_fleet_router(
+        args.results, args.out, models=args.models, cost=args.cost, folds=args.folds,
+        clusters=args.clusters, seed=args.seed, progress=_progress(time.monotonic()),
+    )
+    if artifact.manifest.get("cv"):
+        print_cv_summary(artifact.manifest)
+    print(f"artifact {artifact.version} written to {args.out}")
+    return 0
 
 
 def run_fleet_report(args: argparse.Namespace) -> int:

@@ -67,3 +67,19 @@ def test_the_trained_router_sends_each_task_to_the_model_that_solved_it(tmp_path
     assert {router.route(question).model for question in CODE} == {"big"}
     assert {router.route(question).model for question in MATH} == {"small"}
 
+
+
+def test_the_cli_writes_an_artifact_and_its_training_inputs(tmp_path, capsys):
+    from router.cli import main
+
+    (tmp_path / "eval").mkdir()
+    results = _results(tmp_path / "eval")
+    out = tmp_path / "router"
+    assert main(["fleet", "router", "--results", str(results), "--out", str(out), "--folds", "2",
+                 "--clusters", "4"]) == 0
+    assert "written to" in capsys.readouterr().out
+    prices = json.loads((out / "training" / "models.json").read_text())
+    assert set(prices) == {"big", "small"} and prices["big"]["cost_source"] == "measured"
+    assert load_router(out).models == ["big", "small"]
+    assert main(["fleet", "router", "--results", str(tmp_path), "--out", str(out)]) == 2
+    assert "not found" in capsys.readouterr().err
