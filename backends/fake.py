@@ -1,15 +1,17 @@
 """A scripted backend for unit tests of the gateway's logic.
 
-It answers with a fixed reply split into words, can wait before the first chunk
-and between chunks, and can fail before or during the stream, always or only on
-its first ``fail_times`` calls. It records every request it saw and
-whether its last stream was closed early, so tests can check cancellation.
+It answers with a fixed reply split into words (or one a function makes from the
+request: a composite's members can answer each sample differently), can wait
+before the first chunk and between chunks, and can fail before or during the stream, always or only on
+its first ``fail_times`` calls. It records every request it saw, how many
+whole answers were cancelled while it worked on them, and whether its last
+stream was closed early, so tests can check cancellation.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from backends.errors import SmallfleetError
 from backends.types import Completion, FinishReason, GenerationRequest, Health, StreamChunk, Usage
@@ -19,7 +21,7 @@ class FakeBackend:
     def __init__(
         self,
         name: str = "fake",
-        reply: str = "Hello from the fake backend.",
+        reply: str | Callable[[GenerationRequest], str] = "Hello from the fake backend.",
         *,
         context_length: int | None = 2048,
         chunk_delay: float = 0.0,
@@ -40,6 +42,7 @@ class FakeBackend:
         self.requests: list[GenerationRequest] = []
         self.chunks_sent = 0
         self.stream_closed_early = False
+        self.cancelled = 0
         self.started = False
         self.closed = False
 
@@ -52,11 +55,17 @@ class FakeBackend:
     async def health(self) -> Health:
         return Health(ok=self.error is None, detail="fake")
 
+    def reply_for(self, request: GenerationRequest) -> str:
+        return self.reply(request) if callable(self.reply) else self.reply
+
     def _words(self, request: GenerationRequest) -> list[str]:
-        words = [w + " " for w in self.reply.split(" ")]
+        words = [w + " " for w in self.reply_for(request).split(" ")]
         words[-1] = words[-1].rstrip(" ")
         limit = request.params.max_tokens
         return words if limit is None else words[:limit]
+
+    def _finish(self, request: GenerationRequest, words: list[str]) -> FinishReason:
+        return "length" if len(words) < len(self.reply_for(request).split(" ")) else "stop"
 
     def _usage(self, request: GenerationRequest, completion_tokens: int) -> Usage:
         if request.messages is not None:
@@ -78,9 +87,12 @@ class FakeBackend:
         if error is not None:
             raise error
         words = self._words(request)
-        await asyncio.sleep(self.first_chunk_delay + self.chunk_delay * len(words))
-        finish: FinishReason = "length" if len(words) < len(self.reply.split(" ")) else "stop"
-        return Completion("".join(words), finish, self._usage(request, len(words)))
+        try:
+            await asyncio.sleep(self.first_chunk_delay + self.chunk_delay * len(words))
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return Completion("".join(words), self._finish(request, words), self._usage(request, len(words)))
 
     async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
         self.requests.append(request)
@@ -99,6 +111,6 @@ class FakeBackend:
                 await asyncio.sleep(self.chunk_delay)
             self.chunks_sent += 1
             yield StreamChunk(word)
-        finish: FinishReason = "length" if len(words) < len(self.reply.split(" ")) else "stop"
         self.stream_closed_early = False
-        yield StreamChunk("", finish_reason=finish, usage=self._usage(request, len(words)))
+        usage = self._usage(request, len(words))
+        yield StreamChunk("", finish_reason=self._finish(request, words), usage=usage)

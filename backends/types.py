@@ -7,8 +7,9 @@ returns back into OpenAI JSON or SSE.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length"]
 
@@ -43,10 +44,13 @@ class GenerationRequest:
     messages: tuple[Message, ...] | None = None
     prompt: str | None = None
     params: SamplingParams = field(default_factory=SamplingParams)
+    n: int = 1  # choices wanted; only a backend whose ``max_choices`` allows it gets n > 1
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("a GenerationRequest has either messages or a prompt")
+        if self.n < 1:
+            raise ValueError("a GenerationRequest asks for at least one choice")
 
     @property
     def is_chat(self) -> bool:
@@ -62,14 +66,73 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InnerCall:
+    """One call a composite backend made to one of its members, and what it used.
+
+    ``model`` is the member's name (the gateway prices the call at that model's
+    price); ``error`` is the failure's code when the call gave no answer.
+    """
+
+    model: str
+    step: str  # "planner", "solver", "sample"
+    usage: Usage
+    seconds: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompositeTrace:
+    """What a composite backend did to produce an answer.
+
+    ``calls`` are every inner call, failed ones included; ``summary`` is what a
+    client always sees (e.g. a plan fallback, the distinct-sample ratio),
+    ``details`` what it sees only when it asks (the plan, the votes, each sample).
+    Both are JSON-ready.
+    """
+
+    kind: str
+    calls: tuple[InnerCall, ...]
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+    plan_fallback: str | None = None  # plan_solve: why the solver answered without a plan
+    distinct_ratio: float | None = None  # diverse: distinct samples / successful samples
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for call in self.calls:
+            total = total + call.usage
+        return total
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One more choice of an answer with n > 1."""
+
+    text: str
+    finish_reason: FinishReason
+
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A whole answer."""
+    """A whole answer.
+
+    A composite backend's answer carries its ``trace``, and with n > 1 its
+    choices after the first in ``extra_choices``.
+    """
 
     text: str
     finish_reason: FinishReason
     usage: Usage
+    trace: CompositeTrace | None = None
+    extra_choices: tuple[Choice, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +140,15 @@ class StreamChunk:
     """A piece of a streamed answer.
 
     The last chunk of a stream carries ``finish_reason`` and ``usage``; its
-    ``text`` may be empty.
+    ``text`` may be empty. A composite's first chunk may carry a partial
+    ``trace`` (what is known before the answer: a plan fallback), its last one
+    the whole trace.
     """
 
     text: str
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    trace: CompositeTrace | None = None
 
 
 @dataclass(frozen=True, slots=True)
