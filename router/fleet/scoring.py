@@ -3,71 +3,34 @@
 - multiple choice (mmlu): the letter the answer commits to, found by :func:`extract_letter`;
 - gsm8k: the final number (:func:`extract_final_number`) equals the reference numerically;
 - humaneval: pass@1 of the completion, run with the tests by :mod:`router.fleet.sandbox`.
+
+The answer extraction is shared with the gateway's voting routes (:mod:`backends.composite.answers`).
 """
 
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
+from backends.composite.answers import LETTERS, extract_final_number, extract_letter, parse_number
 from router.fleet.benchmarks import BenchmarkItem
 from router.fleet.sandbox import SandboxResult, run_python
 
-LETTERS = "ABCD"
-
-# Most explicit first; the last match of the first pattern that matches wins.
-_LETTER_PATTERNS = (
-    re.compile(r"answer\s*(?:is|:)?\s*(?:option\s*)?[\(\[\*]*\s*([A-D])\b(?![\w'])", re.IGNORECASE),
-    re.compile(r"\*\*\s*\(?([A-D])\)?[.:)]?\s*\*\*"),
-    re.compile(r"\(([A-D])\)"),
-    re.compile(r"^\s*([A-D])\s*[.:)]", re.MULTILINE),
-    re.compile(r"^\s*([A-D])\s*$", re.MULTILINE),
-    re.compile(r"\boption\s+([A-D])\b", re.IGNORECASE),
-)
-
-
-def extract_letter(text: str) -> str | None:
-    """The option letter (A-D) an answer commits to, or None if it names none."""
-    for pattern in _LETTER_PATTERNS:
-        matches = pattern.findall(text)
-        if matches:
-            return str(matches[-1]).upper()
-    return None
+__all__ = [
+    "LETTERS",
+    "extract_code",
+    "extract_final_number",
+    "extract_letter",
+    "humaneval_program",
+    "parse_number",
+    "run_humaneval",
+    "score",
+    "score_letter",
+    "score_number",
+]
 
 
 def score_letter(text: str, reference: str) -> int:
     return int(extract_letter(text) == reference.strip().upper())
-
-
-_NUMBER = r"-?\$?\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?"
-_FINAL_MARKERS = (
-    re.compile(r"####\s*(" + _NUMBER + ")"),
-    re.compile(r"answer\s+is\s*:?\s*(" + _NUMBER + ")", re.IGNORECASE),
-    re.compile(r"\\boxed\{\s*(" + _NUMBER + r")\s*\}"),
-)
-_ANY_NUMBER = re.compile(_NUMBER)
-
-
-def parse_number(text: str) -> Fraction | None:
-    """``"$1,234.50"`` -> 1234.5 and ``"3/4"`` -> 0.75, exactly; None if it is no number."""
-    cleaned = text.replace(",", "").replace("$", "").replace(" ", "")
-    try:
-        return Fraction(cleaned)
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def extract_final_number(text: str) -> Fraction | None:
-    """The answer's final number: after the last '####' or 'the answer is', else its last number.
-
-    Commas, a dollar sign, spaces and trailing units ('18 dollars', '5 km') do not matter.
-    """
-    for pattern in _FINAL_MARKERS:
-        matches = pattern.findall(text)
-        if matches:
-            return parse_number(matches[-1])
-    numbers = _ANY_NUMBER.findall(text)
-    return parse_number(numbers[-1]) if numbers else None
 
 
 def score_number(text: str, reference: str) -> int:

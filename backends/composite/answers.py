@@ -1,0 +1,123 @@
+"""Final answers found in free text: what a vote counts and what a benchmark scorer compares.
+
+- a number: after the last ``####``, ``the answer is`` or ``\\boxed{}``, else the text's last number
+  (:func:`extract_final_number`; commas, ``$`` and trailing units do not matter);
+- a letter A-D: the option a multiple-choice answer commits to (:func:`extract_letter`);
+- else the text itself, lower-cased with its whitespace and trailing punctuation squeezed.
+
+Pure functions, no I/O: ``router.fleet.scoring`` scores benchmarks with the same ones.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+LETTERS = "ABCD"
+
+# Most explicit first; the last match of the first pattern that matches wins.
+_LETTER_PATTERNS = (
+    re.compile(r"answer\s*(?:is|:)?\s*(?:option\s*)?[\(\[\*]*\s*([A-D])\b(?![\w'])", re.IGNORECASE),
+    re.compile(r"\*\*\s*\(?([A-D])\)?[.:)]?\s*\*\*"),
+    re.compile(r"\(([A-D])\)"),
+    re.compile(r"^\s*([A-D])\s*[.:)]", re.MULTILINE),
+    re.compile(r"^\s*([A-D])\s*$", re.MULTILINE),
+    re.compile(r"\boption\s+([A-D])\b", re.IGNORECASE),
+)
+
+
+def extract_letter(text: str) -> str | None:
+    """The option letter (A-D) an answer commits to, or None if it names none."""
+    for pattern in _LETTER_PATTERNS:
+        matches = pattern.findall(text)
+        if matches:
+            return str(matches[-1]).upper()
+    return None
+
+
+_NUMBER = r"-?\$?\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?"
+_FINAL_MARKERS = (
+    re.compile(r"####\s*(" + _NUMBER + ")"),
+    re.compile(r"answer\s+is\s*:?\s*(" + _NUMBER + ")", re.IGNORECASE),
+    re.compile(r"\\boxed\{\s*(" + _NUMBER + r")\s*\}"),
+)
+_ANY_NUMBER = re.compile(_NUMBER)
+
+
+def parse_number(text: str) -> Fraction | None:
+    """``"$1,234.50"`` -> 1234.5 and ``"3/4"`` -> 0.75, exactly; None if it is no number."""
+    cleaned = text.replace(",", "").replace("$", "").replace(" ", "")
+    try:
+        return Fraction(cleaned)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _marked_number(text: str) -> Fraction | None:
+    for pattern in _FINAL_MARKERS:
+        matches = pattern.findall(text)
+        if matches:
+            return parse_number(matches[-1])
+    return None
+
+
+def extract_final_number(text: str) -> Fraction | None:
+    """The answer's final number: after the last '####' or 'the answer is', else its last number.
+
+    Commas, a dollar sign, spaces and trailing units ('18 dollars', '5 km') do not matter.
+    """
+    marked = _marked_number(text)
+    if marked is not None:
+        return marked
+    numbers = _ANY_NUMBER.findall(text)
+    return parse_number(numbers[-1]) if numbers else None
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, whitespace squeezed, trailing punctuation and a final period dropped."""
+    return _SPACES.sub(" ", text).strip().strip(".!?;:,").strip().lower()
+
+
+AnswerKind = Literal["number", "letter", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class FinalAnswer:
+    """What a sample answered, as a vote counts it: equal values are the same answer.
+
+    ``definite`` answers (a number or a letter) that differ are different answers however
+    alike the texts read; a ``text`` answer is only its normalized text.
+    """
+
+    kind: AnswerKind
+    value: str
+
+    @property
+    def definite(self) -> bool:
+        return self.kind != "text"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _number_text(number: Fraction) -> str:
+    return str(number.numerator) if number.denominator == 1 else repr(float(number))
+
+
+def final_answer(text: str) -> FinalAnswer:
+    """An explicitly marked number, else a committed letter, else the last number, else the text."""
+    marked = _marked_number(text)
+    if marked is not None:
+        return FinalAnswer("number", _number_text(marked))
+    letter = extract_letter(text)
+    if letter is not None:
+        return FinalAnswer("letter", letter)
+    number = extract_final_number(text)
+    if number is not None:
+        return FinalAnswer("number", _number_text(number))
+    return FinalAnswer("text", normalize_text(text))

@@ -1,0 +1,78 @@
+"""One inner call of a composite: bounded in time, accounted for, failures turned into values.
+
+A composite decides what an inner failure means (a plan fallback, one sample fewer, the whole
+answer failing), so :func:`call_member` returns the failure instead of raising it. Cancellation
+is never swallowed: cancelling the composite's task cancels the call it is waiting on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from backends.base import Backend
+from backends.errors import BackendError, BackendTimeout, SmallfleetError
+from backends.types import Completion, GenerationRequest, InnerCall, StreamChunk, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """A member's answer, or the error it failed with; ``call`` is the accounting either way."""
+
+    call: InnerCall
+    completion: Completion | None = None
+    error: SmallfleetError | None = None
+
+
+def timeout_error(route: str, step: str, member: str, seconds: float) -> BackendTimeout:
+    return BackendTimeout(f"route {route!r}: {step} {member!r} gave no answer within {seconds:g} s")
+
+
+async def call_member(
+    route: str, step: str, member: Backend, request: GenerationRequest, timeout: float
+) -> CallResult:
+    """``member.chat(request)`` within ``timeout`` seconds."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            completion = await member.chat(request)
+    except TimeoutError:
+        error: SmallfleetError = timeout_error(route, step, member.name, timeout)
+    except SmallfleetError as exc:
+        error = exc
+    else:
+        seconds = time.perf_counter() - started
+        return CallResult(InnerCall(member.name, step, completion.usage, seconds), completion)
+    seconds = time.perf_counter() - started
+    return CallResult(InnerCall(member.name, step, Usage(), seconds, error_code(error)), error=error)
+
+
+def error_code(error: SmallfleetError) -> str:
+    return error.code or error.error_type
+
+
+async def next_before(
+    chunks: AsyncIterator[StreamChunk], deadline: float, route: str, step: str, member: str, limit: float
+) -> StreamChunk:
+    """The next chunk of a member's stream, before ``deadline`` (event-loop time)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await anext(chunks)
+    except TimeoutError:
+        raise timeout_error(route, step, member, limit) from None
+    except StopAsyncIteration:
+        raise BackendError(f"route {route!r}: {step} {member!r} ended its stream without finishing") from None
+
+
+async def close_stream(chunks: AsyncIterator[Any]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def member_available(member: Backend) -> bool:
+    """False while a member's circuit is open (a bare backend is always available)."""
+    return bool(getattr(member, "available", True))
