@@ -3,7 +3,8 @@
 A YAML file (format in DESIGN.md) becomes a :class:`FleetConfig`. Unknown or
 duplicate fields, duplicate model names and wrong types are refused with a
 :class:`ConfigError` whose message names the field, e.g.
-``models[1].gguf: Field required``.
+``models[1].gguf: Field required``. Routes (``plan_solve``, ``diverse``;
+docs/composite-routes.md) are built from the fleet's models and named apart from them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 RESERVED_MODEL_PREFIX = "auto"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -80,6 +81,11 @@ class ResilienceConfig(_Strict):
 NO_RETRIES = RetryConfig(attempts=1)
 
 
+def _check_not_reserved(name: str) -> None:
+    if name == RESERVED_MODEL_PREFIX or name.startswith(RESERVED_MODEL_PREFIX + ":"):
+        raise ValueError(f"name {name!r} is reserved for the router")
+
+
 class _ModelBase(_Strict):
     name: ModelName
     params: float | None = Field(default=None, gt=0, description="parameter count")
@@ -96,8 +102,7 @@ class _ModelBase(_Strict):
 
     @model_validator(mode="after")
     def _name_not_reserved(self) -> _ModelBase:
-        if self.name == RESERVED_MODEL_PREFIX or self.name.startswith(RESERVED_MODEL_PREFIX + ":"):
-            raise ValueError(f"name {self.name!r} is reserved for the router")
+        _check_not_reserved(self.name)
         return self
 
 
@@ -131,6 +136,95 @@ class OpenAIModel(_ModelBase):
 
 
 ModelConfig = Annotated[LlamaCppModel | OpenAIModel, Field(discriminator="backend")]
+
+
+# -- routes: composites built from the fleet's models (backends/composite) -------------------
+MAX_ROUTE_SAMPLES = 32
+
+
+class _RouteBase(_Strict):
+    name: ModelName
+
+    @model_validator(mode="after")
+    def _name_not_reserved(self) -> _RouteBase:
+        _check_not_reserved(self.name)
+        return self
+
+    def member_names(self) -> list[tuple[str, str]]:
+        """(field path relative to the route, model name) of every model it is built from."""
+        raise NotImplementedError
+
+
+class PlanSolveTimeouts(_Strict):
+    planner: float = Field(default=30.0, gt=0, description="seconds for the plan; then it solves directly")
+    solver: float = Field(default=300.0, gt=0, description="seconds for the whole answer")
+
+
+class PlanSolveRoute(_RouteBase):
+    """A planner model writes a short numbered plan; a solver model follows it and answers."""
+
+    type: Literal["plan_solve"]
+    planner: ModelName
+    solver: ModelName
+    plan_max_tokens: int = Field(default=128, ge=8, le=4096, description="a longer plan is dropped")
+    max_steps: int = Field(default=8, ge=1, le=50, description="a plan with more steps is dropped")
+    planner_temperature: float = Field(default=0.0, ge=0, le=2)
+    planner_prompt: str | None = Field(default=None, min_length=1, description="may use {max_steps}")
+    solver_prompt: str | None = Field(default=None, min_length=1, description="must use {plan}")
+    timeouts: PlanSolveTimeouts = PlanSolveTimeouts()
+
+    @field_validator("solver_prompt")
+    @classmethod
+    def _solver_prompt_has_plan(cls, value: str | None) -> str | None:
+        if value is not None and "{plan}" not in value:
+            raise ValueError("must contain {plan}, where the plan goes")
+        return value
+
+    def member_names(self) -> list[tuple[str, str]]:
+        return [("planner", self.planner), ("solver", self.solver)]
+
+
+class DiverseSample(_Strict):
+    """``count`` samples from ``model``; seeds follow one another from ``seed`` when it is set."""
+
+    model: ModelName
+    count: int = Field(default=1, ge=1, le=MAX_ROUTE_SAMPLES)
+    temperature: float | None = Field(default=None, ge=0, le=2, description="default: the request's")
+    top_p: float | None = Field(default=None, ge=0, le=1, description="default: the request's")
+    seed: int | None = Field(default=None, description="default: the request's seed + the sample's position")
+
+
+class DiverseRoute(_RouteBase):
+    """Samples across models, temperatures and seeds; near-duplicates dropped; vote or n choices."""
+
+    type: Literal["diverse"]
+    samples: list[DiverseSample] = Field(min_length=1)
+    dedupe_threshold: float = Field(
+        default=0.95, gt=0, le=1, description="cosine similarity at which two samples are duplicates"
+    )
+    count_duplicates: bool = Field(
+        default=True, description="every sample votes; false: near-duplicates vote once"
+    )
+    timeout: float = Field(default=120.0, gt=0, description="seconds per sample, queueing included")
+
+    @field_validator("samples")
+    @classmethod
+    def _bounded(cls, value: list[DiverseSample]) -> list[DiverseSample]:
+        total = sum(sample.count for sample in value)
+        if total > MAX_ROUTE_SAMPLES:
+            raise ValueError(f"{total} samples in all; at most {MAX_ROUTE_SAMPLES}")
+        return value
+
+    @property
+    def sample_count(self) -> int:
+        return sum(sample.count for sample in self.samples)
+
+    def member_names(self) -> list[tuple[str, str]]:
+        return [(f"samples[{i}].model", sample.model) for i, sample in enumerate(self.samples)]
+
+
+RouteConfig = Annotated[PlanSolveRoute | DiverseRoute, Field(discriminator="type")]
+ROUTE_TYPES = ("plan_solve", "diverse")
 
 
 class RouterConfig(_Strict):
@@ -167,7 +261,7 @@ class Limits(_Strict):
 
 class FleetConfig(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
-    routes: list[dict[str, Any]] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
     router: RouterConfig = RouterConfig()
     request_log: RequestLogConfig = RequestLogConfig()
     limits: Limits = Limits()
@@ -195,6 +289,25 @@ class FleetConfig(_Strict):
                 raise ValueError(f"{where}: a model is listed twice")
         return self
 
+    @model_validator(mode="after")
+    def _routes_use_models(self) -> FleetConfig:
+        models = {model.name for model in self.models}
+        seen: set[str] = set()
+        for index, route in enumerate(self.routes):
+            where = f"routes[{index}]"
+            if route.name in models:
+                raise ValueError(f"{where}.name: {route.name!r} is already a model's name")
+            if route.name in seen:
+                raise ValueError(f"{where}.name: duplicate route name {route.name!r}")
+            seen.add(route.name)
+            for field, name in route.member_names():
+                if name not in models:
+                    raise ValueError(f"{where}.{field}: {name!r} is not a model of this fleet")
+        return self
+
+    def route(self, name: str) -> RouteConfig | None:
+        return next((route for route in self.routes if route.name == name), None)
+
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
     """``('models', 0, 'llama_cpp', 'gguf')`` -> ``models[0].gguf``."""
@@ -203,7 +316,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif isinstance(previous, int) and part in ("llama_cpp", "openai"):
+        elif isinstance(previous, int) and part in ("llama_cpp", "openai", *ROUTE_TYPES):
             pass  # the discriminator's tag, not a field
         else:
             path += f".{part}" if path else str(part)

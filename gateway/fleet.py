@@ -1,4 +1,4 @@
-"""The served fleet: each configured model's backend plus what the gateway needs to know of it."""
+"""The served fleet: every model's and route's backend, and what the gateway needs to know of it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from backends.base import Backend
+from backends.composite import Embed
 from backends.errors import ModelNotFound
 from backends.resilience import (
     CircuitBreaker,
@@ -17,6 +18,7 @@ from backends.resilience import (
     RetryPolicy,
     StreamTimeouts,
 )
+from gateway.composites import StaticEmbedding, build_route
 from gateway.config import FleetConfig, LlamaCppModel, ModelConfig, OpenAIModel, Price
 
 
@@ -77,11 +79,20 @@ def with_resilience(backend: Backend, config: ModelConfig) -> Backend:
 
 @dataclass(frozen=True, slots=True)
 class FleetMember:
+    """A model, or a route (a composite of models; ``owned_by`` is then its type, and its cost
+    is its inner calls' cost at their own models' prices)."""
+
     name: str
     backend: Backend
     price: Price
-    owned_by: str
+    owned_by: str  # llama_cpp, openai, or a route's type (plan_solve, diverse)
     fallbacks: tuple[str, ...] = ()  # from the fleet config: who answers, in order, when this one fails
+    composite: bool = False
+
+    @property
+    def max_choices(self) -> int:
+        """Choices one request may ask for (``n``): more than one only from a diverse route."""
+        return int(getattr(self.backend, "max_choices", 1))
 
     @property
     def context_length(self) -> int | None:
@@ -106,11 +117,17 @@ class Fleet:
 
     @classmethod
     def from_config(
-        cls, config: FleetConfig, backends: Mapping[str, Backend] | None = None, *, resilience: bool = True
+        cls,
+        config: FleetConfig,
+        backends: Mapping[str, Backend] | None = None,
+        *,
+        resilience: bool = True,
+        embed: Embed | None = None,
     ) -> Fleet:
         """Build every model's backend, wrapped as its ``resilience`` section says (unless
-        ``resilience=False``); ``backends`` overrides some by name (tests), and those are
-        wrapped too."""
+        ``resilience=False``), then every route's from those; ``backends`` overrides some models
+        by name (tests), and those are wrapped too. ``embed`` is the diverse routes' dedupe
+        embedding (default: the router's static embedding, loaded on first use)."""
         members = {}
         for model in config.models:
             backend = (backends or {}).get(model.name) or BACKEND_FACTORIES[model.backend](model)
@@ -118,6 +135,12 @@ class Fleet:
                 backend = with_resilience(backend, model)
             fallbacks = tuple(model.fallbacks)
             members[model.name] = FleetMember(model.name, backend, model.price, model.backend, fallbacks)
+        if config.routes:
+            models = {name: member.backend for name, member in members.items()}
+            embed = embed or StaticEmbedding()
+            for route in config.routes:
+                composite = build_route(route, models, embed)
+                members[route.name] = FleetMember(route.name, composite, Price(), route.type, composite=True)
         return cls(members)
 
     def __contains__(self, name: object) -> bool:
