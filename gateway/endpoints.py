@@ -17,7 +17,8 @@ from backends.errors import PayloadTooLarge, RequestError, SmallfleetError
 from backends.types import GenerationRequest, Health, SamplingParams
 from backends.types import Message as ChatTurn
 from gateway.auth import Unauthorized, bearer_key
-from gateway.config import ConfigError, FleetConfig
+from gateway.composites import member_names
+from gateway.config import ConfigError, FleetConfig, RouteConfig
 from gateway.errors import request_error_from_validation
 from gateway.keys import ApiKey, KeyStore, KeyTable, Limits
 from gateway.limits import InputLimits, Limiter
@@ -106,13 +107,31 @@ class Endpoints:
         self._reload_lock = asyncio.Lock()
 
     # -- completions ------------------------------------------------------
-    async def _answer(self, request: Request, model: str, question: str, started: float) -> Answer:
+    async def _answer(
+        self,
+        request: Request,
+        parsed: ChatCompletionRequest | CompletionRequest,
+        question: str,
+        started: float,
+    ) -> Answer:
         route, member, fallbacks = await self.gateway.choose(
-            model, question, request.headers.get(ALPHA_HEADER)
+            parsed.model, question, request.headers.get(ALPHA_HEADER), parsed.n
         )
         request.state.model = member.name
+        self.gateway.check_token_limit(member, parsed.token_limit)
+        self.gateway.check_choices(member, parsed.n)
         api_key_id = getattr(request.state, "api_key_id", None)
-        return Answer(request.state.request_id, route, member, question, started, fallbacks, api_key_id)
+        return Answer(
+            request.state.request_id,
+            route,
+            member,
+            question,
+            started,
+            fallbacks,
+            api_key_id,
+            n=parsed.n,
+            details=parsed.wants_details,
+        )
 
     async def chat_completions(self, request: Request) -> Any:
         try:
@@ -151,11 +170,11 @@ class Endpoints:
                 param="messages",
             )
         self._check_max_tokens(parsed)
-        answer = await self._answer(request, parsed.model, _last_user_text(parsed), started)
-        self.gateway.check_token_limit(answer.member, parsed.token_limit)
+        answer = await self._answer(request, parsed, _last_user_text(parsed), started)
         generation = GenerationRequest(
             messages=tuple(ChatTurn(m.role, m.text()) for m in parsed.messages),
             params=_sampling(parsed),
+            n=parsed.n,
         )
         return answer, generation, parsed
 
@@ -165,9 +184,8 @@ class Endpoints:
         started = time.perf_counter()
         parsed = parse(CompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
         self._check_max_tokens(parsed)
-        answer = await self._answer(request, parsed.model, parsed.prompt_text(), started)
-        self.gateway.check_token_limit(answer.member, parsed.token_limit)
-        generation = GenerationRequest(prompt=parsed.prompt_text(), params=_sampling(parsed))
+        answer = await self._answer(request, parsed, parsed.prompt_text(), started)
+        generation = GenerationRequest(prompt=parsed.prompt_text(), params=_sampling(parsed), n=parsed.n)
         return answer, generation, parsed
 
     def _check_max_tokens(self, parsed: ChatCompletionRequest | CompletionRequest) -> None:
@@ -194,6 +212,9 @@ class Endpoints:
 
     # -- models -----------------------------------------------------------
     def _model_json(self, name: str) -> dict[str, Any]:
+        route = self.config.route(name)
+        if route is not None:
+            return self._composite_json(route)
         model = next(m for m in self.config.models if m.name == name)
         return {
             "id": name,
@@ -204,6 +225,21 @@ class Endpoints:
             "params": model.params,
             "quant": model.quant,
             "context_length": self.gateway.fleet.get(name).context_length,
+        }
+
+    def _composite_json(self, route: RouteConfig) -> dict[str, Any]:
+        """A route of the fleet config (plan_solve, diverse): a model id like any other."""
+        member = self.gateway.fleet.get(route.name)
+        return {
+            "id": route.name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "smallfleet",
+            "backend": route.type,
+            "route": True,
+            "members": list(member_names(route)),
+            "max_choices": member.max_choices,
+            "context_length": member.context_length,
         }
 
     def _route_json(self, route: str, router: FleetRouter) -> dict[str, Any]:

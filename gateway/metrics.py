@@ -9,12 +9,22 @@ error tree (or ``unknown``), never from raw client input, so cardinality stays
 bounded whatever clients send. The per-key series' ``key`` label is a
 configured key's id, for the first :data:`MAX_KEY_LABELS` ids seen; later ones
 share the label ``other``.
+
+A route (a composite: plan_solve, diverse) is a fleet member like a model: its
+answers count under ``model`` = the route's name, with the tokens and cost of
+all its inner calls summed. The ``smallfleet_composite_*`` series break that
+down by inner model and step (``route`` = the route's name there), and report
+plan fallbacks, the distinct-sample ratio and the vote's agreement.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from backends.types import CompositeTrace
 
 # LLM latencies span milliseconds (a cached routing answer) to minutes (a long generation).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
@@ -22,6 +32,7 @@ TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
 UNKNOWN = "unknown"
 MAX_KEY_LABELS = 100
 OTHER_KEYS = "other"
+RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "MAX_KEY_LABELS", "OTHER_KEYS", "UNKNOWN"]
 
@@ -146,6 +157,45 @@ class GatewayMetrics:
         )
         self._key_labels: set[str] = set()
 
+        self.composite_calls = Counter(
+            "smallfleet_composite_calls",
+            "Inner calls of routes, by route, inner model, step and outcome (ok, or the error code).",
+            ["route", "model", "step", "outcome"],
+            registry=r,
+        )
+        self.composite_tokens = Counter(
+            "smallfleet_composite_tokens",
+            "Tokens of routes' inner calls, by route, inner model and direction.",
+            ["route", "model", "direction"],
+            registry=r,
+        )
+        self.composite_cost = Counter(
+            "smallfleet_composite_cost",
+            "Cost of routes' inner calls at each inner model's price, by route and inner model.",
+            ["route", "model"],
+            registry=r,
+        )
+        self.plan_fallbacks = Counter(
+            "smallfleet_composite_plan_fallbacks",
+            "plan_solve answers given without a plan, by route and reason.",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.distinct_ratio = Histogram(
+            "smallfleet_composite_distinct_ratio",
+            "diverse answers: distinct samples / successful samples.",
+            ["route"],
+            buckets=RATIO_BUCKETS,
+            registry=r,
+        )
+        self.vote_agreement = Histogram(
+            "smallfleet_composite_vote_agreement",
+            "diverse answers: the winning answer's share of the votes.",
+            ["route"],
+            buckets=RATIO_BUCKETS,
+            registry=r,
+        )
+
     def key_label(self, key_id: str) -> str:
         """``key_id`` for the first MAX_KEY_LABELS ids seen, ``other`` after that."""
         labels = self._key_labels
@@ -212,6 +262,24 @@ class GatewayMetrics:
             self.tokens.labels(route, model, "output").inc(completion_tokens)
         if cost:
             self.cost.labels(route, model, cluster or "none").inc(cost)
+
+    def observe_composite(self, *, route: str, trace: CompositeTrace, costs: Sequence[float]) -> None:
+        """A route's answer: each inner call (``costs`` in the same order) and the route's own figures."""
+        for call, cost in zip(trace.calls, costs, strict=True):
+            self.composite_calls.labels(route, call.model, call.step, call.error or "ok").inc()
+            if call.usage.prompt_tokens:
+                self.composite_tokens.labels(route, call.model, "input").inc(call.usage.prompt_tokens)
+            if call.usage.completion_tokens:
+                self.composite_tokens.labels(route, call.model, "output").inc(call.usage.completion_tokens)
+            if cost:
+                self.composite_cost.labels(route, call.model).inc(cost)
+        if trace.plan_fallback is not None:
+            self.plan_fallbacks.labels(route, trace.plan_fallback).inc()
+        if trace.distinct_ratio is not None:
+            self.distinct_ratio.labels(route).observe(trace.distinct_ratio)
+        agreement = trace.summary.get("agreement")
+        if isinstance(agreement, float | int):
+            self.vote_agreement.labels(route).observe(float(agreement))
 
     def observe_rejection(self, *, model: str | None, status: int, code: str) -> None:
         """A request refused before any model was asked (bad input, unknown model, ...)."""

@@ -50,6 +50,10 @@ def _completion(obj: str, choice: dict[str, Any]) -> dict[str, Any]:
             "model": {"type": "string"},
             "choices": {"type": "array", "minItems": 1, "items": choice},
             "usage": {"$ref": "#/components/schemas/Usage"},
+            "smallfleet": {
+                "type": "object",
+                "description": "a composite route's answer: what it did (docs/composite-routes.md)",
+            },
         },
     }
 

@@ -13,9 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from backends.types import Completion, StreamChunk, Usage
+from backends.types import Completion, CompositeTrace, InnerCall, StreamChunk, Usage
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+MAX_CHOICES = 32  # n; only a diverse route gives more than one (up to its sample count)
 
 
 class _Request(BaseModel):
@@ -50,10 +51,20 @@ class StreamOptions(_Request):
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
 
 
+class SmallfleetOptions(BaseModel):
+    """smallfleet's own request options, under ``"smallfleet"`` (the openai client's ``extra_body``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    details: bool = Field(
+        default=False,
+        description="a route's answer also carries its inner workings: the plan, votes, samples, calls",
+    )
+
+
 class _SamplingFields(_Request):
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
-    n: int = Field(default=1, ge=1, le=1)
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES, description="more than 1 only from a diverse route")
     seed: int | None = None
     stop: Stop = None
     stream: bool = False
@@ -61,6 +72,8 @@ class _SamplingFields(_Request):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     user: str | None = None
+    # -- smallfleet's extras --
+    smallfleet: SmallfleetOptions | None = None
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -70,6 +83,10 @@ class _SamplingFields(_Request):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def wants_details(self) -> bool:
+        return bool(self.smallfleet and self.smallfleet.details)
 
 
 class ChatCompletionRequest(_SamplingFields):
@@ -135,23 +152,64 @@ def usage_json(usage: Usage) -> dict[str, int]:
     }
 
 
-def completion_json(request_id: str, model: str, completion: Completion, *, chat: bool) -> dict[str, Any]:
-    """A whole answer: ``chat.completion`` for chat, ``text_completion`` otherwise."""
-    choice: dict[str, Any] = {"index": 0}
+def _choice(index: int, text: str, finish_reason: str, *, chat: bool) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": index}
     if chat:
-        choice["message"] = {"role": "assistant", "content": completion.text}
+        choice["message"] = {"role": "assistant", "content": text}
     else:
-        choice["text"] = completion.text
+        choice["text"] = text
     choice["logprobs"] = None
-    choice["finish_reason"] = completion.finish_reason
-    return {
+    choice["finish_reason"] = finish_reason
+    return choice
+
+
+def completion_json(
+    request_id: str,
+    model: str,
+    completion: Completion,
+    *,
+    chat: bool,
+    smallfleet: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A whole answer: ``chat.completion`` for chat, ``text_completion`` otherwise.
+
+    A route's answer carries ``smallfleet`` (see :func:`route_json`) and, with n > 1, its
+    further choices.
+    """
+    choices = [_choice(0, completion.text, completion.finish_reason, chat=chat)]
+    choices += [
+        _choice(i, c.text, c.finish_reason, chat=chat) for i, c in enumerate(completion.extra_choices, 1)
+    ]
+    payload = {
         "id": f"chatcmpl-{request_id}" if chat else f"cmpl-{request_id}",
         "object": "chat.completion" if chat else "text_completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [choice],
+        "choices": choices,
         "usage": usage_json(completion.usage),
     }
+    if smallfleet is not None:
+        payload["smallfleet"] = smallfleet
+    return payload
+
+
+def _call_json(call: InnerCall) -> dict[str, Any]:
+    return {
+        "model": call.model,
+        "step": call.step,
+        "usage": usage_json(call.usage),
+        "seconds": round(call.seconds, 6),
+        "error": call.error,
+    }
+
+
+def route_json(route: str, trace: CompositeTrace, *, details: bool) -> dict[str, Any]:
+    """The ``smallfleet`` field of a route's answer: always what the route is and its summary (a
+    plan fallback, the distinct-sample ratio); its inner workings only when the client asked."""
+    body: dict[str, Any] = {"route": route, "type": trace.kind, **trace.summary}
+    if details:
+        body["details"] = {**trace.details, "calls": [_call_json(call) for call in trace.calls]}
+    return body
 
 
 class ChunkWriter:
@@ -169,19 +227,23 @@ class ChunkWriter:
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {**self._base, "choices": choices, **extra}
 
-    def role(self) -> dict[str, Any]:
-        """The chat stream's first event, announcing the assistant role."""
+    def role(self, index: int = 0) -> dict[str, Any]:
+        """The chat stream's first event (of each choice), announcing the assistant role."""
         delta = {"role": "assistant", "content": ""}
-        return self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+        return self._event([{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}])
 
-    def chunk(self, chunk: StreamChunk) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0}
+    def chunk(
+        self, chunk: StreamChunk, index: int = 0, smallfleet: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": index}
         if self.chat:
             choice["delta"] = {"content": chunk.text} if chunk.text else {}
         else:
             choice["text"] = chunk.text
         choice["logprobs"] = None
         choice["finish_reason"] = chunk.finish_reason
+        if smallfleet is not None:
+            return self._event([choice], smallfleet=smallfleet)
         return self._event([choice])
 
     def usage(self, usage: Usage) -> dict[str, Any]:

@@ -12,17 +12,25 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive
 
-from backends.errors import BackendError, ContextLengthExceeded, ModelNotFound, Overloaded, SmallfleetError
-from backends.types import GenerationRequest, StreamChunk, Usage
+from backends.errors import (
+    BackendError,
+    ContextLengthExceeded,
+    ModelNotFound,
+    Overloaded,
+    RequestError,
+    SmallfleetError,
+)
+from backends.types import Completion, CompositeTrace, GenerationRequest, StreamChunk, Usage
 from gateway.errors import error_payload
 from gateway.fleet import Fleet, FleetMember
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import ChunkWriter, completion_json
+from gateway.protocol import ChunkWriter, completion_json, route_json
 from gateway.request_log import Feedback, FeedbackResult, RequestLog, RequestRecord
 from gateway.routing import FleetRouter, is_auto
 from gateway.sse import DONE_EVENT, ClientDisconnected, EventStreamResponse, sse_event, until_disconnect
@@ -31,6 +39,7 @@ JSON_MEDIA_TYPE = "application/json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"
 OUT_OF_DISTRIBUTION = "ood"
 MAX_FALLBACKS = 2
+PLAN_FALLBACK_HEADER = "x-smallfleet-plan-fallback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +74,25 @@ class Answer:
     fallbacks: tuple[str, ...] = ()  # who answers if ``member`` fails before sending anything
     api_key_id: str | None = None
     first_token_at: float | None = field(default=None)
+    n: int = 1  # choices asked for
+    details: bool = False  # the client asked for a route's inner workings
 
     @property
     def headers(self) -> dict[str, str]:
         return {"x-smallfleet-model": self.member.name, **self.route.headers()}
+
+    def headers_with(self, trace: CompositeTrace | None) -> dict[str, str]:
+        """The answer's headers, plus what a route's trace says before the body (a plan fallback)."""
+        headers = self.headers
+        if trace is not None and trace.plan_fallback is not None:
+            headers[PLAN_FALLBACK_HEADER] = trace.plan_fallback
+        return headers
+
+    def smallfleet_json(self, trace: CompositeTrace | None) -> dict[str, Any] | None:
+        """The ``smallfleet`` field of a route's answer (None for a model's)."""
+        if trace is None:
+            return None
+        return route_json(self.member.name, trace, details=self.details)
 
 
 class Gateway:
@@ -82,9 +106,10 @@ class Gateway:
 
     # -- choosing ---------------------------------------------------------
     async def choose(
-        self, model: str, question: str, alpha_header: str | None
+        self, model: str, question: str, alpha_header: str | None, n: int = 1
     ) -> tuple[Route, FleetMember, tuple[str, ...]]:
-        """Who answers ``model``: itself, or the router's pick for ``auto`` (with the runners-up)."""
+        """Who answers ``model``: itself, or the router's pick for ``auto`` (with the runners-up);
+        for n > 1 the router picks among members that give that many choices, if any."""
         if not is_auto(model):
             member = self.fleet.get(model)
             return Route(model), member, member.fallbacks
@@ -96,7 +121,8 @@ class Gateway:
             )
         alpha = router.alpha_for(model, alpha_header)
         started = time.perf_counter()
-        available = {m.name for m in self.fleet if m.available}  # the router skips open circuits
+        # The router skips open circuits, and members that cannot give n choices.
+        available = {m.name for m in self.fleet if m.available and m.max_choices >= n}
         decision = await router.decide(question, alpha, available)
         cluster = OUT_OF_DISTRIBUTION if decision.out_of_distribution else str(decision.cluster)
         self.metrics.observe_decision(
@@ -118,14 +144,40 @@ class Gateway:
                 param="max_tokens",
             )
 
+    def check_choices(self, member: FleetMember, n: int) -> None:
+        if n > member.max_choices:
+            if member.max_choices == 1:
+                reason = f"{member.name!r} gives one choice per request (only a diverse route gives more)"
+            else:
+                reason = f"route {member.name!r} draws {member.max_choices} samples, so no more choices"
+            raise RequestError(f"n is {n}, but {reason}", param="n")
+
     # -- accounting -------------------------------------------------------
+    def _call_costs(self, trace: CompositeTrace) -> list[float]:
+        """Each inner call of a route at its own model's price."""
+        costs = []
+        for call in trace.calls:
+            price = self.fleet.get(call.model).price if call.model in self.fleet else None
+            costs.append(price.cost(call.usage.prompt_tokens, call.usage.completion_tokens) if price else 0.0)
+        return costs
+
     def _record(
-        self, answer: Answer, status: int, usage: Usage | None = None, code: str | None = None
+        self,
+        answer: Answer,
+        status: int,
+        usage: Usage | None = None,
+        code: str | None = None,
+        trace: CompositeTrace | None = None,
     ) -> None:
         usage = usage or Usage()
         seconds = time.perf_counter() - answer.started
-        cost = answer.member.price.cost(usage.prompt_tokens, usage.completion_tokens)
         route, model = answer.route, answer.member.name
+        if trace is not None:
+            costs = self._call_costs(trace)
+            cost = sum(costs)
+            self.metrics.observe_composite(route=model, trace=trace, costs=costs)
+        else:
+            cost = answer.member.price.cost(usage.prompt_tokens, usage.completion_tokens)
         self.metrics.observe_answer(
             route=route.name,
             model=model,
@@ -215,7 +267,7 @@ class Gateway:
         self, answer: Answer, failed: FleetMember, needs_longer_context: bool
     ) -> FleetMember | None:
         def fits(member: FleetMember) -> bool:
-            if not member.available or member.name == failed.name:
+            if not member.available or member.name == failed.name or member.max_choices < answer.n:
                 return False
             if not needs_longer_context:
                 return True
@@ -227,26 +279,40 @@ class Gateway:
                 answer.fallbacks = answer.fallbacks[index + 1 :]
                 return member
         if needs_longer_context:
-            longer = sorted((m for m in self.fleet if fits(m)), key=lambda m: m.context_length or 0)
+            # Only models: a route costs several calls, so it answers only when asked for by name.
+            models = (m for m in self.fleet if not m.composite and fits(m))
+            longer = sorted(models, key=lambda m: m.context_length or 0)
             if longer:
                 answer.fallbacks = ()
                 return longer[0]
         return None
 
     async def _respond_whole(self, answer: Answer, request: GenerationRequest, receive: Receive) -> Response:
+        completion = await self._whole(answer, request, receive)
+        trace = completion.trace
+        payload = completion_json(
+            answer.request_id,
+            answer.member.name,
+            completion,
+            chat=request.is_chat,
+            smallfleet=answer.smallfleet_json(trace),
+        )
+        self._record(answer, 200, completion.usage, trace=trace)
+        return Response(orjson.dumps(payload), media_type=JSON_MEDIA_TYPE, headers=answer.headers_with(trace))
+
+    async def _whole(self, answer: Answer, request: GenerationRequest, receive: Receive) -> Completion:
         in_flight = self.metrics.backend_in_flight.labels(answer.member.name)
         in_flight.inc()
         try:
-            completion = await until_disconnect(answer.member.backend.chat(request), receive)
+            return await until_disconnect(answer.member.backend.chat(request), receive)
         finally:
             in_flight.dec()
-        payload = completion_json(answer.request_id, answer.member.name, completion, chat=request.is_chat)
-        self._record(answer, 200, completion.usage)
-        return Response(orjson.dumps(payload), media_type=JSON_MEDIA_TYPE, headers=answer.headers)
 
     async def _respond_stream(
         self, answer: Answer, request: GenerationRequest, receive: Receive, include_usage: bool
     ) -> EventStreamResponse:
+        if answer.n > 1:
+            return await self._respond_choices_stream(answer, request, receive, include_usage)
         chunks = answer.member.backend.stream_chat(request)
         in_flight = self.metrics.backend_in_flight.labels(answer.member.name)
         in_flight.inc()  # the stream's end (in _events) takes it back
@@ -257,12 +323,49 @@ class Gateway:
             in_flight.dec()
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
+        self._first_token(answer)
+        events = self._events(answer, first, chunks, request.is_chat, include_usage)
+        return EventStreamResponse(events, answer.headers_with(first.trace))
+
+    def _first_token(self, answer: Answer) -> None:
         answer.first_token_at = time.perf_counter()
         self.metrics.time_to_first_token.labels(answer.route.name, answer.member.name).observe(
             answer.first_token_at - answer.started
         )
-        events = self._events(answer, first, chunks, request.is_chat, include_usage)
-        return EventStreamResponse(events, answer.headers)
+
+    async def _respond_choices_stream(
+        self, answer: Answer, request: GenerationRequest, receive: Receive, include_usage: bool
+    ) -> EventStreamResponse:
+        """n > 1 (a diverse route): the choices exist only once the samples are voted on, so the
+        whole answer is made first and then sent as a stream, one choice after another."""
+        completion = await self._whole(answer, request, receive)
+        self._first_token(answer)
+        events = self._choice_events(answer, completion, request.is_chat, include_usage)
+        return EventStreamResponse(events, answer.headers_with(completion.trace))
+
+    async def _choice_events(
+        self, answer: Answer, completion: Completion, chat: bool, include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        writer = ChunkWriter(answer.request_id, answer.member.name, chat=chat)
+        choices = [(completion.text, completion.finish_reason)]
+        choices += [(c.text, c.finish_reason) for c in completion.extra_choices]
+        status: int = CLIENT_CLOSED_REQUEST
+        try:
+            for index, (text, finish) in enumerate(choices):
+                if chat:
+                    yield sse_event(writer.role(index))
+                if text:
+                    yield sse_event(writer.chunk(StreamChunk(text), index))
+                last = index == len(choices) - 1
+                metadata = answer.smallfleet_json(completion.trace) if last else None
+                yield sse_event(writer.chunk(StreamChunk("", finish), index, metadata))
+            if include_usage:
+                yield sse_event(writer.usage(completion.usage))
+            status = 200
+            yield DONE_EVENT
+        finally:
+            code = None if status == 200 else "client_closed_request"
+            self._record(answer, status, completion.usage, code, completion.trace)
 
     async def _events(
         self,
@@ -273,17 +376,18 @@ class Gateway:
         include_usage: bool,
     ) -> AsyncIterator[bytes]:
         writer = ChunkWriter(answer.request_id, answer.member.name, chat=chat)
-        status, usage = CLIENT_CLOSED_REQUEST, None
+        status, usage, trace = CLIENT_CLOSED_REQUEST, None, None
         code: str | None = "client_closed_request"
         try:
             if chat:
                 yield sse_event(writer.role())
             chunk = first
             while True:
-                yield sse_event(writer.chunk(chunk))
                 if chunk.finish_reason is not None:
-                    usage = chunk.usage
+                    usage, trace = chunk.usage, chunk.trace
+                    yield sse_event(writer.chunk(chunk, smallfleet=answer.smallfleet_json(trace)))
                     break
+                yield sse_event(writer.chunk(chunk))
                 next_chunk = await anext(chunks, None)
                 chunk = next_chunk if next_chunk is not None else _missing_final_chunk(answer)
             if include_usage and usage is not None:
@@ -298,7 +402,7 @@ class Gateway:
         finally:
             self.metrics.backend_in_flight.labels(answer.member.name).dec()
             await chunks.aclose()  # type: ignore[attr-defined]
-            self._record(answer, status, usage, code)
+            self._record(answer, status, usage, code, trace)
 
 
 def _missing_final_chunk(answer: Answer) -> StreamChunk:
