@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from backends.base import Backend
+from backends.types import Completion
 from router._errors import DataError
 
 EVALUABLE_BACKENDS = ("llama_cpp", "openai")
@@ -29,6 +30,8 @@ class EvalModel:
 
     ``price_input``/``price_output`` are the config's cost units per 1M tokens; ``in_process``
     says whether generation runs in this process (then its CPU time is the model's compute).
+    A route (a composite of models) has no price of its own: ``member_prices`` holds its
+    members' (input, output) prices by name, and each answer costs its inner calls at those.
     """
 
     name: str
@@ -40,9 +43,22 @@ class EvalModel:
     price_input: float = 0.0
     price_output: float = 0.0
     in_process: bool = False
+    member_prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def config_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (self.price_input * prompt_tokens + self.price_output * completion_tokens) / 1e6
+
+    def completion_cost(self, completion: Completion) -> float:
+        """The configured cost of an answer: a route's inner calls each at its own model's price."""
+        trace = completion.trace
+        if trace is None or not self.member_prices:
+            return self.config_cost(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+        cost = 0.0
+        for call in trace.calls:
+            price_input, price_output = self.member_prices.get(call.model, (0.0, 0.0))
+            usage = call.usage
+            cost += (price_input * usage.prompt_tokens + price_output * usage.completion_tokens) / 1e6
+        return cost
 
 
 FleetLoader = Callable[[Path | None], list[EvalModel]]

@@ -138,7 +138,7 @@ async def _ask(
     return QueryResult(
         item.id, item.task, item.question, points, note, seconds, cpu_seconds,
         usage.prompt_tokens, usage.completion_tokens, completion.finish_reason,
-        model.config_cost(usage.prompt_tokens, usage.completion_tokens),
+        model.completion_cost(completion),
     )
 
 
