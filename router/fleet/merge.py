@@ -227,7 +227,9 @@ def _describe(run: ModelRun) -> str:
 
 def sources_markdown(merged: Merged) -> str:
     """The list of merged chunks, and the tasks a model was not evaluated on."""
-    lines = ["", f"Merged from {len(merged.sources)} runs:", *(f"- {source}" for source in merged.sources)]
+    count = len(merged.sources)
+    lines = ["", f"Merged from {count} run{'' if count == 1 else 's'}:"]
+    lines += [f"- {source}" for source in merged.sources]
     benchmarks = merged.settings["benchmarks"]
     for run in merged.runs:
         missing = [task for task in benchmarks if task not in {r.task for r in run.results}]

@@ -143,10 +143,18 @@ def _choice_lines(choice: Choice, plan: Plan) -> list[str]:
         lines.append(f"  cost/query against {primary.name}: {costs}")
     lines.append(f"  why: {choice.reason}")
     if c.peak_memory_bytes and c.eval_context:
-        peak, kv_cache = c.peak_memory_bytes, c.kv_bytes_per_token * c.eval_context
-        lines.append(f"  peak in fleet eval {_mb(peak)} at context {c.eval_context} = weights + KV cache "
-                     f"{_mb(kv_cache)} + {_mb(peak - c.file_bytes - kv_cache)} more")
+        lines.append(_peak_line(c, f.overhead_source == "measured"))
     return lines
+
+
+def _peak_line(c: Candidate, measured: bool) -> str:
+    peak, context = c.peak_memory_bytes or 0, c.eval_context or 0
+    kv_cache = c.kv_bytes_per_token * context
+    if measured:
+        return (f"  overhead: the peak fleet eval measured, {_mb(peak)} at context {context}, "
+                f"minus weights and that context's KV cache ({_mb(kv_cache)})")
+    return (f"  fleet eval measured a peak of {_mb(peak)} at context {context}: weights + "
+            f"KV cache {_mb(kv_cache)} + {_mb(peak - c.file_bytes - kv_cache)}")
 
 
 def _alternative_lines(plan: Plan) -> list[str]:

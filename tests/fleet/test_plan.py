@@ -216,7 +216,10 @@ def test_text_explains_the_choice() -> None:
     assert "Tasks: mmlu -> qwen2.5-coder-1.5b-q2_k, gsm8k -> qwen2.5-coder-0.5b" in text
     assert "Total 1,712 MB of 1,800 MB; 88 MB free." in text
     assert "The model with more parameters, at lower precision, is ahead on 3 of 3 tasks." in text
-    assert "peak in fleet eval 1,003 MB at context 4096 = weights + KV cache 117 MB + 133 MB more" in text
+    assert "fleet eval measured a peak of 1,003 MB at context 4096: weights + KV cache 117 MB + 133 MB" in text
+    measured = render_text(_plan(GOOD_Q2, "1.8GB", overhead=None))
+    assert "overhead 133 MB (measured)" in measured
+    assert "overhead: the peak fleet eval measured, 1,003 MB at context 4096, minus weights" in measured
     assert "Not chosen:\n  qwen2.5-coder-1.5b: fits, but" in text and "\nRule: Footprint = GGUF weights" in text
     assert "at higher precision, is ahead on 3 of 3" in render_text(_plan(BASE, "800MB"))
 
