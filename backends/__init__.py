@@ -1,8 +1,9 @@
 """Backends: where completions come from.
 
 One :class:`Backend` protocol; an in-process llama.cpp backend, an
-OpenAI-compatible HTTP backend, and a fake for tests. This package imports
-neither ``gateway`` nor ``router``.
+OpenAI-compatible HTTP backend, composites built from other backends
+(:mod:`backends.composite`: plan_solve, diverse), and a fake for tests. This
+package imports neither ``gateway`` nor ``router``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from backends.errors import (
     SmallfleetError,
 )
 from backends.types import (
+    Choice,
     Completion,
+    CompositeTrace,
     GenerationRequest,
     Health,
+    InnerCall,
     Message,
     SamplingParams,
     StreamChunk,
@@ -36,12 +40,15 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
+    "Choice",
     "CircuitOpen",
     "Completion",
+    "CompositeTrace",
     "ContentPolicyViolation",
     "ContextLengthExceeded",
     "GenerationRequest",
     "Health",
+    "InnerCall",
     "Message",
     "ModelNotFound",
     "Overloaded",
