@@ -392,8 +392,8 @@ def make_plan(candidates: Sequence[Candidate], settings: Settings) -> Plan:
                      _primary_reason(primary, members, settings), members[0], loss)]
     for helper in helpers:
         served = tuple(t for t in tasks if owner[t] is helper)
-        reason = (f"within {settings.max_loss:g} of {primary.name} at a lower cost per query "
-                  f"on {', '.join(served)}")
+        reason = (f"at most {settings.max_loss:g} below {primary.name} on {', '.join(served)}, "
+                  "at a lower cost per query")
         chosen.append(Choice(helper, settings.footprint(helper), "helper", served, reason))
     rejected = [
         Rejection(c.name, _helper_reason(c, primary, settings, tasks, left) if c in pool else reasons[c.name])

@@ -49,6 +49,7 @@ def parse_size(text: str) -> int:
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
+    """The table's entries, tasks in the order of its benchmarks."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -58,7 +59,8 @@ def read_table(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(document, dict) or not isinstance(document.get("table"), list):
         raise DataError(f"{path}: not a fleet eval table.json")
-    return list(document["table"])
+    order = {task: n for n, task in enumerate(document.get("benchmarks") or [])}
+    return sorted(document["table"], key=lambda entry: order.get(entry.get("task"), len(order)))
 
 
 def fleet_facts(names: list[str], fleet_loader: FleetLoader, config: Path | None) -> dict[str, ModelFacts]:
@@ -117,7 +119,7 @@ def _mb(value: float) -> str:
 
 def _params(c: Candidate) -> str:
     size = f"{c.params / 1e9:.2f}B params" if c.params else "params unknown"
-    bits = f", {c.bits_per_param:.2f} bits/param (file size)" if c.bits_per_param else ""
+    bits = f", {c.bits_per_param:.2f} file bits/param" if c.bits_per_param else ""
     return f"{size}, {c.quant or 'quant unknown'}{bits}"
 
 
@@ -173,6 +175,8 @@ def _alternative_lines(plan: Plan) -> list[str]:
         f"  {pairs}; {means}",
         f"  The model with more parameters, at {'lower' if lower else 'higher'} precision, "
         f"is ahead on {wins} of {len(shared)} tasks.",
+        *([f"  Note: {alt.name} has the higher mean accuracy in less memory; the rule prefers parameters, "
+           "this measurement does not."] if alt.mean_accuracy() > primary.mean_accuracy() else []),
     ]
 
 

@@ -212,6 +212,7 @@ def test_text_explains_the_choice() -> None:
     assert "footprint 1,020 MB = weights 753 MB + KV cache 117 MB + overhead 150 MB (fixed)" in text
     assert "minus qwen2.5-coder-1.5b (Q4_K_M): mmlu -0.010  gsm8k -0.010  humaneval -0.010" in text
     assert "qwen2.5-coder-0.5b  helper: gsm8k" in text
+    assert "why: at most 0.02 below qwen2.5-coder-1.5b-q2_k on gsm8k, at a lower cost per query" in text
     assert "cost/query against qwen2.5-coder-1.5b-q2_k: gsm8k 3e-05 vs 7e-05" in text
     assert "Tasks: mmlu -> qwen2.5-coder-1.5b-q2_k, gsm8k -> qwen2.5-coder-0.5b" in text
     assert "Total 1,712 MB of 1,800 MB; 88 MB free." in text
@@ -240,10 +241,34 @@ def test_json_has_the_same_content() -> None:
     json.dumps(document)
 
 
-def _write_table(tmp_path: Path, entries: list[dict[str, Any]]) -> Path:
+def _write_table(tmp_path: Path, entries: list[dict[str, Any]], benchmarks: list[str] | None = None) -> Path:
     path = tmp_path / "table.json"
-    path.write_text(json.dumps({"rates": {}, "benchmarks": [], "limit": 200, "seed": 0, "table": entries}))
+    document = {"rates": {}, "benchmarks": benchmarks or [], "limit": 200, "seed": 0, "table": entries}
+    path.write_text(json.dumps(document))
     return path
+
+
+# What the first two chunks of the real run measured: Q2_K loses HumanEval to the 0.5B.
+Q2_AGAINST_05B = {
+    "qwen2.5-coder-0.5b": {"humaneval": 0.543, "mmlu": 0.265},
+    "qwen2.5-coder-1.5b-q2_k": {"humaneval": 0.335, "mmlu": 0.335},
+}
+
+
+def test_the_rule_prefers_parameters_and_the_output_says_when_the_measurement_does_not() -> None:
+    text = render_text(_plan(Q2_AGAINST_05B, "1.6GB"))
+    assert "qwen2.5-coder-1.5b-q2_k  primary: humaneval, mmlu" in text
+    assert "is ahead on 1 of 2 tasks" in text
+    assert "Note: qwen2.5-coder-0.5b has the higher mean accuracy in less memory" in text
+    # with room for both, the 0.5B takes HumanEval (it is better there, and cheaper)
+    plan = _plan(Q2_AGAINST_05B, "1.8GB")
+    assert plan.assignment == {"humaneval": "qwen2.5-coder-0.5b", "mmlu": "qwen2.5-coder-1.5b-q2_k"}
+
+
+def test_cli_lists_tasks_in_the_order_of_the_benchmarks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = str(_write_table(tmp_path, _table(BASE), ["gsm8k", "humaneval", "mmlu"]))
+    assert main(["plan", "--memory", "1.6GB", "--table", table]) == 0
+    assert "primary: gsm8k, humaneval, mmlu" in capsys.readouterr().out
 
 
 def test_cli_text_json_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
