@@ -10,8 +10,9 @@ written, by replaying every chunk's per-query records through the same report fu
   (router/fleet/benchmarks.py), and each chunk's rows.json must agree with it, so a chunk made
   from other data is refused rather than merged under the wrong question;
 - a (model, item id) answered twice is an error unless the two records are identical;
-- per model, file size, params, quant and KV-cache shape must agree across chunks; peak memory
-  and load time are the largest seen (a single run holds the model through every benchmark);
+- per model, file size, params, quant, context, KV-cache shape and whether it ran in process
+  must agree across chunks; peak memory and load time are the largest seen (a single run holds
+  the model through every benchmark);
 - the table is recomputed from the queries, and each query's measured cost is recomputed with
   the model's merged peak memory, as a single run would have charged it.
 """
@@ -33,7 +34,7 @@ from router.fleet.report import CostRates, training_rows, write_outputs
 from router.fleet.runner import ModelRun, QueryResult
 
 ItemLoader = Callable[[Sequence[str], int | None, int], list[BenchmarkItem]]
-_SAME_ACROSS_CHUNKS = ("file_bytes", "params", "quant", "context_length")
+_SAME_ACROSS_CHUNKS = ("file_bytes", "params", "quant", "context_length", "in_process")
 _SHAPE_FIELDS = ("n_layer", "n_head_kv", "head_dim", "kv_bytes_per_token")
 
 
@@ -122,18 +123,30 @@ def _shape(facts: dict[str, Any]) -> KvShape | None:
 
 
 def _replayed_model(name: str, params: float | None, quant: str | None, in_process: bool) -> EvalModel:
-    """A model as the report code sees it. A replayed run is never asked anything: no backend.
-
-    In-process (CPU time is its compute) exactly when it has a GGUF, as every fleet loader builds it.
-    """
+    """A model as the report code sees it. A replayed run is never asked anything: no backend."""
     return EvalModel(name, cast(Backend, None), params=params, quant=quant, in_process=in_process)
 
 
-def _empty_run(model: str, entry: dict[str, Any]) -> ModelRun:
+def _in_process(entry: dict[str, Any], queries: Sequence[dict[str, Any]], rates: dict[str, float]) -> bool:
+    """Whether the model ran in process (its CPU time is its compute): from the table, or else
+    from which compute reproduces the measured cost the chunk recorded (tables before the field)."""
+    if entry.get("in_process") is not None:
+        return bool(entry["in_process"])
+    memory_gb = (entry.get("peak_memory_bytes") or entry.get("file_bytes") or 0) / 1e9
+    for query in queries:
+        if query["cpu_seconds"] != query["seconds"]:
+            held = memory_gb * query["seconds"] * rates["gb_second"]
+            as_cpu = query["cpu_seconds"] * rates["cpu_second"] + held
+            as_wall = query["seconds"] * rates["cpu_second"] + held
+            return abs(query["measured_cost"] - as_cpu) <= abs(query["measured_cost"] - as_wall)
+    return entry.get("file_bytes") is not None
+
+
+def _empty_run(model: str, entry: dict[str, Any], in_process: bool) -> ModelRun:
     """A chunk's run of ``model`` before its queries are replayed: the footprint from its table entry."""
     file_bytes = entry.get("file_bytes")
     return ModelRun(
-        _replayed_model(model, entry.get("params"), entry.get("quant"), file_bytes is not None),
+        _replayed_model(model, entry.get("params"), entry.get("quant"), in_process),
         load_seconds=float(entry.get("load_seconds") or 0.0), file_bytes=file_bytes,
         peak_memory_bytes=entry.get("peak_memory_bytes"), kv_shape=_shape(entry),
         context_length=entry.get("context_length"),
@@ -159,7 +172,8 @@ def _chunk_runs(output: EvalOutput, items: dict[str, tuple[int, BenchmarkItem]])
         if query["id"] not in items or items[query["id"]][1].task != query["task"]:
             raise DataError(f"{output.path}: item {query['id']!r} is not in the installed benchmark data")
         if model not in runs:
-            runs[model] = _empty_run(model, facts[model])
+            mine = [q for q in output.queries if q["model"] == model]
+            runs[model] = _empty_run(model, facts[model], _in_process(facts[model], mine, output.settings[2]))
         runs[model].results.append(_result(query, items[query["id"]][1]))
     if training_rows(list(runs.values())) != output.rows:
         raise DataError(
@@ -170,7 +184,7 @@ def _chunk_runs(output: EvalOutput, items: dict[str, tuple[int, BenchmarkItem]])
 
 
 def _fact(run: ModelRun, key: str) -> Any:
-    return getattr(run.model, key) if key in ("params", "quant") else getattr(run, key)
+    return getattr(run.model, key) if key in ("params", "quant", "in_process") else getattr(run, key)
 
 
 def _merge_model(name: str, chunks: list[tuple[Path, ModelRun]], order: dict[str, int]) -> ModelRun:
@@ -179,7 +193,7 @@ def _merge_model(name: str, chunks: list[tuple[Path, ModelRun]], order: dict[str
              for key in _SAME_ACROSS_CHUNKS}
     peaks = [run.peak_memory_bytes for _, run in chunks if run.peak_memory_bytes is not None]
     merged = ModelRun(
-        _replayed_model(name, facts["params"], facts["quant"], chunks[0][1].model.in_process),
+        _replayed_model(name, facts["params"], facts["quant"], facts["in_process"]),
         load_seconds=max(run.load_seconds for _, run in chunks),
         file_bytes=facts["file_bytes"],
         peak_memory_bytes=max(peaks, default=None),

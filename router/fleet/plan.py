@@ -200,7 +200,7 @@ def candidates_from_table(
         per_token = first.get("kv_bytes_per_token") or (known.kv_bytes_per_token if known else None)
         context = first.get("context_length") or (known.context_length if known else None)
         if first.get("file_bytes") is None:
-            skipped.append(Rejection(name, "no GGUF size in the table (a remote model): memory unknown"))
+            skipped.append(Rejection(name, "no GGUF of its own (a remote model or a route): not planned"))
             continue
         if per_token is None:
             skipped.append(Rejection(name, "no KV-cache shape in the table or from its GGUF"))

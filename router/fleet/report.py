@@ -93,6 +93,7 @@ def table(runs: Sequence[ModelRun], rates: CostRates = CostRates()) -> list[dict
                 "load_seconds": run.load_seconds,
                 "params": run.model.params,
                 "quant": run.model.quant,
+                "in_process": run.model.in_process,
                 **architecture_fields(run),
                 "config_cost_per_query": _mean(r.config_cost for r in results),
                 "measured_cost_per_query": _mean(measured_cost(run, r, rates) for r in results),

@@ -122,6 +122,24 @@ def test_merged_table_takes_the_largest_peak_and_keeps_the_kv_shape(
     assert (entry["n_layer"], entry["kv_bytes_per_token"], entry["context_length"]) == (24, 12_288, 4096)
 
 
+def test_a_route_runs_in_process_without_a_gguf_even_in_tables_from_before_the_field(
+    tmp_path: Path, items: list[BenchmarkItem]
+) -> None:
+    route = _run("route", items, local=False, peak=1_200_000_000)
+    route.model = replace(route.model, in_process=True)  # its members are llama.cpp models
+    single = _write(tmp_path / "single", [route], BENCHMARKS)
+    parts = [_write(tmp_path / "mh", [_subset(route, "mmlu", "humaneval")], ["mmlu", "humaneval"]),
+             _write(tmp_path / "g", [_subset(route, "gsm8k")], ["gsm8k"])]
+    for part in parts:  # as fleet eval wrote table.json before it recorded in_process
+        document = json.loads((part / "table.json").read_text())
+        for entry in document["table"]:
+            del entry["in_process"]
+        (part / "table.json").write_text(json.dumps(document))
+    merge_directories(parts, tmp_path / "merged")
+    assert _files(tmp_path / "merged") == _files(single)
+    assert json.loads((single / "table.json").read_text())["table"][0]["in_process"] is True
+
+
 def test_a_model_missing_a_task_is_named(chunks: tuple[list[Path], Path], tmp_path: Path) -> None:
     text = merge_directories([chunks[0][0], chunks[0][2]], tmp_path / "merged")
     assert "- a was not evaluated on gsm8k" in text
