@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -154,10 +155,8 @@ class Managed:
         self._log.close()
 
     def _signal(self, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)  # its own session: the child and its workers
-        except ProcessLookupError:
-            pass
 
 
 def start_stub(python: str, log_dir: Path, cpus: str | None, timeout: float = 20.0

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import signal
 import sys
@@ -403,10 +404,8 @@ async def serve(cfg: StubConfig, host: str, port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # non-POSIX
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-POSIX
-            pass
     async with server:
         await stop.wait()
 
@@ -440,10 +439,8 @@ def main(argv: list[str] | None = None) -> None:
         _install_uvloop()
     cfg = StubConfig(model=args.model, answer=args.answer, delay_ms=args.delay_ms,
                      chunk_delay_ms=args.chunk_delay_ms)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(cfg, args.host, args.port))
-    except KeyboardInterrupt:  # pragma: no cover
-        pass
     sys.exit(0)
 
 

@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 # Real servers the tests start: PostgreSQL (request log) and Prometheus (dashboards), Debian packages.
 ./scripts/postgres_for_tests.sh
 ./scripts/prometheus_for_tests.sh >/dev/null
-.venv/bin/ruff check gateway backends tests
+.venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"
