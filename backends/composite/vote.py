@@ -3,9 +3,10 @@
 Pure functions over the successful samples (in the order they were asked for), no I/O:
 
 - **duplicates**: a sample duplicates an earlier distinct one when their normalized texts are
-  equal, or their embeddings' cosine similarity reaches the threshold, unless both commit to a
-  definite final answer (a number, a letter) and those differ: two solutions that read alike but
-  end on different numbers are different answers.
+  equal, or their embeddings' cosine similarity reaches the threshold, unless their final answers
+  differ: two definite answers (a number, a letter) that differ, or a definite answer and none.
+  Two solutions that read alike but end on different numbers are different answers, and a sample
+  that commits to an answer never merges into one that does not (its vote would be lost).
 - **groups**: samples with the same definite answer form one group; a sample without one
   (free text) forms a group with its own duplicates.
 - **votes**: every sample votes for its group (self-consistency: samples that agree are
@@ -93,7 +94,8 @@ def find_duplicates(
 
 
 def _different_answers(a: FinalAnswer, b: FinalAnswer) -> bool:
-    return a.definite and b.definite and a != b
+    """Whether two answers cannot be duplicates: both free text is no difference, else any is."""
+    return (a.definite or b.definite) and a != b
 
 
 def ballot(

@@ -64,3 +64,13 @@ def test_ranking_puts_the_winner_first_then_finished_answers_before_truncated_on
     result = ballot(candidates, None, 0.95)
     assert result.ranked == (1, 0, 2)
     assert result.distinct == 3
+
+
+def test_a_sample_with_a_number_never_merges_into_one_without_so_its_vote_is_not_lost():
+    # The first sample commits to no answer; two more read like it (one embedding) but end on 7.
+    candidates = _candidates("let me think about it", "let me think about it: 7", "let me think about it, 7")
+    alike = unit_rows([[1, 0], [1, 0], [1, 0]], 3)
+    result = ballot(candidates, alike, 0.95)
+    assert result.duplicate_of == (None, None, 1)  # the 7s merge with each other, not with the free text
+    assert result.votes == {"sample 0": 1, "7": 2}
+    assert result.winner == "7" and result.ranked[0] == 1
