@@ -28,12 +28,20 @@ _LETTER_PATTERNS = (
 )
 
 
+# A lower-case "a" followed by a word is the article ("the answer is a total of 8"), not option A.
+_ARTICLE_FOLLOWS = re.compile(r"\s+[a-z]")
+
+
 def extract_letter(text: str) -> str | None:
     """The option letter (A-D) an answer commits to, or None if it names none."""
     for pattern in _LETTER_PATTERNS:
-        matches = pattern.findall(text)
+        matches = [
+            match.group(1)
+            for match in pattern.finditer(text)
+            if not (match.group(1) == "a" and _ARTICLE_FOLLOWS.match(text, match.end(1)))
+        ]
         if matches:
-            return str(matches[-1]).upper()
+            return matches[-1].upper()
     return None
 
 

@@ -74,3 +74,17 @@ def test_a_sample_with_a_number_never_merges_into_one_without_so_its_vote_is_not
     assert result.duplicate_of == (None, None, 1)  # the 7s merge with each other, not with the free text
     assert result.votes == {"sample 0": 1, "7": 2}
     assert result.winner == "7" and result.ranked[0] == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("So the answer is a total of 8 apples.", "number", "8"),  # 'a' is the article, not option A
+        ("The answer is a bit more than 7, namely 7.5", "number", "7.5"),
+        ("I think the answer is b", "letter", "B"),
+        ("The answer is a.", "letter", "A"),
+        ("The answer is A because it is smallest.", "letter", "A"),
+    ],
+)
+def test_the_article_a_after_answer_is_is_no_letter(text, kind, value):
+    assert final_answer(text) == FinalAnswer(kind, value)
