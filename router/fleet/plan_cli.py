@@ -36,6 +36,7 @@ from router.fleet.plan import (
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "docs" / "fleet-eval-results" / "table.json"
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_ENTRY_KEYS = ("model", "task", "accuracy", "n")  # what every table entry needs (plan.candidates_from_table)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
@@ -59,6 +60,12 @@ def read_table(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(document, dict) or not isinstance(document.get("table"), list):
         raise DataError(f"{path}: not a fleet eval table.json")
+    for index, entry in enumerate(document["table"]):
+        if not isinstance(entry, dict):
+            raise DataError(f"{path}: table[{index}] is not an object")
+        missing = [key for key in _ENTRY_KEYS if entry.get(key) is None]
+        if missing:
+            raise DataError(f"{path}: table[{index}] has no {', '.join(missing)}")
     order = {task: n for n, task in enumerate(document.get("benchmarks") or [])}
     return sorted(document["table"], key=lambda entry: order.get(entry.get("task"), len(order)))
 

@@ -302,3 +302,19 @@ def test_cli_reads_the_kv_shape_from_the_fleet_ggufs(
     [model] = json.loads(capsys.readouterr().out)["models"]
     assert model["footprint"]["kv_cache"] == KVSMOL * 4096 and model["eval_context"] == 1024
     assert model["footprint"]["overhead"] == 250_000_000 - KVSMOL * 1024
+
+
+@pytest.mark.parametrize(
+    ("entries", "needle"),
+    [
+        ([{"model": "m", "task": "mmlu", "n": 10}], "table[0] has no accuracy"),
+        ([{"task": "mmlu", "n": 10, "accuracy": 0.5}], "table[0] has no model"),
+        (["not an entry"], "table[0] is not an object"),
+    ],
+)
+def test_cli_a_malformed_table_is_an_error_naming_the_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], entries: list[Any], needle: str
+) -> None:
+    table = str(_write_table(tmp_path, entries))
+    assert main(["plan", "--memory", "1GB", "--table", table]) == 2
+    assert needle in capsys.readouterr().err
