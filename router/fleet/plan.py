@@ -324,9 +324,12 @@ def _assign(
 ) -> dict[str, Candidate]:
     """Task -> model: the primary, except where a smaller model matches it at a lower cost (greedy)."""
     owner = dict.fromkeys(tasks, primary)
-    left = settings.budget - settings.footprint(primary).total
     remaining = list(pool)
     while True:
+        # Memory left beside the primary and the helpers still serving a task (one whose tasks
+        # were all taken over by a cheaper helper is no longer in the plan).
+        serving = dict.fromkeys([primary, *owner.values()])
+        left = settings.budget - sum(settings.footprint(c).total for c in serving)
         gains = {
             c.name: [t for t in tasks
                      if _matches(c, primary, t, settings.max_loss) and _cheaper(c, owner[t], t)]
@@ -339,7 +342,6 @@ def _assign(
         helper = ranked[0]
         owner.update(dict.fromkeys(gains[helper.name], helper))
         remaining.remove(helper)
-        left -= settings.footprint(helper).total
 
 
 def _helper_reason(c: Candidate, primary: Candidate, settings: Settings, tasks: list[str], left: int) -> str:

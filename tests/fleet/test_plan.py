@@ -318,3 +318,20 @@ def test_cli_a_malformed_table_is_an_error_naming_the_entry(
     table = str(_write_table(tmp_path, entries))
     assert main(["plan", "--memory", "1GB", "--table", table]) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_a_helper_whose_tasks_are_taken_over_gives_its_memory_back() -> None:
+    from router.fleet.plan import Candidate
+
+    def model(name: str, params: float, size: int, accuracy: dict[str, float], cost: dict[str, float]) -> Candidate:
+        return Candidate(name, params, "Q4_0", size, 0, accuracy, cost=cost)
+
+    tasks = {"t1": 0.5, "t2": 0.5, "t3": 0.5}
+    primary = model("p", 10, 1000, tasks, {"t1": 10, "t2": 10, "t3": 10})
+    first = model("h1", 5, 100, {**tasks, "t3": 0.0}, {"t1": 5, "t2": 5, "t3": 5})
+    cheaper = model("h2", 4, 200, {**tasks, "t3": 0.0}, {"t1": 1, "t2": 1, "t3": 1})  # takes t1, t2 from h1
+    third = model("h3", 3, 150, {"t1": 0.0, "t2": 0.0, "t3": 0.5}, {"t1": 1, "t2": 1, "t3": 1})
+    plan = make_plan([primary, first, cheaper, third], Settings(1350, context=1, overhead=0))
+    # h1 ends up serving nothing, so its 100 bytes are free again and h3 (150) fits next to p and h2
+    assert plan.assignment == {"t1": "h2", "t2": "h2", "t3": "h3"}
+    assert plan.total <= 1350
