@@ -370,6 +370,11 @@ def load_fleet(path: str | Path) -> FleetConfig:
 
 
 def default_fleet() -> FleetConfig:
-    """The embedded default fleet: small GGUF models shipped by PyPI packages."""
-    text = importlib.resources.files("gateway").joinpath("default_fleet.yaml").read_text()
-    return parse_fleet(yaml.safe_load(text), source="embedded default fleet")
+    """The embedded default fleet: small GGUF models shipped by PyPI packages.
+
+    Relative paths in it (the router artifact) are relative to the gateway package, so the
+    fleet's router, shipped in router/artifacts/, is found in a checkout and an install alike.
+    """
+    package = importlib.resources.files("gateway")
+    text = package.joinpath("default_fleet.yaml").read_text()
+    return parse_fleet(yaml.safe_load(text), base_dir=Path(str(package)), source="embedded default fleet")
