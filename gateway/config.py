@@ -303,7 +303,23 @@ class FleetConfig(_Strict):
             for field, name in route.member_names():
                 if name not in models:
                     raise ValueError(f"{where}.{field}: {name!r} is not a model of this fleet")
+            if isinstance(route, DiverseRoute):
+                self._samples_fit_queues(route, where)
         return self
+
+    def _samples_fit_queues(self, route: DiverseRoute, where: str) -> None:
+        """A diverse route sends its samples at once: an in-process model must be able to queue
+        them all (one running plus ``max_queue`` waiting), or some fail with 429 on an idle server."""
+        wanted: dict[str, int] = {}
+        for sample in route.samples:
+            wanted[sample.model] = wanted.get(sample.model, 0) + sample.count
+        for model in self.models:
+            if isinstance(model, LlamaCppModel) and wanted.get(model.name, 0) > model.max_queue + 1:
+                raise ValueError(
+                    f"{where}.samples: {wanted[model.name]} samples of {model.name!r}, which holds at "
+                    f"most {model.max_queue + 1} requests at once (max_queue {model.max_queue}); raise its "
+                    "max_queue or draw fewer"
+                )
 
     def route(self, name: str) -> RouteConfig | None:
         return next((route for route in self.routes if route.name == name), None)

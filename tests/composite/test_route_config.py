@@ -76,3 +76,14 @@ def test_the_fleet_builds_routes_from_its_members_resilient_backends():
 def test_the_default_fleet_declares_one_route_of_each_type():
     config = default_fleet()
     assert [(r.name, r.type) for r in config.routes] == [("plan-solve-0.5b", "plan_solve"), ("vote-0.5b", "diverse")]
+
+
+def test_a_diverse_route_cannot_ask_an_in_process_model_for_more_than_it_queues():
+    local = {"name": "local", "backend": "llama_cpp", "gguf": "/nonexistent.gguf", "max_queue": 2}
+    many = {"name": "many", "type": "diverse", "samples": [
+        {"model": "local", "temperature": 0.0, "count": 1}, {"model": "local", "temperature": 0.7, "count": 3},
+    ]}
+    with pytest.raises(ConfigError, match=r"routes\[0\].samples: 4 samples of 'local', which holds at most 3"):
+        parse_fleet({"models": [local], "routes": [many]})
+    many["samples"][1]["count"] = 2
+    assert parse_fleet({"models": [local], "routes": [many]}).route("many").sample_count == 3
