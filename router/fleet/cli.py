@@ -86,6 +86,8 @@ def _add_router(commands: Any) -> None:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the manifest (0: none)")
     p.add_argument("--clusters", type=int, default=DEFAULT_CLUSTERS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--default-alpha", metavar="PRESET",
+                   help="the preset plain `auto` uses: quality (default), balanced or cheap")
     p.set_defaults(func=_guarded(run_fleet_router))
 
 
@@ -98,7 +100,8 @@ def run_fleet_router(args: argparse.Namespace) -> int:
 
     artifact = build_fleet_router(
         args.results, args.out, models=args.models, cost=args.cost, folds=args.folds,
-        clusters=args.clusters, seed=args.seed, progress=_progress(time.monotonic()),
+        clusters=args.clusters, seed=args.seed, default_alpha=args.default_alpha,
+        progress=_progress(time.monotonic()),
     )
     if artifact.manifest.get("cv"):
         print_cv_summary(artifact.manifest)

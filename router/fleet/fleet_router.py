@@ -110,14 +110,34 @@ def build_fleet_router(
     folds: int = 5,
     clusters: int = DEFAULT_CLUSTERS,
     seed: int = 0,
+    default_alpha: str | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Artifact:
-    """Train the router artifact of a fleet from its evaluation in ``results``; write it to ``out``."""
+    """Train the router artifact of a fleet from its evaluation in ``results``; write it to ``out``.
+
+    ``default_alpha`` names the preset (``quality``, ``balanced``, ``cheap``: chosen by
+    cross-validation) that plain ``model: "auto"`` uses; by default the trainer's, pure quality.
+    """
     from router.train import train
 
     rows, prices, tasks = write_training_inputs(results, out / "training", models, cost)
     progress(f"training on {rows} with {cost} costs ({prices})")
-    return train(
+    artifact = train(
         rows, prices, out, tasks=tasks, folds=folds,
         config=FitConfig(seed=seed, n_clusters=clusters), progress=progress,
     )
+    if default_alpha is not None:
+        artifact = _set_default_alpha(out, artifact, default_alpha)
+    return artifact
+
+
+def _set_default_alpha(out: Path, artifact: Artifact, preset: str) -> Artifact:
+    from router.artifact import MANIFEST, load_artifact
+
+    presets = artifact.manifest["alpha"]["presets"]
+    if preset not in presets:
+        raise DataError(f"default alpha must name a preset ({', '.join(presets)}), not {preset!r}")
+    manifest = {**artifact.manifest, "alpha": {**artifact.manifest["alpha"], "default": presets[preset],
+                                               "default_preset": preset}}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return load_artifact(out)

@@ -83,3 +83,13 @@ def test_the_cli_writes_an_artifact_and_its_training_inputs(tmp_path, capsys):
     assert load_router(out).models == ["big", "small"]
     assert main(["fleet", "router", "--results", str(tmp_path), "--out", str(out)]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_preset_can_become_what_plain_auto_uses(tmp_path):
+    (tmp_path / "eval").mkdir()
+    results = _results(tmp_path / "eval")
+    artifact = build_fleet_router(results, tmp_path / "r", folds=2, clusters=4, default_alpha="cheap")
+    assert artifact.manifest["alpha"]["default"] == artifact.manifest["alpha"]["presets"]["cheap"]
+    assert load_router(tmp_path / "r").default_alpha == artifact.manifest["alpha"]["presets"]["cheap"]
+    with pytest.raises(DataError, match="must name a preset"):
+        build_fleet_router(results, tmp_path / "r2", folds=2, clusters=4, default_alpha="fast")
