@@ -55,11 +55,11 @@ def add_fleet_commands(subparsers: Any, fleet_loader: FleetLoader | None = None)
     from router.cli import _guarded
 
     p.set_defaults(func=_guarded(run_fleet_eval))
-    _add_report(commands)
+    _add_report(commands, fleet_loader)
     _add_router(commands)
 
 
-def _add_report(commands: Any) -> None:
+def _add_report(commands: Any, fleet_loader: FleetLoader | None) -> None:
     from router.cli import _guarded
 
     p = commands.add_parser(
@@ -68,7 +68,9 @@ def _add_report(commands: Any) -> None:
     p.add_argument("--runs", type=Path, nargs="+", required=True, metavar="DIR",
                    help="fleet eval output directories (same seed, limit and rates)")
     p.add_argument("--out", type=Path, required=True, help="directory for the merged files")
-    p.set_defaults(func=_guarded(run_fleet_report))
+    p.add_argument("--config", type=Path,
+                   help="the evaluated fleet: fills in a KV-cache shape and context the runs lack")
+    p.set_defaults(func=_guarded(run_fleet_report), fleet_loader=fleet_loader or load_fleet_yaml)
 
 
 def _add_router(commands: Any) -> None:
@@ -112,7 +114,8 @@ def run_fleet_router(args: argparse.Namespace) -> int:
 def run_fleet_report(args: argparse.Namespace) -> int:
     from router.fleet.merge import merge_directories
 
-    print(merge_directories(args.runs, args.out))
+    fleet = args.fleet_loader(args.config) if args.config else None
+    print(merge_directories(args.runs, args.out, fleet=fleet))
     return 0
 
 

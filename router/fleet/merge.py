@@ -257,10 +257,39 @@ def write_merged(merged: Merged, out: Path) -> str:
     return write_outputs(out, merged.runs, merged.rates, merged.settings, sources_markdown(merged))
 
 
-def merge_directories(runs: Sequence[Path], out: Path, load_items: ItemLoader = load_benchmarks) -> str:
-    """`smallfleet fleet report`: merge the eval outputs ``runs`` into ``out``; the table.md text."""
+def fill_architecture(merged: Merged, models: Sequence[EvalModel]) -> list[str]:
+    """Give runs recorded before tables carried it the KV-cache shape and context of ``models``
+    (the evaluated fleet, read from their GGUF headers); the names filled in."""
+    from backends.gguf_meta import read_kv_shape
+    from backends.gguf_store import resolve_gguf
+
+    by_name = {model.name: model for model in models}
+    filled = []
+    for run in merged.runs:
+        model = by_name.get(run.model.name)
+        if model is None or model.gguf is None or (run.kv_shape and run.context_length):
+            continue
+        run.kv_shape = run.kv_shape or read_kv_shape(resolve_gguf(model.gguf, model.sha256))
+        run.context_length = run.context_length or model.backend.context_length
+        filled.append(run.model.name)
+    return filled
+
+
+def merge_directories(
+    runs: Sequence[Path],
+    out: Path,
+    load_items: ItemLoader = load_benchmarks,
+    fleet: Sequence[EvalModel] | None = None,
+) -> str:
+    """`smallfleet fleet report`: merge the eval outputs ``runs`` into ``out``; the table.md text.
+
+    With ``fleet`` (the evaluated fleet's models), a model whose runs lack the KV-cache shape or
+    context gets them from its GGUF, so `smallfleet plan` can read the table on its own.
+    """
     resolved_out = out.resolve()
     if any(path.resolve() == resolved_out for path in runs):
         raise DataError(f"--out {out} is one of the --runs; write the merge elsewhere")
     merged = merge([read_output(path) for path in runs], load_items)
+    if fleet is not None:
+        fill_architecture(merged, fleet)
     return write_merged(merged, out)

@@ -215,3 +215,21 @@ def test_cli(chunks: tuple[list[Path], Path], tmp_path: Path, capsys: pytest.Cap
     assert _files(out) == _files(chunks[1])
     assert main(["fleet", "report", "--runs", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "no table.json" in capsys.readouterr().err
+
+
+def test_a_table_from_before_the_kv_fields_gets_them_from_the_evaluated_fleets_gguf(
+    tmp_path: Path, items: list[BenchmarkItem], smollm2_gguf: str
+) -> None:
+    from backends.gguf_meta import read_kv_shape
+    from backends.llama_cpp import LlamaCppBackend
+
+    old = replace(_run("a", items), kv_shape=None, context_length=None)
+    chunk = _write(tmp_path / "old", [old], BENCHMARKS)
+    backend = LlamaCppBackend("a", smollm2_gguf, context_length=2048)
+    fleet = [EvalModel("a", cast(Backend, backend), gguf=smollm2_gguf, in_process=True)]
+    merge_directories([chunk], tmp_path / "filled", fleet=fleet)
+    entry = json.loads((tmp_path / "filled" / "table.json").read_text())["table"][0]
+    assert entry["kv_bytes_per_token"] == read_kv_shape(smollm2_gguf).kv_bytes_per_token
+    assert entry["context_length"] == 2048
+    merge_directories([chunk], tmp_path / "unfilled")
+    assert json.loads((tmp_path / "unfilled" / "table.json").read_text())["table"][0]["kv_bytes_per_token"] is None
