@@ -30,4 +30,4 @@ first=$!
 chunks qwen2.5-coder-1.5b-q2_k:mmlu,humaneval qwen2.5-coder-1.5b:mmlu,humaneval \
     qwen2.5-coder-1.5b-q2_k:gsm8k qwen2.5-coder-1.5b:gsm8k &
 wait "$first" && wait $!
-.venv/bin/smallfleet fleet report --runs "$RUNS"/*/ --out "$OUT"
+.venv/bin/smallfleet fleet report --runs "$RUNS"/*/ --out "$OUT" --config "$CONFIG"
