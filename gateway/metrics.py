@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from backends.types import CompositeTrace
+from backends.types import CompositeTrace, InnerCall
 
 # LLM latencies span milliseconds (a cached routing answer) to minutes (a long generation).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
@@ -265,14 +265,7 @@ class GatewayMetrics:
 
     def observe_composite(self, *, route: str, trace: CompositeTrace, costs: Sequence[float]) -> None:
         """A route's answer: each inner call (``costs`` in the same order) and the route's own figures."""
-        for call, cost in zip(trace.calls, costs, strict=True):
-            self.composite_calls.labels(route, call.model, call.step, call.error or "ok").inc()
-            if call.usage.prompt_tokens:
-                self.composite_tokens.labels(route, call.model, "input").inc(call.usage.prompt_tokens)
-            if call.usage.completion_tokens:
-                self.composite_tokens.labels(route, call.model, "output").inc(call.usage.completion_tokens)
-            if cost:
-                self.composite_cost.labels(route, call.model).inc(cost)
+        self.observe_inner_calls(route=route, calls=trace.calls, costs=costs)
         if trace.plan_fallback is not None:
             self.plan_fallbacks.labels(route, trace.plan_fallback).inc()
         if trace.distinct_ratio is not None:
@@ -280,6 +273,17 @@ class GatewayMetrics:
         agreement = trace.summary.get("agreement")
         if isinstance(agreement, float | int):
             self.vote_agreement.labels(route).observe(float(agreement))
+
+    def observe_inner_calls(self, *, route: str, calls: Sequence[InnerCall], costs: Sequence[float]) -> None:
+        """A route's inner calls (``costs`` in the same order), whether the route answered or failed."""
+        for call, cost in zip(calls, costs, strict=True):
+            self.composite_calls.labels(route, call.model, call.step, call.error or "ok").inc()
+            if call.usage.prompt_tokens:
+                self.composite_tokens.labels(route, call.model, "input").inc(call.usage.prompt_tokens)
+            if call.usage.completion_tokens:
+                self.composite_tokens.labels(route, call.model, "output").inc(call.usage.completion_tokens)
+            if cost:
+                self.composite_cost.labels(route, call.model).inc(cost)
 
     def observe_rejection(self, *, model: str | None, status: int, code: str) -> None:
         """A request refused before any model was asked (bad input, unknown model, ...)."""

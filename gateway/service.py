@@ -10,7 +10,7 @@ beyond the backend call; the request log's writes are queued, not awaited.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from backends.errors import (
     RequestError,
     SmallfleetError,
 )
-from backends.types import Completion, CompositeTrace, GenerationRequest, StreamChunk, Usage
+from backends.types import Completion, CompositeTrace, GenerationRequest, InnerCall, StreamChunk, Usage
 from gateway.errors import error_payload
 from gateway.fleet import Fleet, FleetMember
 from gateway.metrics import GatewayMetrics
@@ -76,6 +76,8 @@ class Answer:
     first_token_at: float | None = field(default=None)
     n: int = 1  # choices asked for
     details: bool = False  # the client asked for a route's inner workings
+    spent: Usage = field(default_factory=Usage)  # inner calls of routes that failed on it
+    spent_cost: float = 0.0  # what those calls cost; its record adds both
 
     @property
     def headers(self) -> dict[str, str]:
@@ -153,13 +155,25 @@ class Gateway:
             raise RequestError(f"n is {n}, but {reason}", param="n")
 
     # -- accounting -------------------------------------------------------
-    def _call_costs(self, trace: CompositeTrace) -> list[float]:
+    def _call_costs(self, calls: Sequence[InnerCall]) -> list[float]:
         """Each inner call of a route at its own model's price."""
         costs = []
-        for call in trace.calls:
+        for call in calls:
             price = self.fleet.get(call.model).price if call.model in self.fleet else None
             costs.append(price.cost(call.usage.prompt_tokens, call.usage.completion_tokens) if price else 0.0)
         return costs
+
+    def _charge_failure(self, answer: Answer, failure: SmallfleetError) -> None:
+        """A route failed on ``answer``: its inner calls that ran still count, under the route in
+        the composite metrics, and in the answer's record (whoever answers it in the end)."""
+        calls = failure.inner_calls
+        if not calls:
+            return
+        costs = self._call_costs(calls)
+        self.metrics.observe_inner_calls(route=answer.member.name, calls=calls, costs=costs)
+        for call in calls:
+            answer.spent = answer.spent + call.usage
+        answer.spent_cost += sum(costs)
 
     def _record(
         self,
@@ -169,15 +183,17 @@ class Gateway:
         code: str | None = None,
         trace: CompositeTrace | None = None,
     ) -> None:
+        """Account for ``answer`` once it is over, with what failed routes spent on it first."""
         usage = usage or Usage()
         seconds = time.perf_counter() - answer.started
         route, model = answer.route, answer.member.name
         if trace is not None:
-            costs = self._call_costs(trace)
+            costs = self._call_costs(trace.calls)
             cost = sum(costs)
             self.metrics.observe_composite(route=model, trace=trace, costs=costs)
         else:
             cost = answer.member.price.cost(usage.prompt_tokens, usage.completion_tokens)
+        usage, cost = usage + answer.spent, cost + answer.spent_cost
         self.metrics.observe_answer(
             route=route.name,
             model=model,
@@ -244,6 +260,7 @@ class Gateway:
             self._record(answer, CLIENT_CLOSED_REQUEST, code="client_closed_request")
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         except SmallfleetError as exc:
+            self._charge_failure(answer, exc)
             self._record(answer, exc.status_code, code=exc.code or exc.error_type)
             raise
 
@@ -252,12 +269,14 @@ class Gateway:
 
         A member's declared ``fallbacks`` (or the router's runner-ups) are tried in order,
         skipping open circuits; a prompt too long for the failed member goes to the first one
-        with a longer context, from that chain or else from the whole fleet.
+        with a longer context, from that chain or else from the whole fleet. A failed route's
+        inner calls are charged to the answer here; without a successor, the caller charges them.
         """
         failed = answer.member
         successor = self._successor(answer, failed, isinstance(failure, ContextLengthExceeded))
         if successor is None:
             return False
+        self._charge_failure(answer, failure)
         answer.member = successor
         self.metrics.errors.labels(answer.route.name, failed.name, failure.code or failure.error_type).inc()
         self.metrics.fallbacks.labels(answer.route.name, failed.name, successor.name).inc()
@@ -397,6 +416,7 @@ class Gateway:
         except SmallfleetError as exc:
             # Headers are sent: the failure becomes an error event, and the stream still ends.
             status, code = exc.status_code, exc.code or exc.error_type
+            self._charge_failure(answer, exc)
             yield sse_event(error_payload(exc)[1])
             yield DONE_EVENT
         finally:

@@ -186,16 +186,20 @@ class DiverseBackend:
             return None, f"text (embedding failed: {type(exc).__name__}: {exc})"
 
     def _all_failed(self, results: list[CallResult]) -> SmallfleetError:
+        """The route's failure, carrying its samples' calls (``inner_calls``) for the gateway to count."""
         errors = [r.error for r in results if r.error is not None]
         summary = "; ".join(f"{r.call.model}: {r.error.message}" for r in results if r.error is not None)
         message = f"route {self.name!r}: all {len(results)} samples failed: {summary}"
         kinds = {type(e) for e in errors}
+        failure: SmallfleetError
         if len(kinds) == 1:
             first = errors[0]
-            same = type(first)(message, param=first.param, retry_after=first.retry_after)
-            same.retryable = first.retryable
-            return same
-        return BackendError(message)
+            failure = type(first)(message, param=first.param, retry_after=first.retry_after)
+            failure.retryable = first.retryable
+        else:
+            failure = BackendError(message)
+        failure.inner_calls = tuple(r.call for r in results)
+        return failure
 
     def _trace(
         self,

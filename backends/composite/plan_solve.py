@@ -7,7 +7,8 @@ the composite's answer: streamed chunk by chunk, after the planner has finished.
 
 A plan that is unusable (the planner failed or timed out, wrote nothing, wrote no steps, or wrote
 too many or ran out of tokens) is dropped and the solver answers the original request directly;
-the trace says why (``plan_fallback``). A solver failure is the answer's failure. Nothing of the
+the trace says why (``plan_fallback``). A solver failure is the answer's failure; its error
+carries the calls made so far (``inner_calls``), so the plan is still charged. Nothing of the
 plan reaches the answer's text; the trace carries it for clients that ask.
 """
 
@@ -20,7 +21,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from backends.base import Backend
-from backends.composite.calls import call_member, close_stream, member_available, next_before
+from backends.composite.calls import (
+    call_member,
+    close_stream,
+    error_code,
+    failure_with_calls,
+    member_available,
+    next_before,
+)
 from backends.errors import ContextLengthExceeded, SmallfleetError
 from backends.types import (
     Completion,
@@ -184,7 +192,7 @@ class PlanSolveBackend:
             calls.append(result.call)
         if result.completion is None:
             assert result.error is not None
-            raise result.error
+            raise failure_with_calls(result.error, (plan.call, *calls)) from result.error
         trace = self._trace(plan, *calls)
         answer = result.completion
         return Completion(answer.text, answer.finish_reason, trace.usage, trace=trace)
@@ -215,6 +223,9 @@ class PlanSolveBackend:
                 chunk = await self._next(chunks, deadline)
             trace = self._trace(plan, *failed, self._solver_call(chunk.usage or Usage(), started))
             yield StreamChunk(chunk.text, chunk.finish_reason, trace.usage, trace=trace)
+        except SmallfleetError as exc:
+            solver = self._solver_call(Usage(), started, error_code(exc))
+            raise failure_with_calls(exc, (plan.call, *failed, solver)) from exc
         finally:
             await close_stream(chunks)
 
