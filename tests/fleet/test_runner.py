@@ -104,7 +104,7 @@ def test_minimal_yaml_reader(tmp_path: Path) -> None:
     assert [m.name for m in models] == ["local", "remote"]
     assert models[0].gguf == str(tmp_path / "m.gguf") and models[0].in_process and models[0].params == 1e6
     assert models[0].price_input == 1.0 and not models[1].in_process
-    assert [m.name for m in load_fleet_yaml(None)] == ["smollm2-135m", "qwen2.5-coder-0.5b"]
+    assert [m.name for m in load_fleet_yaml(None)] == ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
 
 
 def test_gateway_loader_builds_the_same_models() -> None:

@@ -15,10 +15,10 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_default_fleet_serves_smollm2_and_qwen_coder():
+def test_default_fleet_serves_smollm2_and_two_qwen_coders():
     fleet = default_fleet()
     names = [m.name for m in fleet.models]
-    assert names == ["smollm2-135m", "qwen2.5-coder-0.5b"]
+    assert names == ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
     assert all(isinstance(m, LlamaCppModel) and m.gguf.startswith("packaged:") for m in fleet.models)
 
 
