@@ -88,8 +88,8 @@ def _add_router(commands: Any) -> None:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the manifest (0: none)")
     p.add_argument("--clusters", type=int, default=DEFAULT_CLUSTERS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--default-alpha", metavar="PRESET",
-                   help="the preset plain `auto` uses: quality (default), balanced or cheap")
+    p.add_argument("--default-alpha", metavar="PRESET|ALPHA",
+                   help="what plain `auto` uses: quality (default), balanced, cheap, or 0..1")
     p.set_defaults(func=_guarded(run_fleet_router))
 
 

@@ -115,8 +115,8 @@ def build_fleet_router(
 ) -> Artifact:
     """Train the router artifact of a fleet from its evaluation in ``results``; write it to ``out``.
 
-    ``default_alpha`` names the preset (``quality``, ``balanced``, ``cheap``: chosen by
-    cross-validation) that plain ``model: "auto"`` uses; by default the trainer's, pure quality.
+    ``default_alpha`` is what plain ``model: "auto"`` uses: a preset's name (``quality``,
+    ``balanced``, ``cheap``: chosen by cross-validation) or a number 0..1; by default pure quality.
     """
     from router.train import train
 
@@ -131,13 +131,16 @@ def build_fleet_router(
     return artifact
 
 
-def _set_default_alpha(out: Path, artifact: Artifact, preset: str) -> Artifact:
+def _set_default_alpha(out: Path, artifact: Artifact, preset: str) -> Artifact:  # preset: a name or 0..1
     from router.artifact import MANIFEST, load_artifact
 
     presets = artifact.manifest["alpha"]["presets"]
-    if preset not in presets:
-        raise DataError(f"default alpha must name a preset ({', '.join(presets)}), not {preset!r}")
-    manifest = {**artifact.manifest, "alpha": {**artifact.manifest["alpha"], "default": presets[preset],
-                                               "default_preset": preset}}
+    try:
+        alpha = float(presets[preset]) if preset in presets else float(preset)
+    except ValueError:
+        alpha = -1.0
+    if not 0.0 <= alpha <= 1.0:
+        raise DataError(f"default alpha must name a preset ({', '.join(presets)}) or be 0..1, not {preset!r}")
+    manifest = {**artifact.manifest, "alpha": {**artifact.manifest["alpha"], "default": alpha}}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return load_artifact(out)

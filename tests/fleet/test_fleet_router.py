@@ -91,5 +91,8 @@ def test_a_preset_can_become_what_plain_auto_uses(tmp_path):
     artifact = build_fleet_router(results, tmp_path / "r", folds=2, clusters=4, default_alpha="cheap")
     assert artifact.manifest["alpha"]["default"] == artifact.manifest["alpha"]["presets"]["cheap"]
     assert load_router(tmp_path / "r").default_alpha == artifact.manifest["alpha"]["presets"]["cheap"]
-    with pytest.raises(DataError, match="must name a preset"):
-        build_fleet_router(results, tmp_path / "r2", folds=2, clusters=4, default_alpha="fast")
+    assert build_fleet_router(results, tmp_path / "r3", folds=2, clusters=4, default_alpha="0.8").manifest[
+        "alpha"]["default"] == 0.8
+    for wrong in ("fast", "1.5"):
+        with pytest.raises(DataError, match="must name a preset"):
+            build_fleet_router(results, tmp_path / "r2", folds=2, clusters=4, default_alpha=wrong)
