@@ -65,3 +65,22 @@ def test_smollm2_chats_and_metrics_count_it(default_gateway, openai_client):
     assert answer.choices[0].message.content
     metrics = httpx.get(default_gateway + "/metrics").text
     assert 'smallfleet_requests_total{model="smollm2-135m",route="smollm2-135m",status="200"}' in metrics
+
+
+def test_auto_sends_kinds_of_questions_where_the_fleets_own_router_says(default_gateway, openai_client):
+    """A fresh `smallfleet serve` routes `auto` with the artifact trained on the fleet's own eval."""
+    from gateway.config import default_fleet
+    from router.routing import load_router
+    from tests.routing_examples import KINDS
+
+    expected = load_router(default_fleet().router.artifact)
+    client = openai_client(default_gateway)
+    chosen = {}
+    for kind, question in KINDS.items():
+        response = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": question}], max_tokens=1
+        )
+        chosen[kind] = response.headers["x-smallfleet-model"]
+        assert response.parse().model == chosen[kind]
+        assert chosen[kind] == expected.route(question).model, kind
+    assert len(set(chosen.values())) >= 2, chosen
