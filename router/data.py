@@ -151,7 +151,11 @@ def word_count(question: str) -> int:
     return len(question.split())
 
 
+def estimated_tokens(questions: Sequence[str]) -> np.ndarray:
+    """The benchmark's token estimate of each question: 1.3 * words + 256."""
+    return np.array([TOKENS_PER_WORD * word_count(q) + PROMPT_OVERHEAD_TOKENS for q in questions])
+
+
 def query_costs(questions: Sequence[str], prices: np.ndarray) -> np.ndarray:
-    """Cost of each question on each model: price * (1.3 * words + 256) / 1e6."""
-    tokens = np.array([TOKENS_PER_WORD * word_count(q) + PROMPT_OVERHEAD_TOKENS for q in questions])
-    return tokens[:, None] * np.asarray(prices, dtype=np.float64)[None, :] / 1e6
+    """Cost of each question on each model: price * estimated tokens / 1e6."""
+    return estimated_tokens(questions)[:, None] * np.asarray(prices, dtype=np.float64)[None, :] / 1e6

@@ -76,6 +76,19 @@ def choose_alpha(report: CVReport, cost_fraction: float) -> float:
     return max(fitting)[1] if fitting else 0.0
 
 
+def resolve_default_alpha(choice: str | None, presets: dict[str, float]) -> float:
+    """What plain ``auto`` uses: a preset's name, a number 0..1, or (None) pure quality."""
+    if choice is None:
+        return 1.0
+    try:
+        alpha = presets[choice] if choice in presets else float(choice)
+    except ValueError:
+        alpha = -1.0
+    if not 0.0 <= alpha <= 1.0:
+        raise DataError(f"default alpha must name a preset ({', '.join(presets)}) or be 0..1, not {choice!r}")
+    return alpha
+
+
 def choose_presets(report: CVReport | None) -> dict[str, float]:
     presets = {"quality": 1.0}
     if report is not None:
@@ -95,6 +108,7 @@ def _manifest(
     threshold: float,
     tasks: Path | None,
     holdout: float,
+    default_alpha: str | None = None,
 ) -> dict[str, Any]:
     presets = choose_presets(report)
     held = {"fraction": holdout, "rule": HOLDOUT_RULE} if holdout else None
@@ -117,7 +131,7 @@ def _manifest(
             **({"holdout": held} if held else {}),
         },
         "train_accuracy": dict(zip(ts.data.models, np.round(ts.data.mean_scores(), 4).tolist(), strict=True)),
-        "alpha": {"default": 1.0, "presets": presets},
+        "alpha": {"default": resolve_default_alpha(default_alpha, presets), "presets": presets},
         "ood": {"threshold": threshold, "default_model": default_model},
         "fit_config": asdict(config),
         "cv": report.to_dict() if report is not None else None,
@@ -134,6 +148,7 @@ def train(
     config: FitConfig | None = None,
     default_model: str | None = None,
     holdout: float = 0.0,
+    default_alpha: str | None = None,
     progress: Progress = lambda _: None,
 ) -> Artifact:
     """Train on all rows, cross-validate with ``folds`` folds (0 = skip), write the artifact.
@@ -155,7 +170,7 @@ def train(
     nearest = (ts.embeddings @ model.centroids.T).max(axis=1)
     threshold = float(np.quantile(nearest, OOD_QUANTILE))
     fallback = default_model or ts.data.models[int(ts.data.mean_scores().argmax())]
-    manifest = _manifest(ts, config, report, fallback, threshold, tasks, holdout)
+    manifest = _manifest(ts, config, report, fallback, threshold, tasks, holdout, default_alpha)
     artifact = save_artifact(out, model, manifest)
     progress(f"wrote router artifact {artifact.version} to {out}")
     return artifact

@@ -20,11 +20,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from router._errors import DataError
 from router.artifact import Artifact
-from router.data import query_costs
+from router.data import estimated_tokens
 from router.fit import FitConfig
 
 COST_SOURCES = ("measured", "config")
@@ -52,7 +50,7 @@ def fleet_prices(
     for query in queries:
         spent[query["model"]] += float(query.get(field) or 0.0)
     questions = [row["question"] for row in rows]
-    tokens = float(query_costs(questions, np.array([1e6]))[:, 0].sum())
+    tokens = float(estimated_tokens(questions).sum())
     prices = {model: spent[model] / tokens * 1e6 for model in models}
     if cost == "config" and not any(prices.values()):
         raise DataError("no model has a configured price; use --cost measured")
@@ -122,25 +120,7 @@ def build_fleet_router(
 
     rows, prices, tasks = write_training_inputs(results, out / "training", models, cost)
     progress(f"training on {rows} with {cost} costs ({prices})")
-    artifact = train(
+    return train(
         rows, prices, out, tasks=tasks, folds=folds,
-        config=FitConfig(seed=seed, n_clusters=clusters), progress=progress,
+        config=FitConfig(seed=seed, n_clusters=clusters), default_alpha=default_alpha, progress=progress,
     )
-    if default_alpha is not None:
-        artifact = _set_default_alpha(out, artifact, default_alpha)
-    return artifact
-
-
-def _set_default_alpha(out: Path, artifact: Artifact, preset: str) -> Artifact:  # preset: a name or 0..1
-    from router.artifact import MANIFEST, load_artifact
-
-    presets = artifact.manifest["alpha"]["presets"]
-    try:
-        alpha = float(presets[preset]) if preset in presets else float(preset)
-    except ValueError:
-        alpha = -1.0
-    if not 0.0 <= alpha <= 1.0:
-        raise DataError(f"default alpha must name a preset ({', '.join(presets)}) or be 0..1, not {preset!r}")
-    manifest = {**artifact.manifest, "alpha": {**artifact.manifest["alpha"], "default": alpha}}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return load_artifact(out)
