@@ -127,7 +127,7 @@ def summary(results: Path, config: Any, task: str, also: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("results", type=Path, help="a fleet eval or fleet report output directory")
-    parser.add_argument("--config", type=Path, help="fleet YAML declaring the routes (default: embedded fleet)")
+    parser.add_argument("--config", type=Path, help="fleet YAML with the routes (default: embedded)")
     parser.add_argument("--task", default="gsm8k")
     parser.add_argument("--also", default="", help="comma-separated models to compare against too")
     args = parser.parse_args()
