@@ -118,9 +118,12 @@ def _load_arrays(path: Path, manifest: dict[str, Any]) -> RouterModel:
         raise ArtifactError(f"router artifact {path}: {ARRAYS} is corrupt (sha256 mismatch)")
     try:
         with np.load(file, allow_pickle=False) as npz:
-            arrays = {name: np.array(npz[name]) for name in RouterModel.array_names()}
+            names = [name for name in RouterModel.array_names() if name in npz or name != "coverage"]
+            arrays = {name: np.array(npz[name]) for name in names}
     except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"router artifact {path}: cannot read {ARRAYS} ({exc})") from None
+    if "coverage" not in arrays:  # written before coverage existed: every model scored everywhere
+        arrays["coverage"] = np.ones_like(arrays["group_success"])
     return RouterModel(**arrays)
 
 

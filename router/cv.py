@@ -98,7 +98,7 @@ def cross_validate(
         scores = ts.data.scores[te]
         costs = query_costs([ts.data.questions[i] for i in te], ts.prices)
         curves.append(sweep(success, scores, costs, ts.data.models, CV_ALPHAS))
-        train_acc = ts.data.subset(tr).mean_scores()
+        train_acc = ts.data.subset(tr).comparable_means()
         picks = baseline_picks(train_acc, ts.prices, scores, costs, config.seed)
         bases.append({k: summarize(p, scores, costs, ts.data.models) for k, p in picks.items()})
         sizes.append(len(te))

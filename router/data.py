@@ -47,6 +47,15 @@ class RoutingData:
         """Per-model mean over the rows that score it."""
         return masked_mean(self.scores, self.known)
 
+    def comparable_means(self) -> np.ndarray:
+        """Per-model mean over the rows that score every model (all rows if there are none).
+
+        What "the best single model" is judged by: a model scored only on easy questions (a
+        route evaluated on one task, logged feedback) must not beat the others on its own.
+        """
+        full = self.full_rows()
+        return self.scores[full].mean(axis=0) if len(full) else self.mean_scores()
+
 
 def masked_mean(scores: np.ndarray, known: np.ndarray | None) -> np.ndarray:
     """Column means of ``scores`` over the ``known`` entries (all rows when ``known`` is None)."""

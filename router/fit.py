@@ -44,6 +44,15 @@ def _smoothed_means(
     return (sums + strength * prior) / (counts + strength)
 
 
+def _coverage(labels: np.ndarray, n: int, n_models: int, known: np.ndarray | None) -> np.ndarray:
+    """(n, n_models): 1 where some row of the label scores the model, else 0."""
+    if known is None:
+        return np.ones((n, n_models))
+    counts = np.zeros((n, n_models))
+    np.add.at(counts, labels, known.astype(np.float64))
+    return (counts > 0).astype(np.float64)
+
+
 def _fit_clusters(emb: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.cluster import KMeans
 
@@ -166,4 +175,5 @@ def fit_router_model(
         local_intercept=local_intercept,
         blend=np.asarray(config.blend, dtype=np.float64),
         top_clusters=np.asarray(config.top_clusters),
+        coverage=_coverage(labels, len(group_coef), scores.shape[1], known),
     )

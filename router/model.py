@@ -6,6 +6,9 @@ Four estimates of P(model answers correctly | query), blended with fixed weights
 - logistic: one logistic regression per model on [embedding, format features, group probs];
 - local:   per group and model, a logistic regression on the format features alone, mixed by
            the group probabilities (e.g. long maths problems favour other models than short ones).
+The blend is then scaled by each model's coverage: the probability that the query belongs to a
+group the model was scored on. A model never measured on a kind of question (a route evaluated
+on maths only) is not predicted to succeed there from its results elsewhere.
 Only numpy is needed here; fitting lives in router.fit.
 """
 
@@ -43,6 +46,7 @@ class RouterModel:
     local_intercept: np.ndarray  # (G, M)
     blend: np.ndarray  # (4,) weights of cluster, group, logistic, local estimates
     top_clusters: np.ndarray  # () number of nearest clusters averaged
+    coverage: np.ndarray  # (G, M) 1 where the model has scores among the group's rows, else 0
 
     @classmethod
     def array_names(cls) -> tuple[str, ...]:
@@ -66,6 +70,7 @@ class RouterModel:
             "local_intercept": (g, n_models),
             "blend": (4,),
             "top_clusters": (),
+            "coverage": (g, n_models),
         }
         for name, shape in expected.items():
             actual = getattr(self, name).shape
@@ -86,13 +91,18 @@ class RouterModel:
         scaled = (formats - self.feature_mean) / self.feature_scale
         x = np.hstack([embeddings, scaled])
         success = self.blend[0] * by_cluster
+        reach = None  # per query and model, the probability of a group the model was scored on
         if self.group_coef.shape[0]:
             groups = softmax(x @ self.group_coef.T + self.group_intercept)
             success = success + self.blend[1] * (groups @ self.group_success)
             if self.blend[3]:
                 local = sigmoid(np.einsum("nf,gmf->ngm", scaled, self.local_coef) + self.local_intercept)
                 success = success + self.blend[3] * np.einsum("ng,ngm->nm", groups, local)
+            if not self.coverage.all():
+                reach = groups @ self.coverage
             x = np.hstack([x, groups])
         if self.blend[2]:
             success = success + self.blend[2] * sigmoid(x @ self.model_coef.T + self.model_intercept)
+        if reach is not None:
+            success = success * reach
         return Prediction(success, nearest, np.take_along_axis(sims, nearest[:, None], 1)[:, 0])

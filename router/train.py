@@ -96,6 +96,16 @@ def choose_presets(report: CVReport | None) -> dict[str, float]:
     return presets
 
 
+def _fallback_model(data: RoutingData) -> str:
+    """The model for out-of-distribution questions: the best on the rows every model answered,
+    among the models scored on every row when there are any (one measured on a single task,
+    like a composite route evaluated on maths, is no default for unfamiliar questions)."""
+    means = data.comparable_means()
+    if data.known is not None and data.known.all(axis=0).any():
+        means = np.where(data.known.all(axis=0), means, -np.inf)
+    return data.models[int(means.argmax())]
+
+
 def _partial_rows(data: RoutingData) -> int:
     return len(data.questions) - len(data.full_rows())
 
@@ -169,7 +179,7 @@ def train(
     )
     nearest = (ts.embeddings @ model.centroids.T).max(axis=1)
     threshold = float(np.quantile(nearest, OOD_QUANTILE))
-    fallback = default_model or ts.data.models[int(ts.data.mean_scores().argmax())]
+    fallback = default_model or _fallback_model(ts.data)
     manifest = _manifest(ts, config, report, fallback, threshold, tasks, holdout, default_alpha)
     artifact = save_artifact(out, model, manifest)
     progress(f"wrote router artifact {artifact.version} to {out}")

@@ -9,7 +9,13 @@ Prices: the router charges a query ``price * estimated_tokens / 1e6`` (router.da
 A fleet model's price is set so that, over the evaluated questions, that convention gives back
 what the model was measured to cost (``measured``: CPU seconds and memory held) or what its
 configured per-token price gives (``config``):
-``price = sum(cost of each query) / sum(estimated tokens of each question) * 1e6``.
+``price = sum(cost of each query) / sum(estimated tokens of each question) * 1e6``, over the
+questions that model answered.
+
+Models need not all be scored on every question: a composite route evaluated on GSM8K only
+trains on the rows that score it, its unknown scores are masked (not 0), and the router gives
+it no credit on kinds of question it was never measured on (router/model.py, coverage).
+Cross-validation judges the rows that score every model.
 """
 
 from __future__ import annotations
@@ -49,21 +55,23 @@ def fleet_prices(
     spent: dict[str, float] = defaultdict(float)
     for query in queries:
         spent[query["model"]] += float(query.get(field) or 0.0)
-    questions = [row["question"] for row in rows]
-    tokens = float(estimated_tokens(questions).sum())
-    prices = {model: spent[model] / tokens * 1e6 for model in models}
+    prices = {}
+    for model in models:
+        questions = [row["question"] for row in rows if model in row["scores"]]
+        tokens = float(estimated_tokens(questions).sum())
+        prices[model] = spent[model] / tokens * 1e6 if tokens else 0.0
     if cost == "config" and not any(prices.values()):
         raise DataError("no model has a configured price; use --cost measured")
     return prices
 
 
 def select_rows(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> list[dict[str, Any]]:
-    """Rows that score every one of ``models``, with only those models' scores."""
+    """Rows that score any of ``models``, with only those models' scores."""
     chosen = []
     for row in rows:
-        scores = row.get("scores", {})
-        if all(model in scores for model in models):
-            chosen.append({**row, "scores": {model: scores[model] for model in models}})
+        scores = {model: row["scores"][model] for model in models if model in row.get("scores", {})}
+        if scores:
+            chosen.append({**row, "scores": scores})
     return chosen
 
 
@@ -83,7 +91,7 @@ def write_training_inputs(
     if len(models) < 2:
         raise DataError("a router needs at least two models to choose from")
     rows = select_rows(rows, models)
-    if not rows:
+    if not any(len(row["scores"]) == len(models) for row in rows):
         raise DataError(f"{results}: no question was answered by all of {', '.join(models)}")
     queries = [q for q in queries if q["model"] in models]
     prices = fleet_prices(rows, queries, models, cost)

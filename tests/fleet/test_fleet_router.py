@@ -15,8 +15,12 @@ CODE = [f"Write a Python function number {i} that returns the sum of a list of i
 MATH = [f"Tom has {i} apples and buys {i + 3} more. How many apples does he have now?" for i in range(12)]
 
 
-def _results(tmp_path, extra_model_rows=0):
-    """An evaluation where 'big' solves the code questions and 'small' the math ones."""
+def _results(tmp_path, extra_model_rows=0, math_route=False):
+    """An evaluation where 'big' solves the code questions and 'small' the math ones.
+
+    With ``math_route``, a 'route' evaluated on the math questions only solves them all, at
+    twice the small model's cost.
+    """
     rows, queries = [], []
     for task, questions in (("humaneval", CODE), ("gsm8k", MATH)):
         for question in questions:
@@ -25,6 +29,10 @@ def _results(tmp_path, extra_model_rows=0):
             for model, cost in (("big", 3e-4), ("small", 1e-4)):
                 queries.append({"model": model, "task": task, "score": scores[model],
                                 "measured_cost": cost, "config_cost": 0.0})
+            if math_route and task == "gsm8k":
+                rows[-1]["scores"]["route"] = 1
+                queries.append({"model": "route", "task": task, "score": 1,
+                                "measured_cost": 2e-4, "config_cost": 0.0})
     rows += [{"question": f"only big {i}", "task": "mmlu", "scores": {"big": 1}} for i in range(extra_model_rows)]
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     (tmp_path / "queries.json").write_text(json.dumps(queries))
@@ -32,21 +40,27 @@ def _results(tmp_path, extra_model_rows=0):
 
 
 def test_prices_give_back_the_measured_cost_under_the_routers_token_convention():
-    rows = [{"question": "a b c"}, {"question": "d e f g h"}]
-    queries = [{"model": "m", "measured_cost": 0.002}, {"model": "m", "measured_cost": 0.004}]
-    price = fleet_prices(rows, queries, ["m"], "measured")["m"]
-    convention = query_costs([r["question"] for r in rows], [price]).sum()
+    rows = [{"question": "a b c", "scores": {"m": 1, "r": 1}}, {"question": "d e f g h", "scores": {"m": 0}}]
+    queries = [{"model": "m", "measured_cost": 0.002}, {"model": "m", "measured_cost": 0.004},
+               {"model": "r", "measured_cost": 0.003}]
+    prices = fleet_prices(rows, queries, ["m", "r"], "measured")
+    convention = query_costs([r["question"] for r in rows], [prices["m"]]).sum()
     assert convention == pytest.approx(0.006)
+    # a model that answered some of the questions is priced over those only
+    assert query_costs(["a b c"], [prices["r"]]).sum() == pytest.approx(0.003)
 
 
 def test_config_cost_without_prices_is_refused():
     with pytest.raises(DataError, match="configured price"):
-        fleet_prices([{"question": "q"}], [{"model": "m", "config_cost": 0.0}], ["m"], "config")
+        fleet_prices([{"question": "q", "scores": {"m": 1}}], [{"model": "m", "config_cost": 0.0}], ["m"], "config")
 
 
-def test_rows_missing_a_chosen_model_are_left_out():
-    rows = [{"question": "a", "scores": {"x": 1, "y": 0, "z": 1}}, {"question": "b", "scores": {"x": 1}}]
-    assert select_rows(rows, ["x", "y"]) == [{"question": "a", "scores": {"x": 1, "y": 0}}]
+def test_rows_keep_the_chosen_models_scores_and_rows_scoring_none_are_left_out():
+    rows = [{"question": "a", "scores": {"x": 1, "y": 0, "z": 1}}, {"question": "b", "scores": {"x": 1}},
+            {"question": "c", "scores": {"z": 1}}]
+    assert select_rows(rows, ["x", "y"]) == [
+        {"question": "a", "scores": {"x": 1, "y": 0}}, {"question": "b", "scores": {"x": 1}}
+    ]
 
 
 def test_unknown_or_single_models_are_named(tmp_path):
@@ -61,11 +75,29 @@ def test_the_trained_router_sends_each_task_to_the_model_that_solved_it(tmp_path
     (tmp_path / "eval").mkdir()
     results = _results(tmp_path / "eval", extra_model_rows=3)
     artifact = build_fleet_router(results, tmp_path / "router", folds=0, clusters=4)
-    assert artifact.manifest["groups"] == ["gsm8k", "humaneval"]
-    assert artifact.manifest["prices"]["big"] == pytest.approx(3 * artifact.manifest["prices"]["small"])
+    assert artifact.manifest["groups"] == ["gsm8k", "humaneval", "mmlu"]
     router = load_router(tmp_path / "router")
     assert {router.route(question).model for question in CODE} == {"big"}
     assert {router.route(question).model for question in MATH} == {"small"}
+
+
+def test_a_candidate_measured_on_one_task_is_chosen_there_only(tmp_path):
+    (tmp_path / "eval").mkdir()
+    results = _results(tmp_path / "eval", math_route=True)
+    artifact = build_fleet_router(results, tmp_path / "router", folds=2, clusters=4)
+    assert artifact.manifest["training_data"]["partial_rows"] == len(CODE)
+    assert artifact.manifest["cv"]["rows_per_fold"] == len(MATH) / 2  # judged where all are scored
+    prices = artifact.manifest["prices"]
+    assert prices["big"] == pytest.approx(3 * prices["small"])
+    assert prices["route"] == pytest.approx(2 * prices["small"])  # over the questions it answered
+    # the out-of-distribution default is scored everywhere, and best where every model answered
+    assert artifact.manifest["ood"]["default_model"] == "small"
+    router = load_router(tmp_path / "router")
+    quality = router.presets.get("quality", 1.0)
+    assert {router.route(question, alpha=quality).model for question in MATH} == {"route"}
+    code = [router.route(question, alpha=quality) for question in CODE]
+    assert {d.model for d in code if not d.out_of_distribution} == {"big"}
+    assert "route" not in {d.model for d in code}  # never measured on code: no credit there
 
 
 

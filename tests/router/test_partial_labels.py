@@ -131,3 +131,22 @@ def test_the_holdout_is_fixed_by_hash_and_skips_partial_rows() -> None:
     assert set(split_holdout(data, 0.1)[1]) <= set(held)  # nested slices
     with pytest.raises(DataError, match="fraction"):
         split_holdout(data, 1.0)
+
+
+def test_a_model_scored_on_one_group_only_is_not_predicted_to_succeed_on_others() -> None:
+    # a composite route evaluated on maths only must not win other questions on its maths record
+    rng = np.random.default_rng(2)
+    centres = np.eye(8)[:2] * 3
+    groups = np.repeat([0, 1], 40)
+    emb = centres[groups] + rng.normal(scale=0.3, size=(80, 8))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    formats = rng.normal(size=(80, 4))
+    scores = np.stack([rng.random(80) > 0.5, np.ones(80)], axis=1).astype(float)
+    known = np.ones_like(scores, dtype=bool)
+    known[groups == 1, 1] = False  # model 1 (always right where scored) never ran on group 1
+    model = fit_router_model(emb, formats, scores, np.ones(2), groups, SMALL_CONFIG, known)
+    assert model.coverage.tolist() == [[1.0, 1.0], [1.0, 0.0]]
+    success = model.predict(emb, formats).success
+    assert success[groups == 0, 1].min() > 0.6  # where it was measured: its record counts
+    assert success[groups == 1, 1].max() < 0.05  # where it was not: no credit
+    assert success[groups == 1, 0].mean() > 0.2  # the measured model is unaffected
