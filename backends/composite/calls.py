@@ -1,7 +1,9 @@
 """One inner call of a composite: bounded in time, accounted for, failures turned into values.
 
 A composite decides what an inner failure means (a plan fallback, one sample fewer, the whole
-answer failing), so :func:`call_member` returns the failure instead of raising it. Cancellation
+answer failing), so :func:`call_member` returns the failure instead of raising it. A member that
+breaks the backend contract (raises something other than a gateway error) fails as a
+``BackendError`` naming it, so one broken member costs a sample, not the route. Cancellation
 is never swallowed: cancelling the composite's task cancels the call it is waiting on.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 
 from backends.base import Backend
 from backends.errors import BackendError, BackendTimeout, SmallfleetError
-from backends.types import Completion, GenerationRequest, InnerCall, StreamChunk, Usage
+from backends.types import Completion, GenerationRequest, Health, InnerCall, StreamChunk, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,8 @@ async def call_member(
         error: SmallfleetError = timeout_error(route, step, member.name, timeout)
     except SmallfleetError as exc:
         error = exc
+    except Exception as exc:  # noqa: BLE001 - a member's bug must not crash its route
+        error = BackendError(f"route {route!r}: {step} {member.name!r} failed: {type(exc).__name__}: {exc}")
     else:
         seconds = time.perf_counter() - started
         return CallResult(InnerCall(member.name, step, completion.usage, seconds), completion)
@@ -80,6 +84,14 @@ async def close_stream(chunks: AsyncIterator[Any]) -> None:
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+async def member_health(member: Backend) -> Health:
+    """``member.health()``, with a raising health check reported as unhealthy."""
+    try:
+        return await member.health()
+    except Exception as exc:  # noqa: BLE001 - one member's broken check must not hide the others
+        return Health(ok=False, detail=f"health check failed: {type(exc).__name__}: {exc}")
 
 
 def member_available(member: Backend) -> bool:

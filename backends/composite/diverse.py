@@ -23,7 +23,7 @@ import numpy as np
 
 from backends.base import Backend
 from backends.composite.answers import final_answer
-from backends.composite.calls import CallResult, call_member, member_available
+from backends.composite.calls import CallResult, call_member, member_available, member_health
 from backends.composite.vote import Ballot, Candidate, ballot, unit_rows
 from backends.errors import BackendError, RequestError, SmallfleetError
 from backends.types import (
@@ -113,7 +113,7 @@ class DiverseBackend:
 
     async def health(self) -> Health:
         members = self.members
-        healths = await asyncio.gather(*(m.health() for m in members))
+        healths = await asyncio.gather(*(member_health(m) for m in members))
         detail = "; ".join(f"{m.name}: {h.detail}" for m, h in zip(members, healths, strict=True))
         return Health(ok=any(h.ok for h in healths), detail=detail)
 

@@ -27,6 +27,7 @@ from backends.composite.calls import (
     error_code,
     failure_with_calls,
     member_available,
+    member_health,
     next_before,
 )
 from backends.errors import ContextLengthExceeded, SmallfleetError
@@ -175,7 +176,7 @@ class PlanSolveBackend:
         """Nothing of its own to close."""
 
     async def health(self) -> Health:
-        solver, planner = await asyncio.gather(self.solver.health(), self.planner.health())
+        solver, planner = await asyncio.gather(member_health(self.solver), member_health(self.planner))
         detail = f"solver {self.solver.name}: {solver.detail}; planner {self.planner.name}: {planner.detail}"
         return Health(ok=solver.ok, detail=detail, queue_depth=solver.queue_depth)
 

@@ -146,3 +146,24 @@ async def test_capabilities_follow_the_members():
     assert route.context_length == 512 and route.max_choices == 3 and route.available
     assert [m.name for m in route.members] == ["s", "l"]
     assert (await route.health()).ok
+
+
+class _Broken(FakeBackend):
+    """A member that breaks the backend contract: raises a plain exception, health included."""
+
+    async def chat(self, request):
+        raise RuntimeError("llama_decode returned -3")
+
+    async def health(self):
+        raise RuntimeError("no health today")
+
+
+async def test_a_member_raising_a_plain_exception_costs_one_sample_and_health_says_so():
+    good = FakeBackend("good", "#### 7")
+    route = _route([Sampler(_Broken("bad", "")), Sampler(good), Sampler(good)])
+    answer = await route.chat(QUESTION)
+    assert answer.text == "#### 7"
+    failed = [c for c in answer.trace.calls if c.error]
+    assert [(c.model, c.error) for c in failed] == [("bad", "backend_error")]
+    health = await route.health()
+    assert health.ok and "bad: health check failed: RuntimeError: no health today" in health.detail
