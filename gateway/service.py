@@ -18,6 +18,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive
 
+from backends.composite.ledger import open_ledger
 from backends.errors import (
     BackendError,
     ContextLengthExceeded,
@@ -78,6 +79,7 @@ class Answer:
     details: bool = False  # the client asked for a route's inner workings
     spent: Usage = field(default_factory=Usage)  # inner calls of routes that failed on it
     spent_cost: float = 0.0  # what those calls cost; its record adds both
+    ledger: list[InnerCall] = field(default_factory=list)  # the current attempt's finished inner calls
 
     @property
     def headers(self) -> dict[str, str]:
@@ -166,7 +168,14 @@ class Gateway:
     def _charge_failure(self, answer: Answer, failure: SmallfleetError) -> None:
         """A route failed on ``answer``: its inner calls that ran still count, under the route in
         the composite metrics, and in the answer's record (whoever answers it in the end)."""
-        calls = failure.inner_calls
+        self._charge_calls(answer, failure.inner_calls)
+
+    def _charge_abandoned(self, answer: Answer) -> None:
+        """The client left before the route answered: the inner calls it had finished still count
+        (a plan, the samples drawn so far); a call cut short by the cancellation is not charged."""
+        self._charge_calls(answer, tuple(answer.ledger))
+
+    def _charge_calls(self, answer: Answer, calls: Sequence[InnerCall]) -> None:
         if not calls:
             return
         costs = self._call_costs(calls)
@@ -257,6 +266,7 @@ class Gateway:
                     if not self._fall_back(answer, exc):
                         raise
         except ClientDisconnected:
+            self._charge_abandoned(answer)
             self._record(answer, CLIENT_CLOSED_REQUEST, code="client_closed_request")
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         except SmallfleetError as exc:
@@ -322,6 +332,7 @@ class Gateway:
     async def _whole(self, answer: Answer, request: GenerationRequest, receive: Receive) -> Completion:
         in_flight = self.metrics.backend_in_flight.labels(answer.member.name)
         in_flight.inc()
+        answer.ledger = open_ledger()
         try:
             return await until_disconnect(answer.member.backend.chat(request), receive)
         finally:
@@ -332,6 +343,7 @@ class Gateway:
     ) -> EventStreamResponse:
         if answer.n > 1:
             return await self._respond_choices_stream(answer, request, receive, include_usage)
+        answer.ledger = open_ledger()  # the stream's tasks inherit it, to its last chunk
         chunks = answer.member.backend.stream_chat(request)
         in_flight = self.metrics.backend_in_flight.labels(answer.member.name)
         in_flight.inc()  # the stream's end (in _events) takes it back
@@ -422,6 +434,8 @@ class Gateway:
         finally:
             self.metrics.backend_in_flight.labels(answer.member.name).dec()
             await chunks.aclose()  # type: ignore[attr-defined]
+            if status == CLIENT_CLOSED_REQUEST and trace is None:
+                self._charge_abandoned(answer)
             self._record(answer, status, usage, code, trace)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import Backend
+from backends.composite.ledger import record
 from backends.errors import BackendError, BackendTimeout, SmallfleetError
 from backends.types import Completion, GenerationRequest, Health, InnerCall, StreamChunk, Usage
 
@@ -50,9 +51,9 @@ async def call_member(
         error = BackendError(f"route {route!r}: {step} {member.name!r} failed: {type(exc).__name__}: {exc}")
     else:
         seconds = time.perf_counter() - started
-        return CallResult(InnerCall(member.name, step, completion.usage, seconds), completion)
+        return CallResult(record(InnerCall(member.name, step, completion.usage, seconds)), completion)
     seconds = time.perf_counter() - started
-    return CallResult(InnerCall(member.name, step, Usage(), seconds, error_code(error)), error=error)
+    return CallResult(record(InnerCall(member.name, step, Usage(), seconds, error_code(error))), error=error)
 
 
 def error_code(error: SmallfleetError) -> str:

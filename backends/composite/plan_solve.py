@@ -30,6 +30,7 @@ from backends.composite.calls import (
     member_health,
     next_before,
 )
+from backends.composite.ledger import record
 from backends.errors import ContextLengthExceeded, SmallfleetError
 from backends.types import (
     Completion,
@@ -235,7 +236,7 @@ class PlanSolveBackend:
         return await next_before(chunks, deadline, self.name, "solver", self.solver.name, limit)
 
     def _solver_call(self, usage: Usage, started: float, error: str | None = None) -> InnerCall:
-        return InnerCall(self.solver.name, "solver", usage, time.perf_counter() - started, error)
+        return record(InnerCall(self.solver.name, "solver", usage, time.perf_counter() - started, error))
 
     # -- the plan -----------------------------------------------------------
     def planner_request(self, request: GenerationRequest) -> GenerationRequest:

@@ -3,6 +3,7 @@ client's view, disconnects cancelling every inner call, and the router choosing 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from backends.fake import FakeBackend
+from backends.types import StreamChunk
 from gateway.app import create_app
 from gateway.config import parse_fleet
 
@@ -103,3 +105,48 @@ def test_the_router_can_choose_a_route(live_server, tmp_path):
     listed = httpx.get(server.url + "/v1/models").json()["data"]
     auto = next(m for m in listed if m["id"] == "auto")
     assert auto["candidates"] == ["large", "ps"]
+
+
+def _wait_for(records, count):
+    deadline = time.monotonic() + 5
+    while len(records) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(records) == count
+
+
+class _StallingSolver(FakeBackend):
+    """Answers nothing within 30 s; a stream sends one word first."""
+
+    async def stream_chat(self, request):
+        self.requests.append(request)
+        yield StreamChunk("one ")
+        await asyncio.sleep(30)
+
+
+def test_a_client_leaving_still_charges_the_inner_calls_that_finished(live_server):
+    # the plan is done when the client leaves; the solver's cut-short call is not charged
+    price = {"input": 1, "output": 2}
+    models = [{**m, "price": price} for m in MODELS]
+    small = FakeBackend("small", PLAN)
+    large = _StallingSolver("large", "never", first_chunk_delay=30)
+    app = create_app(parse_fleet({"models": models, "routes": ROUTES}), backends={"small": small, "large": large})
+    records = []
+    app.state.gateway.record_hooks.append(records.append)
+    server = live_server(app)
+    body = {"model": "ps", "messages": QUESTION}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/chat/completions", json=body, timeout=0.5)
+    _wait_for(records, 1)
+    # mid-stream: the solver has sent its first words when the client leaves
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=5) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())
+    _wait_for(records, 2)
+    plan_tokens = len(PLAN.split(" "))
+    for record in records:
+        assert record.status == 499 and record.model == "ps"
+        assert record.completion_tokens == plan_tokens and record.prompt_tokens > 0
+        assert record.cost == pytest.approx((record.prompt_tokens * 1 + plan_tokens * 2) / 1e6)
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'smallfleet_composite_calls_total{model="small",outcome="ok",route="ps",step="planner"} 2.0' in metrics
+    assert 'step="solver"' not in metrics
