@@ -4,7 +4,8 @@
 
 Columns: parameters, GGUF type, file size, bits per parameter (file bits / params), peak memory,
 accuracy per task with a 95% interval half-width (normal approximation), the mean over tasks,
-seconds per query and measured cost per query over all of the model's queries.
+seconds per query and measured cost per query over all of the model's queries. Routes (no GGUF
+of their own) are left out: benchmarks/fleet/routes_summary.py compares them with their members.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ def summary(table: dict) -> str:
     tasks = list(table["benchmarks"])
     by_model: dict[str, dict[str, dict]] = defaultdict(dict)
     for entry in table["table"]:
-        by_model[entry["model"]][entry["task"]] = entry
+        if entry["file_bytes"]:  # a GGUF of its own: not a route or a remote model
+            by_model[entry["model"]][entry["task"]] = entry
     head = "| model | params | type | file MB | bits/param | peak MB | " + " | ".join(tasks)
     head += " | mean | s/query | measured cost/query |\n"
     head += "|---|---:|---|---:|---:|---:|" + "---:|" * len(tasks) + "---:|---:|---:|\n"
     lines = []
-    order = sorted(by_model, key=lambda m: (next(iter(by_model[m].values()))["file_bytes"] or 0))
+    order = sorted(by_model, key=lambda m: next(iter(by_model[m].values()))["file_bytes"])
     for model in order:
         entries = by_model[model]
         first = next(iter(entries.values()))
