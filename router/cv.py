@@ -17,6 +17,7 @@ from router._errors import DataError
 from router.data import query_costs
 from router.evaluate import Summary, baseline_picks, mean_summary, summarize, sweep
 from router.fit import FitConfig, fit_router_model
+from router.model import Prediction
 
 if TYPE_CHECKING:
     from router.train import TrainingSet
@@ -68,8 +69,8 @@ def out_of_fold_success(
     config: FitConfig,
     splits: list[tuple[np.ndarray, np.ndarray]],
     progress: Callable[[str], None],
-) -> list[np.ndarray]:
-    """Predicted success of every model on each held-out fold."""
+) -> list[Prediction]:
+    """Predicted success (and eligibility) of every model on each held-out fold."""
     result = []
     for number, (tr, te) in enumerate(splits, start=1):
         progress(f"cross-validation fold {number}/{len(splits)}: fitting on {len(tr)} rows")
@@ -78,7 +79,7 @@ def out_of_fold_success(
         model = fit_router_model(
             ts.embeddings[tr], ts.formats[tr], ts.data.scores[tr], ts.prices, groups, config, known
         )
-        result.append(model.predict(ts.embeddings[te], ts.formats[te]).success)
+        result.append(model.predict(ts.embeddings[te], ts.formats[te]))
     return result
 
 
@@ -90,14 +91,14 @@ def cross_validate(
     full = np.zeros(len(ts.data.questions), dtype=bool)
     full[ts.data.full_rows()] = True
     curves, bases, sizes = [], [], []
-    for (tr, te), success in zip(splits, predictions, strict=True):
+    for (tr, te), prediction in zip(splits, predictions, strict=True):
         judged = full[te]
-        te, success = te[judged], success[judged]
+        te, success, eligible = te[judged], prediction.success[judged], prediction.eligible[judged]
         if not len(te):
             continue
         scores = ts.data.scores[te]
         costs = query_costs([ts.data.questions[i] for i in te], ts.prices)
-        curves.append(sweep(success, scores, costs, ts.data.models, CV_ALPHAS))
+        curves.append(sweep(success, scores, costs, ts.data.models, CV_ALPHAS, eligible))
         train_acc = ts.data.subset(tr).comparable_means()
         picks = baseline_picks(train_acc, ts.prices, scores, costs, config.seed)
         bases.append({k: summarize(p, scores, costs, ts.data.models) for k, p in picks.items()})

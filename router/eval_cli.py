@@ -60,13 +60,15 @@ def _eval_artifact(args: argparse.Namespace) -> int:
         rows = rows.subset(full)
     price_vec = np.array([prices[m] for m in router.models])
     costs = query_costs(rows.questions, price_vec)
-    success = router.predict(rows.questions).success
-    curve = sweep(success, rows.scores, costs, router.models, DEFAULT_ALPHAS)
+    prediction = router.predict(rows.questions)
+    success, eligible = prediction.success, prediction.eligible
+    curve = sweep(success, rows.scores, costs, router.models, DEFAULT_ALPHAS, eligible)
     swept = {round(a, 6) for a, _ in curve}
     for _name, alpha in sorted(router.presets.items()):
         if round(alpha, 6) in swept:
             continue  # already a row of the sweep
-        curve.append((alpha, summarize(_picks(success, costs, alpha), rows.scores, costs, router.models)))
+        chosen = _picks(success, costs, alpha, eligible)
+        curve.append((alpha, summarize(chosen, rows.scores, costs, router.models)))
     curve.sort(key=lambda item: item[0])
     train_acc = np.array([router.manifest.get("train_accuracy", {}).get(m, np.nan) for m in router.models])
     if np.isnan(train_acc).any():
@@ -77,10 +79,10 @@ def _eval_artifact(args: argparse.Namespace) -> int:
     return _finish(args, title, curve, baselines, {"artifact": router.version, "presets": router.presets})
 
 
-def _picks(success: np.ndarray, costs: np.ndarray, alpha: float) -> np.ndarray:
+def _picks(success: np.ndarray, costs: np.ndarray, alpha: float, eligible: np.ndarray) -> np.ndarray:
     from router.scoring import pick
 
-    return pick(success, costs, alpha)
+    return pick(success, costs, alpha, eligible)
 
 
 def _eval_cv(args: argparse.Namespace) -> int:

@@ -57,9 +57,12 @@ def sweep(
     costs: np.ndarray,
     models: Sequence[str],
     alphas: Sequence[float] = DEFAULT_ALPHAS,
+    eligible: np.ndarray | None = None,
 ) -> list[tuple[float, Summary]]:
     """Summary of the router at each alpha, from predicted success probabilities."""
-    return [(float(a), summarize(pick(success, costs, float(a)), scores, costs, models)) for a in alphas]
+    return [
+        (float(a), summarize(pick(success, costs, float(a), eligible), scores, costs, models)) for a in alphas
+    ]
 
 
 def mean_summary(summaries: Sequence[Summary]) -> Summary:

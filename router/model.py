@@ -20,12 +20,22 @@ import numpy as np
 
 from router.linear import sigmoid, softmax
 
+# A candidate is eligible for a query when the query belongs, with at least this probability,
+# to groups the candidate was scored on.
+ELIGIBLE_REACH = 0.5
+
 
 @dataclass(frozen=True)
 class Prediction:
     success: np.ndarray  # (n, n_models)
     cluster: np.ndarray  # (n,) nearest cluster id
     similarity: np.ndarray  # (n,) cosine similarity to the nearest centroid
+    eligible: np.ndarray  # (n, n_models) bool: the query is likely of a group the model was scored on
+
+    def eligible_among(self, row: int, allowed: np.ndarray) -> np.ndarray:
+        """``eligible[row, allowed]``, or all True when none of ``allowed`` is eligible."""
+        chosen = self.eligible[row, allowed]
+        return chosen if chosen.any() else np.ones_like(chosen)
 
 
 @dataclass(frozen=True)
@@ -105,4 +115,9 @@ class RouterModel:
             success = success + self.blend[2] * sigmoid(x @ self.model_coef.T + self.model_intercept)
         if reach is not None:
             success = success * reach
-        return Prediction(success, nearest, np.take_along_axis(sims, nearest[:, None], 1)[:, 0])
+            eligible = reach >= ELIGIBLE_REACH
+            eligible[~eligible.any(axis=1)] = True  # no candidate was measured on it: all are
+        else:
+            eligible = np.ones(success.shape, dtype=bool)
+        similarity = np.take_along_axis(sims, nearest[:, None], 1)[:, 0]
+        return Prediction(success, nearest, similarity, eligible)

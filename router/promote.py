@@ -96,10 +96,11 @@ def evaluate_side(router: Any, rows: RoutingData, prices: dict[str, float], hold
     cols = _columns(router, rows)
     scores = rows.scores[:, cols]
     costs = query_costs(rows.questions, np.array([prices[m] for m in router.models]))
-    success = router.predict(rows.questions).success
+    prediction = router.predict(rows.questions)
+    success, eligible = prediction.success, prediction.eligible
     presets = {QUALITY: 1.0, **router.presets}
     figures = {
-        name: (alpha, summarize(pick(success, costs, alpha), scores, costs, router.models))
+        name: (alpha, summarize(pick(success, costs, alpha, eligible), scores, costs, router.models))
         for name, alpha in presets.items()
     }
     return Side(router.version, figures, _saw_rows(router.manifest, holdout))

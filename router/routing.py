@@ -76,7 +76,7 @@ class BlendRouter:
         pred = self.predict([question])
         success = pred.success[0, allowed]
         cost = query_costs([question], self._model.prices[allowed])[0]
-        order, scores = rank(success, cost, value)
+        order, scores = rank(success, cost, value, pred.eligible_among(0, allowed))
         names = [self.models[i] for i in allowed]
         ranked = [names[i] for i in order]
         similarity = float(pred.similarity[0])

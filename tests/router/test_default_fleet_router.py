@@ -9,13 +9,12 @@ from router.routing import load_router
 from tests.routing_examples import KINDS
 
 
-def test_the_default_fleets_router_knows_exactly_the_fleets_local_models():
+def test_the_default_fleets_router_knows_the_fleets_models_and_routes():
     fleet = default_fleet()
     assert fleet.router.artifact is not None
     router = load_router(fleet.router.artifact)
     assert Path(fleet.router.artifact).name == "default-fleet"
-    assert set(router.models) <= {m.name for m in fleet.models}
-    assert len(router.models) >= 2
+    assert set(router.models) == {m.name for m in fleet.models} | {r.name for r in fleet.routes}
     assert set(router.manifest["groups"]) == {"mmlu", "gsm8k", "humaneval"}
 
 
