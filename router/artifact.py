@@ -118,8 +118,9 @@ def _load_arrays(path: Path, manifest: dict[str, Any]) -> RouterModel:
         raise ArtifactError(f"router artifact {path}: {ARRAYS} is corrupt (sha256 mismatch)")
     try:
         with np.load(file, allow_pickle=False) as npz:
-            names = [name for name in RouterModel.array_names() if name in npz or name != "coverage"]
-            arrays = {name: np.array(npz[name]) for name in names}
+            # coverage is optional: artifacts written before it lack it
+            arrays = {name: np.array(npz[name]) for name in RouterModel.array_names()
+                      if name != "coverage" or name in npz}
     except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"router artifact {path}: cannot read {ARRAYS} ({exc})") from None
     if "coverage" not in arrays:  # written before coverage existed: every model scored everywhere

@@ -39,18 +39,22 @@ def _smoothed_means(
         counts: np.ndarray = np.bincount(labels, minlength=n)[:, None]
     else:
         np.add.at(sums, labels, np.where(known, scores, 0.0))
-        counts = np.zeros((n, scores.shape[1]))
-        np.add.at(counts, labels, known.astype(np.float64))
+        counts = _known_counts(labels, n, known)
     return (sums + strength * prior) / (counts + strength)
+
+
+def _known_counts(labels: np.ndarray, n: int, known: np.ndarray) -> np.ndarray:
+    """(n, n_models): how many rows of each label score each model."""
+    counts = np.zeros((n, known.shape[1]))
+    np.add.at(counts, labels, known.astype(np.float64))
+    return counts
 
 
 def _coverage(labels: np.ndarray, n: int, n_models: int, known: np.ndarray | None) -> np.ndarray:
     """(n, n_models): 1 where some row of the label scores the model, else 0."""
     if known is None:
         return np.ones((n, n_models))
-    counts = np.zeros((n, n_models))
-    np.add.at(counts, labels, known.astype(np.float64))
-    return (counts > 0).astype(np.float64)
+    return (_known_counts(labels, n, known) > 0).astype(np.float64)
 
 
 def _fit_clusters(emb: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
