@@ -22,14 +22,9 @@ Two attributes tell :class:`backends.resilience.ResilientBackend` whether a
 failure before the first token is worth another try: ``retryable`` (a class
 default, overridable per instance: a 500 is, a malformed answer is not) and
 ``retry_after`` (seconds the upstream asked us to wait, from ``Retry-After``).
-
-A composite backend that fails sets ``inner_calls`` on its error: the calls to its
-members it made before failing, which the gateway still charges to the request.
 """
 
 from __future__ import annotations
-
-from backends.types import InnerCall
 
 
 class SmallfleetError(Exception):
@@ -37,7 +32,6 @@ class SmallfleetError(Exception):
     error_type: str = "server_error"
     code: str | None = None
     retryable: bool = False
-    inner_calls: tuple[InnerCall, ...] = ()  # a failed composite's calls to its members
 
     def __init__(
         self,

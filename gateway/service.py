@@ -165,17 +165,12 @@ class Gateway:
             costs.append(price.cost(call.usage.prompt_tokens, call.usage.completion_tokens) if price else 0.0)
         return costs
 
-    def _charge_failure(self, answer: Answer, failure: SmallfleetError) -> None:
-        """A route failed on ``answer``: its inner calls that ran still count, under the route in
-        the composite metrics, and in the answer's record (whoever answers it in the end)."""
-        self._charge_calls(answer, failure.inner_calls)
-
-    def _charge_abandoned(self, answer: Answer) -> None:
-        """The client left before the route answered: the inner calls it had finished still count
-        (a plan, the samples drawn so far); a call cut short by the cancellation is not charged."""
-        self._charge_calls(answer, tuple(answer.ledger))
-
-    def _charge_calls(self, answer: Answer, calls: Sequence[InnerCall]) -> None:
+    def _charge_unanswered(self, answer: Answer) -> None:
+        """The current attempt ended without an answer (its route failed, or the client left):
+        the inner calls it had finished still count, under the route in the composite metrics,
+        and in the answer's record (whoever answers it in the end). A call cut short by a
+        cancellation is not charged."""
+        calls, answer.ledger = tuple(answer.ledger), []
         if not calls:
             return
         costs = self._call_costs(calls)
@@ -266,11 +261,11 @@ class Gateway:
                     if not self._fall_back(answer, exc):
                         raise
         except ClientDisconnected:
-            self._charge_abandoned(answer)
+            self._charge_unanswered(answer)
             self._record(answer, CLIENT_CLOSED_REQUEST, code="client_closed_request")
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         except SmallfleetError as exc:
-            self._charge_failure(answer, exc)
+            self._charge_unanswered(answer)
             self._record(answer, exc.status_code, code=exc.code or exc.error_type)
             raise
 
@@ -286,7 +281,7 @@ class Gateway:
         successor = self._successor(answer, failed, isinstance(failure, ContextLengthExceeded))
         if successor is None:
             return False
-        self._charge_failure(answer, failure)
+        self._charge_unanswered(answer)
         answer.member = successor
         self.metrics.errors.labels(answer.route.name, failed.name, failure.code or failure.error_type).inc()
         self.metrics.fallbacks.labels(answer.route.name, failed.name, successor.name).inc()
@@ -428,14 +423,14 @@ class Gateway:
         except SmallfleetError as exc:
             # Headers are sent: the failure becomes an error event, and the stream still ends.
             status, code = exc.status_code, exc.code or exc.error_type
-            self._charge_failure(answer, exc)
+            self._charge_unanswered(answer)
             yield sse_event(error_payload(exc)[1])
             yield DONE_EVENT
         finally:
             self.metrics.backend_in_flight.labels(answer.member.name).dec()
             await chunks.aclose()  # type: ignore[attr-defined]
             if status == CLIENT_CLOSED_REQUEST and trace is None:
-                self._charge_abandoned(answer)
+                self._charge_unanswered(answer)
             self._record(answer, status, usage, code, trace)
 
 

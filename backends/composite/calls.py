@@ -10,9 +10,8 @@ is never swallowed: cancelling the composite's task cancels the call it is waiti
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,14 +57,6 @@ async def call_member(
 
 def error_code(error: SmallfleetError) -> str:
     return error.code or error.error_type
-
-
-def failure_with_calls(error: SmallfleetError, calls: Iterable[InnerCall]) -> SmallfleetError:
-    """``error`` as the composite's own failure, carrying every inner call it made so far, so the
-    gateway still charges what they used. A copy: the member's error instance stays untouched."""
-    failure = copy.copy(error)
-    failure.inner_calls = tuple(calls)
-    return failure
 
 
 async def next_before(

@@ -186,7 +186,7 @@ class DiverseBackend:
             return None, f"text (embedding failed: {type(exc).__name__}: {exc})"
 
     def _all_failed(self, results: list[CallResult]) -> SmallfleetError:
-        """The route's failure, carrying its samples' calls (``inner_calls``) for the gateway to count."""
+        """The route's failure (its samples' calls are in the request's ledger, for the gateway to charge)."""
         errors = [r.error for r in results if r.error is not None]
         summary = "; ".join(f"{r.call.model}: {r.error.message}" for r in results if r.error is not None)
         message = f"route {self.name!r}: all {len(results)} samples failed: {summary}"
@@ -198,7 +198,6 @@ class DiverseBackend:
             failure.retryable = first.retryable
         else:
             failure = BackendError(message)
-        failure.inner_calls = tuple(r.call for r in results)
         return failure
 
     def _trace(

@@ -1,13 +1,13 @@
-"""The inner calls a route has finished for the current request, for charging a request the
-client abandons.
+"""The inner calls a route has finished for the current request, for charging a route that
+did not answer.
 
-A route reports its inner calls with its answer (the trace) or with its failure
-(``SmallfleetError.inner_calls``). A request the client leaves ends in cancellation, which
-carries nothing, so every finished inner call is also written to the ledger of the current
-context: a ContextVar the gateway opens per attempt, inherited by the tasks a route starts
-(asyncio copies the context into each new task; the list itself is shared). The gateway reads
-the ledger only when the request was abandoned before the route answered. Without an open
-ledger (a route used outside the gateway), recording does nothing.
+A route that answers reports its inner calls in its trace. One that fails, or that the client
+abandons (cancellation carries nothing), leaves them here: every finished inner call is written
+to the ledger of the current context, a ContextVar the gateway opens per attempt and the tasks
+a route starts inherit (asyncio copies the context into each new task; the list itself is
+shared). The gateway charges the ledger when an attempt ends without an answer: a failure
+(before a fallback, or the last one) or a client that left. Without an open ledger (a route
+used outside the gateway), recording does nothing.
 """
 
 from __future__ import annotations

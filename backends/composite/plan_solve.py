@@ -7,9 +7,9 @@ the composite's answer: streamed chunk by chunk, after the planner has finished.
 
 A plan that is unusable (the planner failed or timed out, wrote nothing, wrote no steps, or wrote
 too many or ran out of tokens) is dropped and the solver answers the original request directly;
-the trace says why (``plan_fallback``). A solver failure is the answer's failure; its error
-carries the calls made so far (``inner_calls``), so the plan is still charged. Nothing of the
-plan reaches the answer's text; the trace carries it for clients that ask.
+the trace says why (``plan_fallback``). A solver failure is the answer's failure; the calls
+made so far are in the request's ledger (backends/composite/ledger.py), so the plan is still
+charged. Nothing of the plan reaches the answer's text; the trace carries it for clients that ask.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from backends.composite.calls import (
     call_member,
     close_stream,
     error_code,
-    failure_with_calls,
     member_available,
     member_health,
     next_before,
@@ -194,7 +193,7 @@ class PlanSolveBackend:
             calls.append(result.call)
         if result.completion is None:
             assert result.error is not None
-            raise failure_with_calls(result.error, (plan.call, *calls)) from result.error
+            raise result.error
         trace = self._trace(plan, *calls)
         answer = result.completion
         return Completion(answer.text, answer.finish_reason, trace.usage, trace=trace)
@@ -226,8 +225,8 @@ class PlanSolveBackend:
             trace = self._trace(plan, *failed, self._solver_call(chunk.usage or Usage(), started))
             yield StreamChunk(chunk.text, chunk.finish_reason, trace.usage, trace=trace)
         except SmallfleetError as exc:
-            solver = self._solver_call(Usage(), started, error_code(exc))
-            raise failure_with_calls(exc, (plan.call, *failed, solver)) from exc
+            self._solver_call(Usage(), started, error_code(exc))  # into the ledger, with the plan's
+            raise
         finally:
             await close_stream(chunks)
 
