@@ -21,12 +21,14 @@ from typing import Any
 
 from backends.errors import BackendError, ContextLengthExceeded, Overloaded
 from backends.gguf_store import resolve_gguf
+from backends.token_logprobs import LogprobRecorder
 from backends.types import (
     Completion,
     FinishReason,
     GenerationRequest,
     Health,
     StreamChunk,
+    TokenLogprob,
     Usage,
 )
 
@@ -53,6 +55,8 @@ class _Cancelled(Exception):
 
 class LlamaCppBackend:
     """One GGUF model loaded in this process."""
+
+    supports_logprobs = True  # SamplingParams.logprobs / top_logprobs (backends/token_logprobs.py)
 
     def __init__(
         self,
@@ -121,11 +125,14 @@ class LlamaCppBackend:
     # -- generation --------------------------------------------------------
     async def chat(self, request: GenerationRequest) -> Completion:
         text: list[str] = []
+        logprobs: list[TokenLogprob] = []
         async for chunk in self.stream_chat(request):
             text.append(chunk.text)
+            logprobs.extend(chunk.logprobs)
             if chunk.finish_reason is not None:
                 assert chunk.usage is not None
-                return Completion("".join(text), chunk.finish_reason, chunk.usage)
+                recorded = tuple(logprobs) if request.params.logprobs else None
+                return Completion("".join(text), chunk.finish_reason, chunk.usage, logprobs=recorded)
         raise BackendError(f"model {self.name!r} ended without a final chunk")
 
     async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
@@ -184,7 +191,7 @@ class LlamaCppBackend:
     def _run(
         self, request: GenerationRequest, cancel: threading.Event, emit: Callable[[object], None]
     ) -> None:
-        from llama_cpp import StoppingCriteriaList
+        from llama_cpp import LogitsProcessorList, StoppingCriteriaList
 
         prompt_tokens, stop, criteria = self._prompt(request)
         params = request.params
@@ -192,6 +199,10 @@ class LlamaCppBackend:
 
         def cancelled(_ids: Any, _logits: Any) -> bool:
             return cancel.is_set()
+
+        recorder = None
+        if params.logprobs:
+            recorder = LogprobRecorder(self._token_text, top=params.top_logprobs)
 
         stream = self._llm.create_completion(
             prompt=prompt_tokens,
@@ -202,6 +213,7 @@ class LlamaCppBackend:
             seed=params.seed,
             stream=True,
             stopping_criteria=StoppingCriteriaList([cancelled, *criteria]),
+            logits_processor=LogitsProcessorList([recorder]) if recorder else None,
         )
         pieces: list[str] = []
         finish: FinishReason = "stop"
@@ -212,7 +224,7 @@ class LlamaCppBackend:
             choice = event["choices"][0]
             if choice["text"]:
                 pieces.append(choice["text"])
-                emit(StreamChunk(choice["text"]))
+                emit(StreamChunk(choice["text"], logprobs=recorder.take() if recorder else ()))
             if choice.get("finish_reason"):
                 finish = "length" if choice["finish_reason"] == "length" else "stop"
         if cancel.is_set():
@@ -223,7 +235,22 @@ class LlamaCppBackend:
         else:  # llama-cpp-python's stream does not count; re-tokenizing the text does
             completion_tokens = len(self._llm.tokenize(text.encode(), add_bos=False, special=True))
         usage = Usage(prompt_tokens=len(prompt_tokens), completion_tokens=completion_tokens)
-        emit(StreamChunk("", finish_reason=finish, usage=usage))
+        logprobs: tuple[TokenLogprob, ...] = ()
+        if recorder is not None:
+            recorder.finish(self._last_token(recorder.ids, text) if finish == "length" else None)
+            logprobs = recorder.take()
+        emit(StreamChunk("", finish_reason=finish, usage=usage, logprobs=logprobs))
+
+    def _token_text(self, token: int) -> str:
+        return bytes(self._llm.detokenize([token])).decode("utf-8", errors="replace")
+
+    def _last_token(self, known: list[int], text: str) -> int | None:
+        """The token sampled at the last step of a generation cut at max_tokens: the one that
+        follows ``known`` when the answer is tokenized again (None if that does not line up)."""
+        ids = self._llm.tokenize(text.encode(), add_bos=False, special=True)
+        if len(ids) == len(known) + 1 and ids[: len(known)] == known:
+            return int(ids[-1])
+        return None
 
     def _prompt(self, request: GenerationRequest) -> tuple[list[int], list[str], list[Any]]:
         """Token ids of the prompt, extra stop strings and stopping criteria."""

@@ -223,6 +223,10 @@ class ResilientBackend:
         return self.inner.context_length
 
     @property
+    def supports_logprobs(self) -> bool:
+        return bool(getattr(self.inner, "supports_logprobs", False))
+
+    @property
     def circuit_state(self) -> CircuitState:
         return CircuitState.CLOSED if self.breaker is None else self.breaker.state
 

@@ -31,6 +31,20 @@ class SamplingParams:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Log-probabilities of the generated tokens (and of the ``top_logprobs`` likeliest at each
+    # step) under the model's raw distribution, returned on the answer. Honoured by backends
+    # whose ``supports_logprobs`` is true; the gateway does not pass it to others.
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token: its text, its log-probability and the likeliest alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +147,7 @@ class Completion:
     usage: Usage
     trace: CompositeTrace | None = None
     extra_choices: tuple[Choice, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] | None = None  # with SamplingParams.logprobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +164,7 @@ class StreamChunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     trace: CompositeTrace | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens known so far (may lag the text)
 
 
 @dataclass(frozen=True, slots=True)

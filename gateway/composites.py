@@ -16,6 +16,8 @@ from typing import Any
 
 from backends.base import Backend
 from backends.composite import (
+    CascadeBackend,
+    CascadeSettings,
     DiverseBackend,
     DiverseSettings,
     Embed,
@@ -23,7 +25,7 @@ from backends.composite import (
     PlanSolveSettings,
     Sampler,
 )
-from gateway.config import DiverseRoute, PlanSolveRoute, RouteConfig
+from gateway.config import CascadeRoute, DiverseRoute, PlanSolveRoute, RouteConfig
 
 
 class StaticEmbedding:
@@ -84,9 +86,16 @@ def _diverse(route: RouteConfig, members: Mapping[str, Backend], embed: Embed | 
     return DiverseBackend(route.name, samplers(route, members), embed, settings)
 
 
+def _cascade(route: RouteConfig, members: Mapping[str, Backend], embed: Embed | None) -> Backend:
+    assert isinstance(route, CascadeRoute)
+    settings = CascadeSettings(threshold=route.threshold, step_timeout=route.timeout)
+    return CascadeBackend(route.name, members[route.first], members[route.then], settings)
+
+
 ROUTE_FACTORIES: dict[str, Callable[[RouteConfig, Mapping[str, Backend], Embed | None], Backend]] = {
     "plan_solve": _plan_solve,
     "diverse": _diverse,
+    "cascade": _cascade,
 }
 
 

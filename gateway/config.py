@@ -3,7 +3,7 @@
 A YAML file (format in DESIGN.md) becomes a :class:`FleetConfig`. Unknown or
 duplicate fields, duplicate model names and wrong types are refused with a
 :class:`ConfigError` whose message names the field, e.g.
-``models[1].gguf: Field required``. Routes (``plan_solve``, ``diverse``;
+``models[1].gguf: Field required``. Routes (``plan_solve``, ``diverse``, ``cascade``;
 docs/composite-routes.md) are built from the fleet's models and named apart from them.
 """
 
@@ -223,8 +223,24 @@ class DiverseRoute(_RouteBase):
         return [(f"samples[{i}].model", sample.model) for i, sample in enumerate(self.samples)]
 
 
-RouteConfig = Annotated[PlanSolveRoute | DiverseRoute, Field(discriminator="type")]
-ROUTE_TYPES = ("plan_solve", "diverse")
+class CascadeRoute(_RouteBase):
+    """A small model answers first (greedy, with token log-probabilities); below a confidence
+    threshold the request goes to a larger model instead (backends/composite/cascade.py)."""
+
+    type: Literal["cascade"]
+    first: ModelName
+    then: ModelName
+    threshold: float = Field(
+        le=0, description="mean token log-probability under which the first answer is escalated"
+    )
+    timeout: float = Field(default=300.0, gt=0, description="seconds for each model's answer")
+
+    def member_names(self) -> list[tuple[str, str]]:
+        return [("first", self.first), ("then", self.then)]
+
+
+RouteConfig = Annotated[PlanSolveRoute | DiverseRoute | CascadeRoute, Field(discriminator="type")]
+ROUTE_TYPES = ("plan_solve", "diverse", "cascade")
 
 
 class RouterConfig(_Strict):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from router._errors import ArtifactError
+from router.calibration import identity
 from router.data import file_sha256
 from router.embedding import embedding_path
 from router.features import FEATURE_NAMES
@@ -107,6 +108,9 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
         raise ArtifactError(f"router artifact {path}: ood.default_model is not one of its models")
 
 
+OPTIONAL_ARRAYS = ("coverage", "calibration")
+
+
 def _load_arrays(path: Path, manifest: dict[str, Any]) -> RouterModel:
     file = path / ARRAYS
     expected = manifest["files"].get(ARRAYS)
@@ -118,13 +122,15 @@ def _load_arrays(path: Path, manifest: dict[str, Any]) -> RouterModel:
         raise ArtifactError(f"router artifact {path}: {ARRAYS} is corrupt (sha256 mismatch)")
     try:
         with np.load(file, allow_pickle=False) as npz:
-            # coverage is optional: artifacts written before it lack it
+            # coverage and calibration are optional: artifacts written before them lack them
             arrays = {name: np.array(npz[name]) for name in RouterModel.array_names()
-                      if name != "coverage" or name in npz}
+                      if name not in OPTIONAL_ARRAYS or name in npz}
     except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"router artifact {path}: cannot read {ARRAYS} ({exc})") from None
     if "coverage" not in arrays:  # written before coverage existed: every model scored everywhere
         arrays["coverage"] = np.ones_like(arrays["group_success"])
+    if "calibration" not in arrays:  # written before calibration existed: predictions as they are
+        arrays["calibration"] = identity(arrays["prices"].shape[0])
     return RouterModel(**arrays)
 
 

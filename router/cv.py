@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from router._errors import DataError
+from router.calibration import apply_calibration, fit_calibration, reliability_table
 from router.data import query_costs
 from router.evaluate import Summary, baseline_picks, mean_summary, summarize, sweep
 from router.fit import FitConfig, fit_router_model
@@ -31,6 +32,10 @@ class CVReport:
     rows_per_fold: float
     curve: list[tuple[float, Summary]]
     baselines: dict[str, Summary]
+    # per-model calibration map fitted on every out-of-fold prediction (router/calibration.py)
+    calibration: np.ndarray | None = None
+    # reliability of the out-of-fold predictions, raw and calibrated (cross-fitted)
+    reliability: dict[str, Any] | None = None
 
     def at(self, alpha: float) -> Summary:
         return min(self.curve, key=lambda item: abs(item[0] - alpha))[1]
@@ -49,6 +54,7 @@ class CVReport:
             "cost_is": "summed cost per fold, averaged over folds",
             "curve": [{"alpha": a, **one(s)} for a, s in self.curve],
             "baselines": {name: one(s) for name, s in self.baselines.items()},
+            **({"reliability": self.reliability} if self.reliability else {}),
         }
 
 
@@ -83,22 +89,59 @@ def out_of_fold_success(
     return result
 
 
+def calibrated_out_of_fold(
+    success: np.ndarray,
+    scores: np.ndarray,
+    known: np.ndarray | None,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+) -> np.ndarray:
+    """Out-of-fold predictions each calibrated by a map fitted on the other folds' predictions
+    (cross-fitting: no row's calibration saw its own score)."""
+    calibrated = success.copy()
+    everything = np.arange(len(success))
+    for _, te in splits:
+        others = np.setdiff1d(everything, te)
+        mask = None if known is None else known[others]
+        table = fit_calibration(success[others], scores[others], mask)
+        calibrated[te] = apply_calibration(success[te], table)
+    return calibrated
+
+
 def cross_validate(
-    ts: TrainingSet, config: FitConfig, folds: int, progress: Callable[[str], None] = lambda _: None
+    ts: TrainingSet,
+    config: FitConfig,
+    folds: int,
+    progress: Callable[[str], None] = lambda _: None,
+    calibrate: bool = True,
 ) -> CVReport:
+    """The alpha curve and baselines over ``folds`` folds. With ``calibrate``, predictions are
+    calibrated as the trained router's will be (cross-fitted), and the report carries the
+    calibration map fitted on all out-of-fold predictions and the reliability tables."""
     splits = fold_indices(len(ts.data.questions), ts.groups, folds, config.seed)
     predictions = out_of_fold_success(ts, config, splits, progress)
-    full = np.zeros(len(ts.data.questions), dtype=bool)
+    n, m = ts.data.scores.shape
+    raw, eligible_all = np.zeros((n, m)), np.ones((n, m), dtype=bool)
+    for (_, te), prediction in zip(splits, predictions, strict=True):
+        raw[te], eligible_all[te] = prediction.success, prediction.eligible
+    success_all, calibration, reliability = raw, None, None
+    if calibrate:
+        known = ts.data.known
+        success_all = calibrated_out_of_fold(raw, ts.data.scores, known, splits)
+        calibration = fit_calibration(raw, ts.data.scores, known)
+        reliability = {
+            "raw": reliability_table(raw, ts.data.scores, ts.data.models, known),
+            "calibrated": reliability_table(success_all, ts.data.scores, ts.data.models, known),
+        }
+    full = np.zeros(n, dtype=bool)
     full[ts.data.full_rows()] = True
     curves, bases, sizes = [], [], []
-    for (tr, te), prediction in zip(splits, predictions, strict=True):
-        judged = full[te]
-        te, success, eligible = te[judged], prediction.success[judged], prediction.eligible[judged]
+    for tr, te in splits:
+        te = te[full[te]]
         if not len(te):
             continue
         scores = ts.data.scores[te]
         costs = query_costs([ts.data.questions[i] for i in te], ts.prices)
-        curves.append(sweep(success, scores, costs, ts.data.models, CV_ALPHAS, eligible))
+        curves.append(sweep(success_all[te], scores, costs, ts.data.models, CV_ALPHAS, eligible_all[te]))
         train_acc = ts.data.subset(tr).comparable_means()
         picks = baseline_picks(train_acc, ts.prices, scores, costs, config.seed)
         bases.append({k: summarize(p, scores, costs, ts.data.models) for k, p in picks.items()})
@@ -107,4 +150,4 @@ def cross_validate(
         raise DataError("cross-validation needs rows that score every model; there are none")
     curve = [(a, mean_summary([c[i][1] for c in curves])) for i, a in enumerate(CV_ALPHAS)]
     baselines = {k: mean_summary([b[k] for b in bases]) for k in bases[0]}
-    return CVReport(folds, float(np.mean(sizes)), curve, baselines)
+    return CVReport(folds, float(np.mean(sizes)), curve, baselines, calibration, reliability)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from router.calibration import identity
 from router.data import masked_mean
 from router.linear import softmax
 from router.model import RouterModel
@@ -180,4 +181,5 @@ def fit_router_model(
         blend=np.asarray(config.blend, dtype=np.float64),
         top_clusters=np.asarray(config.top_clusters),
         coverage=_coverage(labels, len(group_coef), scores.shape[1], known),
+        calibration=identity(scores.shape[1]),
     )

@@ -6,9 +6,11 @@ Four estimates of P(model answers correctly | query), blended with fixed weights
 - logistic: one logistic regression per model on [embedding, format features, group probs];
 - local:   per group and model, a logistic regression on the format features alone, mixed by
            the group probabilities (e.g. long maths problems favour other models than short ones).
-The blend is then scaled by each model's coverage: the probability that the query belongs to a
-group the model was scored on. A model never measured on a kind of question (a route evaluated
-on maths only) is not predicted to succeed there from its results elsewhere.
+The blend goes through each model's calibration map (router/calibration.py: isotonic, fitted
+on out-of-fold predictions, so ``success`` is a frequency), then is scaled by each model's
+coverage: the probability that the query belongs to a group the model was scored on. A model
+never measured on a kind of question (a route evaluated on maths only) is not predicted to
+succeed there from its results elsewhere.
 Only numpy is needed here; fitting lives in router.fit.
 """
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from router.calibration import GRID, apply_calibration
 from router.linear import sigmoid, softmax
 
 # A candidate is eligible for a query when the query belongs, with at least this probability,
@@ -57,6 +60,7 @@ class RouterModel:
     blend: np.ndarray  # (4,) weights of cluster, group, logistic, local estimates
     top_clusters: np.ndarray  # () number of nearest clusters averaged
     coverage: np.ndarray  # (G, M) 1 where the model has scores among the group's rows, else 0
+    calibration: np.ndarray  # (M, len(calibration.GRID)) calibrated success at each grid point
 
     @classmethod
     def array_names(cls) -> tuple[str, ...]:
@@ -81,6 +85,7 @@ class RouterModel:
             "blend": (4,),
             "top_clusters": (),
             "coverage": (g, n_models),
+            "calibration": (n_models, len(GRID)),
         }
         for name, shape in expected.items():
             actual = getattr(self, name).shape
@@ -113,6 +118,7 @@ class RouterModel:
             x = np.hstack([x, groups])
         if self.blend[2]:
             success = success + self.blend[2] * sigmoid(x @ self.model_coef.T + self.model_intercept)
+        success = apply_calibration(success, self.calibration)
         if reach is not None:
             success = success * reach
             eligible = reach >= ELIGIBLE_REACH

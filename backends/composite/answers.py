@@ -10,6 +10,7 @@ Pure functions, no I/O: ``router.fleet.scoring`` scores benchmarks with the same
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,24 +18,33 @@ from typing import Literal
 
 LETTERS = "ABCD"
 
-# Most explicit first; the last match of the first pattern that matches wins.
-_LETTER_PATTERNS = (
-    re.compile(r"answer\s*(?:is|:)?\s*(?:option\s*)?[\(\[\*]*\s*([A-D])\b(?![\w'])", re.IGNORECASE),
-    re.compile(r"\*\*\s*\(?([A-D])\)?[.:)]?\s*\*\*"),
-    re.compile(r"\(([A-D])\)"),
-    re.compile(r"^\s*([A-D])\s*[.:)]", re.MULTILINE),
-    re.compile(r"^\s*([A-D])\s*$", re.MULTILINE),
-    re.compile(r"\boption\s+([A-D])\b", re.IGNORECASE),
+# Most explicit first; the last match of the first pattern that matches wins. ``L`` stands for
+# the option letters ([A-D] unless a question has more options).
+_LETTER_TEMPLATES = (
+    (r"answer\s*(?:is|:)?\s*(?:option\s*)?[\(\[\*]*\s*(L)\b(?![\w'])", re.IGNORECASE),
+    (r"\*\*\s*\(?(L)\)?[.:)]?\s*\*\*", 0),
+    (r"\((L)\)", 0),
+    (r"^\s*(L)\s*[.:)]", re.MULTILINE),
+    (r"^\s*(L)\s*$", re.MULTILINE),
+    (r"\boption\s+(L)\b", re.IGNORECASE),
 )
+
+
+@functools.cache
+def _letter_patterns(letters: str) -> tuple[re.Pattern[str], ...]:
+    klass = f"[{re.escape(letters)}]"
+    return tuple(
+        re.compile(template.replace("(L)", f"({klass})"), flags) for template, flags in _LETTER_TEMPLATES
+    )
 
 
 # A lower-case "a" followed by a word is the article ("the answer is a total of 8"), not option A.
 _ARTICLE_FOLLOWS = re.compile(r"\s+[a-z]")
 
 
-def extract_letter(text: str) -> str | None:
-    """The option letter (A-D) an answer commits to, or None if it names none."""
-    for pattern in _LETTER_PATTERNS:
+def extract_letter(text: str, letters: str = LETTERS) -> str | None:
+    """The option letter (A-D, or one of ``letters``) an answer commits to, or None if it names none."""
+    for pattern in _letter_patterns(letters):
         matches = [
             match.group(1)
             for match in pattern.finditer(text)

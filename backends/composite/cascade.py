@@ -1,0 +1,205 @@
+"""cascade: a small model answers first; a larger one answers instead when that looks unreliable.
+
+The first model answers greedily with token log-probabilities (a member that cannot report them
+is always escalated: no confidence is no evidence). Its answer's confidence is the mean
+log-probability of its tokens (:func:`confidence`). At or above ``threshold`` the answer stands;
+below it, the request goes to the second model, whose answer is the route's. The threshold is
+calibrated on `smallfleet fleet eval` rows of the first model (``benchmarks/fleet/cascade_calibration.py``):
+the lowest threshold whose escalation keeps the cascade's accuracy within reach of the second model
+at the least cost.
+
+A stream carries nothing until the first answer is judged: then either that whole answer in one
+chunk, or the second model's stream as it comes. The first answer costs its tokens either way;
+the trace lists both calls and says whether (and why) the route escalated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+
+from backends.base import Backend
+from backends.composite.calls import (
+    call_member,
+    close_stream,
+    error_code,
+    member_available,
+    member_health,
+    next_before,
+)
+from backends.composite.ledger import record
+from backends.errors import SmallfleetError
+from backends.types import (
+    Completion,
+    CompositeTrace,
+    GenerationRequest,
+    Health,
+    InnerCall,
+    StreamChunk,
+    TokenLogprob,
+    Usage,
+)
+
+KIND = "cascade"
+DEFAULT_STEP_TIMEOUT = 300.0
+
+# Why the route escalated (the trace's ``escalated``), or None when the first answer stood.
+LOW_CONFIDENCE = "low_confidence"
+NO_LOGPROBS = "no_logprobs"
+FIRST_FAILED = "first_failed"
+TRUNCATED = "truncated"
+
+
+def confidence(logprobs: Sequence[TokenLogprob] | Sequence[float] | None) -> float | None:
+    """Mean log-probability of an answer's tokens (0 is certain); None without any."""
+    if not logprobs:
+        return None
+    values = [entry.logprob if isinstance(entry, TokenLogprob) else float(entry) for entry in logprobs]
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+def escalation_reason(
+    logprobs: Sequence[TokenLogprob] | Sequence[float] | None, finish_reason: str, threshold: float
+) -> str | None:
+    """Why an answer should go to the larger model (None: it stands). The one rule the route and
+    its offline calibration share."""
+    if finish_reason == "length":
+        return TRUNCATED
+    score = confidence(logprobs)
+    if score is None:
+        return NO_LOGPROBS
+    return LOW_CONFIDENCE if score < threshold else None
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeSettings:
+    threshold: float  # mean token log-probability under which the first answer is escalated
+    step_timeout: float = DEFAULT_STEP_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not self.threshold <= 0.0:
+            raise ValueError("threshold is a mean log-probability: at most 0")
+        if self.step_timeout <= 0:
+            raise ValueError("step_timeout must be positive")
+
+
+class CascadeBackend:
+    """A Backend that answers with ``first`` unless its answer looks unreliable, then with ``then``."""
+
+    max_choices = 1
+
+    def __init__(self, name: str, first: Backend, then: Backend, settings: CascadeSettings) -> None:
+        self.name = name
+        self.first = first
+        self.then = then
+        self.settings = settings
+
+    # -- what the fleet sees ------------------------------------------------
+    @property
+    def context_length(self) -> int | None:
+        lengths = [b.context_length for b in (self.first, self.then) if b.context_length]
+        return min(lengths) if lengths else None
+
+    @property
+    def available(self) -> bool:
+        return member_available(self.then)
+
+    @property
+    def members(self) -> tuple[Backend, ...]:
+        return (self.first, self.then)
+
+    async def start(self) -> None:
+        """Nothing of its own to start: its members are the fleet's."""
+
+    async def aclose(self) -> None:
+        """Nothing of its own to close."""
+
+    async def health(self) -> Health:
+        then, first = await asyncio.gather(member_health(self.then), member_health(self.first))
+        detail = f"then {self.then.name}: {then.detail}; first {self.first.name}: {first.detail}"
+        return Health(ok=then.ok, detail=detail, queue_depth=then.queue_depth + first.queue_depth)
+
+    # -- generation ---------------------------------------------------------
+    def first_request(self, request: GenerationRequest) -> GenerationRequest:
+        """The request as the first model gets it: greedy, with log-probabilities."""
+        supports = bool(getattr(self.first, "supports_logprobs", False))
+        params = replace(request.params, temperature=0.0, logprobs=supports or request.params.logprobs)
+        return replace(request, params=params)
+
+    async def _first(
+        self, request: GenerationRequest
+    ) -> tuple[InnerCall, Completion | None, str | None, float | None]:
+        result = await call_member(
+            self.name, "first", self.first, self.first_request(request), self.settings.step_timeout
+        )
+        if result.completion is None:
+            return result.call, None, FIRST_FAILED, None
+        answer = result.completion
+        reason = escalation_reason(answer.logprobs, answer.finish_reason, self.settings.threshold)
+        return result.call, answer, reason, confidence(answer.logprobs)
+
+    async def chat(self, request: GenerationRequest) -> Completion:
+        first_call, answer, reason, score = await self._first(request)
+        if reason is None:
+            assert answer is not None
+            trace = self._trace(score, None, first_call)
+            return Completion(
+                answer.text, answer.finish_reason, trace.usage, trace=trace, logprobs=answer.logprobs
+            )
+        result = await call_member(self.name, "then", self.then, request, self.settings.step_timeout)
+        if result.completion is None:
+            assert result.error is not None
+            raise result.error
+        trace = self._trace(score, reason, first_call, result.call)
+        final = result.completion
+        return Completion(final.text, final.finish_reason, trace.usage, trace=trace, logprobs=final.logprobs)
+
+    async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        first_call, answer, reason, score = await self._first(request)
+        if reason is None:
+            assert answer is not None
+            trace = self._trace(score, None, first_call)
+            yield StreamChunk(
+                answer.text, answer.finish_reason, trace.usage, trace=trace, logprobs=answer.logprobs or ()
+            )
+            return
+        early = self._trace(score, reason, first_call)
+        started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.settings.step_timeout
+        chunks = self.then.stream_chat(request)
+        try:
+            chunk = await self._next(chunks, deadline)
+            first = True
+            while chunk.finish_reason is None:
+                yield replace(chunk, trace=early) if first else chunk
+                first = False
+                chunk = await self._next(chunks, deadline)
+            then_call = self._then_call(chunk.usage or Usage(), started)
+            trace = self._trace(score, reason, first_call, then_call)
+            yield replace(chunk, usage=trace.usage, trace=trace)
+        except SmallfleetError as exc:
+            self._then_call(Usage(), started, error_code(exc))
+            raise
+        finally:
+            await close_stream(chunks)
+
+    async def _next(self, chunks: AsyncIterator[StreamChunk], deadline: float) -> StreamChunk:
+        limit = self.settings.step_timeout
+        return await next_before(chunks, deadline, self.name, "then", self.then.name, limit)
+
+    def _then_call(self, usage: Usage, started: float, error: str | None = None) -> InnerCall:
+        return record(InnerCall(self.then.name, "then", usage, time.perf_counter() - started, error))
+
+    def _trace(self, score: float | None, reason: str | None, *calls: InnerCall) -> CompositeTrace:
+        summary = {
+            "first": self.first.name,
+            "then": self.then.name,
+            "threshold": self.settings.threshold,
+            "confidence": None if score is None else round(score, 4),
+            "escalated": reason,
+        }
+        return CompositeTrace(KIND, calls, summary)
