@@ -14,7 +14,15 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from backends.errors import SmallfleetError
-from backends.types import Completion, FinishReason, GenerationRequest, Health, StreamChunk, Usage
+from backends.types import (
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    Health,
+    StreamChunk,
+    TokenLogprob,
+    Usage,
+)
 
 
 class FakeBackend:
@@ -29,6 +37,7 @@ class FakeBackend:
         fail_after_chunks: int | None = None,
         fail_times: int | None = None,
         first_chunk_delay: float = 0.0,
+        logprob: float | Callable[[GenerationRequest], float] | None = None,
     ) -> None:
         self.name = name
         self.context_length = context_length
@@ -38,6 +47,7 @@ class FakeBackend:
         self.fail_after_chunks = fail_after_chunks
         self.fail_times = fail_times
         self.first_chunk_delay = first_chunk_delay
+        self.logprob = logprob  # every token's log-probability, when set (and asked for)
         self.calls = 0
         self.requests: list[GenerationRequest] = []
         self.chunks_sent = 0
@@ -54,6 +64,16 @@ class FakeBackend:
 
     async def health(self) -> Health:
         return Health(ok=self.error is None, detail="fake")
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return self.logprob is not None
+
+    def _logprobs(self, request: GenerationRequest, words: list[str]) -> tuple[TokenLogprob, ...] | None:
+        if self.logprob is None or not request.params.logprobs:
+            return None
+        value = self.logprob(request) if callable(self.logprob) else self.logprob
+        return tuple(TokenLogprob(word, value) for word in words)
 
     def reply_for(self, request: GenerationRequest) -> str:
         return self.reply(request) if callable(self.reply) else self.reply
@@ -92,7 +112,10 @@ class FakeBackend:
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
-        return Completion("".join(words), self._finish(request, words), self._usage(request, len(words)))
+        return Completion(
+            "".join(words), self._finish(request, words), self._usage(request, len(words)),
+            logprobs=self._logprobs(request, words),
+        )
 
     async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
         self.requests.append(request)
