@@ -41,6 +41,7 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"
 OUT_OF_DISTRIBUTION = "ood"
 MAX_FALLBACKS = 2
 PLAN_FALLBACK_HEADER = "x-smallfleet-plan-fallback"
+SUCCESS_HEADER = "x-smallfleet-success"  # predicted success per candidate, as `auto` ranked them
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class Route:
     cluster: str | None = None
     alpha: float | None = None
     router_version: str | None = None
+    # the router's predicted success of each candidate it ranked, best-ranked first
+    success: tuple[tuple[str, float], ...] = ()
 
     def headers(self) -> dict[str, str]:
         headers = {"x-smallfleet-route": self.name}
@@ -60,6 +63,8 @@ class Route:
             headers["x-smallfleet-alpha"] = f"{self.alpha:g}"
         if self.router_version is not None:
             headers["x-smallfleet-router-version"] = self.router_version
+        if self.success:
+            headers[SUCCESS_HEADER] = ", ".join(f"{name}={value:.2f}" for name, value in self.success)
         return headers
 
 
@@ -136,7 +141,8 @@ class Gateway:
             out_of_distribution=decision.out_of_distribution,
             seconds=time.perf_counter() - started,
         )
-        route = Route(model, cluster, decision.alpha, decision.artifact_version)
+        success = tuple((name, decision.success[name]) for name in decision.ranked if name in decision.success)
+        route = Route(model, cluster, decision.alpha, decision.artifact_version, success)
         runners_up = tuple(name for name in decision.ranked[1:] if name in self.fleet)[:MAX_FALLBACKS]
         return route, self.fleet.get(decision.model), runners_up
 

@@ -48,6 +48,10 @@ def test_auto_routes_to_a_known_fleet_model_and_says_so(auto_server, openai_clie
     assert raw.headers["x-smallfleet-route"] == "auto"
     assert raw.headers["x-smallfleet-cluster"]
     assert raw.headers["x-smallfleet-router-version"]
+    # the predicted success of every candidate, as ranked: the answering model first
+    success = [pair.split("=") for pair in raw.headers["x-smallfleet-success"].split(", ")]
+    assert success[0][0] == answer.model and {name for name, _ in success} == set(known)
+    assert all(0.0 <= float(value) <= 1.0 for _, value in success)
     ids = [m.id for m in client.models.list()]
     assert {"auto", "auto:quality", "auto:cheap"} <= set(ids)
 
