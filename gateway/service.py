@@ -141,7 +141,8 @@ class Gateway:
             out_of_distribution=decision.out_of_distribution,
             seconds=time.perf_counter() - started,
         )
-        success = tuple((name, decision.success[name]) for name in decision.ranked if name in decision.success)
+        predicted = decision.success
+        success = tuple((name, predicted[name]) for name in decision.ranked if name in predicted)
         route = Route(model, cluster, decision.alpha, decision.artifact_version, success)
         runners_up = tuple(name for name in decision.ranked[1:] if name in self.fleet)[:MAX_FALLBACKS]
         return route, self.fleet.get(decision.model), runners_up
