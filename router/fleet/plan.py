@@ -14,9 +14,14 @@ The rule, applied to a table of measured accuracy per model and task:
    ``params`` and the same name once a GGUF-type suffix (``-q2_k``, ``-q3_k_m``, ``-f16`` ...)
    is dropped. A family's reference is its highest precision measured (largest file).
 2. The primary model comes from the family with the most parameters that has a member which fits
-   and is acceptable: its accuracy is at most ``max_loss`` below the reference's on every task.
-   Among those members the one with the smallest footprint (the lowest precision) is chosen.
-   Families with the same parameter count: the higher mean accuracy wins.
+   and is acceptable. When the reference fits, a member is acceptable if its accuracy is at most
+   ``max_loss`` below the reference's on every task, and the smallest such member (the lowest
+   precision) is chosen. When the reference does not fit, the question is no longer how much a
+   lower precision loses against a model that cannot be had, but whether it beats the model that
+   would replace it: the next-smaller family's highest precision that fits (the rival). A
+   fitting member measured on every task of the reference is acceptable unless its mean accuracy
+   over the tasks is more than ``max_loss`` below the rival's; the most accurate acceptable member
+   is chosen. Families with the same parameter count: the higher mean accuracy wins.
 3. With the memory left, smaller models (fewer parameters) are added for the tasks on which they
    match the primary (at most ``max_loss`` below it) at a lower measured cost per query; greedily,
    the one that takes over the most tasks first (ties: the smaller footprint).
@@ -46,8 +51,10 @@ RULE = (
     "Families are one base model at several precisions (same params, same name without the GGUF-type "
     "suffix); a family's reference is its highest precision measured. The primary is the largest family "
     "with a member that fits, at its lowest precision whose accuracy is within max-loss of the reference "
-    "on every task. Smaller models are added, while memory lasts, for the tasks on which they are within "
-    "max-loss of the primary at a lower measured cost per query."
+    "on every task; when the reference itself does not fit, at its most accurate fitting precision whose "
+    "mean accuracy is within max-loss of the smaller model that would replace it (the next-smaller "
+    "family's highest fitting precision). Smaller models are added, while memory lasts, for the tasks on "
+    "which they are within max-loss of the primary at a lower measured cost per query."
 )
 _QUANT_SUFFIX = re.compile(r"[-_.](?:i?q\d[a-z0-9_]*|f16|f32|bf16)$", re.IGNORECASE)
 
@@ -247,9 +254,62 @@ def families(candidates: Sequence[Candidate]) -> dict[tuple[str, float | None], 
     return {key: sorted(members, key=lambda c: -c.file_bytes) for key, members in grouped.items()}
 
 
-def _best_of_family(members: list[Candidate], settings: Settings) -> tuple[Candidate | None, dict[str, str]]:
-    """The family's smallest fitting acceptable member, and why each other member is not it."""
+def _mean_over(candidate: Candidate, tasks: Sequence[str]) -> float:
+    return sum(candidate.accuracy[t] for t in tasks) / len(tasks) if tasks else 0.0
+
+
+def _best_against_rival(
+    members: list[Candidate], rival: Candidate | None, settings: Settings
+) -> tuple[Candidate | None, dict[str, str]]:
+    """The reference does not fit: the most accurate fitting member that does not lose to ``rival``
+    (the smaller model that would replace the family), and why each other member is not it."""
     reference = members[0]
+    reasons: dict[str, str] = {}
+    acceptable: list[Candidate] = []
+    for member in members:
+        total = settings.footprint(member).total
+        missing = [t for t in reference.accuracy if t not in member.accuracy]
+        if total > settings.budget:
+            reasons[member.name] = f"does not fit: {_mb(total)} > {_mb(settings.budget)}"
+        elif missing:
+            reasons[member.name] = f"not measured on {', '.join(missing)}"
+        elif rival is None:
+            acceptable.append(member)
+        else:
+            tasks = [t for t in member.accuracy if t in rival.accuracy]
+            mine, theirs = _mean_over(member, tasks), _mean_over(rival, tasks)
+            if mine < theirs - settings.max_loss - _EPSILON:
+                reasons[member.name] = (
+                    f"{reference.name} does not fit, and at {member.quant} it loses to {rival.name} "
+                    f"({mine:.3f} against {theirs:.3f}, mean of {len(tasks)} tasks)"
+                )
+            else:
+                acceptable.append(member)
+    best = max(acceptable, key=lambda m: (m.mean_accuracy(), -settings.footprint(m).total), default=None)
+    for member in acceptable:
+        if member is not best:
+            reasons[member.name] = f"fits, but {_name(best)} is more accurate"
+    return best, reasons
+
+
+def _rival(family: list[Candidate], candidates: Sequence[Candidate], settings: Settings) -> Candidate | None:
+    """The smaller model that would replace ``family``: the next-smaller family's highest precision
+    that fits (measured on the most tasks)."""
+    smaller = [c for c in candidates if _params_rank(c) < _params_rank(family[0])
+               and settings.footprint(c).total <= settings.budget]
+    if not smaller:
+        return None
+    top = max(_params_rank(c) for c in smaller)
+    return max((c for c in smaller if _params_rank(c) == top), key=lambda c: (len(c.accuracy), c.file_bytes))
+
+
+def _best_of_family(
+    members: list[Candidate], settings: Settings, candidates: Sequence[Candidate] = ()
+) -> tuple[Candidate | None, dict[str, str]]:
+    """The family's chosen member (rule 2 of this module), and why each other member is not it."""
+    reference = members[0]
+    if settings.footprint(reference).total > settings.budget:
+        return _best_against_rival(members, _rival(members, candidates, settings), settings)
     fitting = [m for m in members if settings.footprint(m).total <= settings.budget]
     acceptable = [m for m in fitting if _unacceptable(loss_vs(reference, m), settings.max_loss) is None]
     best = min(acceptable, key=lambda m: settings.footprint(m).total, default=None)
@@ -280,7 +340,7 @@ def _primary(candidates: Sequence[Candidate], settings: Settings) -> tuple[Candi
     options: list[Candidate] = []
     reasons: dict[str, str] = {}
     for key in sorted(grouped, key=lambda k: _params_rank(grouped[k][0]), reverse=True):
-        best, why_not = _best_of_family(grouped[key], settings)
+        best, why_not = _best_of_family(grouped[key], settings, candidates)
         reasons.update(why_not)
         if best is not None:
             options.append(best)
@@ -408,6 +468,9 @@ def _primary_reason(primary: Candidate, members: list[Candidate], settings: Sett
     size = f"{primary.params / 1e9:.2f}B" if primary.params else "unknown size"
     if primary is members[0]:
         precision = f"at its highest measured precision ({primary.quant})"
+    elif settings.footprint(members[0]).total > settings.budget:
+        precision = (f"{members[0].quant} does not fit; at {primary.quant} it is its most accurate precision "
+                     "that fits and does not lose to the smaller model that would replace it")
     else:
         precision = (f"its lowest precision within {settings.max_loss:g} of {members[0].quant} "
                      f"on every task")

@@ -33,7 +33,14 @@ from router.fleet.plan import (
 )
 
 # The committed measurement of the whole fleet (a merged `fleet report`).
-DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "docs" / "fleet-eval-results" / "table.json"
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "fleet-eval-results"
+DEFAULT_TABLE = RESULTS / "table.json"
+# The routing benchmark's tasks, measured apart (another item count per task); planned together.
+ROUTING_TABLE = RESULTS / "routing-tasks" / "table.json"
+
+
+def default_tables() -> list[Path]:
+    return [path for path in (DEFAULT_TABLE, ROUTING_TABLE) if path == DEFAULT_TABLE or path.exists()]
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "kib": 2**10, "mib": 2**20, "gib": 2**30}
 _ENTRY_KEYS = ("model", "task", "accuracy", "n")  # what every table entry needs (plan.candidates_from_table)
@@ -210,7 +217,7 @@ def render_text(plan: Plan) -> str:
 def run_plan(args: argparse.Namespace) -> int:
     if args.context < 1 or args.max_loss < 0 or args.memory < 1 or (args.overhead or 0) < 0:
         raise DataError("--memory and --context must be positive and --max-loss at least 0")
-    entries = read_table(args.table)
+    entries = [entry for path in args.table for entry in read_table(path)]
     lacking = list(dict.fromkeys(e["model"] for e in entries if needs_facts(e)))
     facts = fleet_facts(lacking, args.fleet_loader, args.config) if lacking else {}
     found, skipped = candidates_from_table(entries, facts)
@@ -229,8 +236,9 @@ def add_plan_command(subparsers: Any, fleet_loader: FleetLoader) -> None:
     )
     p.add_argument("--memory", type=parse_size, required=True, help="budget: 1.6GB, 1600MB, 1.5GiB, 800M")
     p.add_argument("--context", type=int, default=DEFAULT_CONTEXT, help="tokens of KV cache per model")
-    p.add_argument("--table", type=Path, default=DEFAULT_TABLE,
-                   help="fleet eval table.json (default: docs/fleet-eval-results/table.json)")
+    p.add_argument("--table", type=Path, nargs="+", default=default_tables(), metavar="TABLE",
+                   help="fleet eval table.json files, their tasks taken together (default: "
+                   "docs/fleet-eval-results/table.json and routing-tasks/table.json)")
     p.add_argument("--max-loss", type=float, default=DEFAULT_MAX_LOSS,
                    help="accuracy a lower precision (or a smaller helper) may lose, per task")
     p.add_argument("--overhead", type=parse_size,

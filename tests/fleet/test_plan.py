@@ -137,7 +137,9 @@ def test_longer_context_and_overhead_count() -> None:
     plan = _plan(BASE, "1.6GB", context=32_768)
     assert plan.chosen[0].candidate.name == "qwen2.5-coder-0.5b"
     assert plan.chosen[0].footprint.kv_cache == KV05 * 32_768
-    assert _plan(BASE, "1.6GB", overhead=700_000_000).chosen[0].candidate.name == "qwen2.5-coder-0.5b"
+    assert _plan(BASE, "1.6GB", overhead=900_000_000).chosen[0].candidate.name == "qwen2.5-coder-0.5b"
+    # with 700 MB of overhead only the Q2_K of the 1.5B fits, and it beats the 0.5B: it is chosen
+    assert _plan(BASE, "1.6GB", overhead=700_000_000).chosen[0].candidate.name == "qwen2.5-coder-1.5b-q2_k"
 
 
 def test_overhead_is_measured_per_model_by_default() -> None:
@@ -182,10 +184,36 @@ def test_nothing_fits() -> None:
         _plan(BASE, "300MB")
 
 
-def test_only_an_unacceptable_precision_fits() -> None:
+def test_only_an_unmeasured_precision_fits() -> None:
     only_15b = {k: v for k, v in BASE.items() if k.startswith("qwen2.5-coder-1.5b")}
+    only_15b["qwen2.5-coder-1.5b-q2_k"] = {"mmlu": 0.52, "humaneval": 0.35}
     with pytest.raises(NothingFits, match="qwen2.5-coder-1.5b-q2_k fit in 1,100 MB, but none is within 0.02"):
         _plan(only_15b, "1.1GB")
+
+
+# The Q3_K_M loses more than 0.02 to its Q4_K_M on gsm8k, yet beats the 0.5B by far.
+LOSSY_Q3 = {**BASE, "qwen2.5-coder-1.5b-q3_k_m": {"mmlu": 0.55, "gsm8k": 0.42, "humaneval": 0.40}}
+
+
+def test_when_the_best_precision_does_not_fit_a_lower_one_is_judged_against_the_smaller_model() -> None:
+    # 1.25 GB: the Q4_K_M (1,385 MB) does not fit; the Q3_K_M (1,192 MB) does
+    plan = _plan(LOSSY_Q3, "1.25GB")
+    assert plan.chosen[0].candidate.name == "qwen2.5-coder-1.5b-q3_k_m"
+    assert "does not lose to the smaller model that would replace it" in plan.chosen[0].reason
+    reasons = {r.model: r.reason for r in plan.rejected}
+    assert reasons["qwen2.5-coder-1.5b"].startswith("does not fit")
+    # where the Q4_K_M fits, the same Q3_K_M is judged against it, and loses
+    assert _plan(LOSSY_Q3, "1.6GB").chosen[0].candidate.name == "qwen2.5-coder-1.5b"
+
+
+def test_a_lower_precision_that_loses_to_the_smaller_model_gives_way_to_it() -> None:
+    weak = {**BASE, "qwen2.5-coder-1.5b-q3_k_m": {"mmlu": 0.40, "gsm8k": 0.25, "humaneval": 0.30},
+            "qwen2.5-coder-1.5b-q2_k": {"mmlu": 0.30, "gsm8k": 0.20, "humaneval": 0.20}}
+    plan = _plan(weak, "1.25GB")
+    assert plan.chosen[0].candidate.name == "qwen2.5-coder-0.5b"
+    reasons = {r.model: r.reason for r in plan.rejected}
+    assert reasons["qwen2.5-coder-1.5b-q3_k_m"].startswith(
+        "qwen2.5-coder-1.5b does not fit, and at Q3_K_M it loses to qwen2.5-coder-0.5b (0.317 against 0.367")
 
 
 def test_unmeasured_task_makes_a_precision_unacceptable() -> None:
