@@ -80,7 +80,8 @@ def _add_router(commands: Any) -> None:
     p = commands.add_parser(
         "router", help="train a router artifact for the fleet from its own fleet eval (or report) output"
     )
-    p.add_argument("--results", type=Path, required=True, help="fleet eval or fleet report output directory")
+    p.add_argument("--results", type=Path, nargs="+", required=True, metavar="DIR",
+                   help="fleet eval or fleet report output directories, taken together")
     p.add_argument("--out", type=Path, required=True, help="artifact directory (its inputs go in training/)")
     p.add_argument("--models", type=_names, help="comma-separated models to route between (default: all)")
     p.add_argument("--cost", choices=COST_SOURCES, default="measured",

@@ -75,24 +75,44 @@ def select_rows(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> list[d
     return chosen
 
 
+def read_results(results: Path | Sequence[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows and queries of one or several `fleet eval` / `fleet report` outputs, taken together.
+
+    Several outputs (benchmarks measured apart, e.g. with another item count) are joined by
+    question: a question in two of them keeps the scores of both (a model scored twice on it
+    keeps the first)."""
+    paths = [results] if isinstance(results, Path) else list(results)
+    rows: dict[str, dict[str, Any]] = {}
+    queries: list[dict[str, Any]] = []
+    for path in paths:
+        for row in _read(path / "rows.json"):
+            known = rows.setdefault(row["question"], {**row, "scores": {}})
+            known["scores"] = {**row["scores"], **known["scores"]}
+        queries.extend(_read(path / "queries.json"))
+    return list(rows.values()), queries
+
+
 def write_training_inputs(
-    results: Path, directory: Path, models: Sequence[str] | None = None, cost: str = "measured"
+    results: Path | Sequence[Path],
+    directory: Path,
+    models: Sequence[str] | None = None,
+    cost: str = "measured",
 ) -> tuple[Path, Path, Path]:
     """``rows.json``, ``models.json`` and ``tasks.jsonl`` for the router trainer, in ``directory``."""
-    rows = _read(results / "rows.json")
-    queries = _read(results / "queries.json")
+    rows, queries = read_results(results)
+    where = ", ".join(str(p) for p in ([results] if isinstance(results, Path) else results))
     evaluated = sorted({query["model"] for query in queries})
     models = list(models) if models else evaluated
     unknown = sorted(set(models) - set(evaluated))
     if unknown:
         raise DataError(
-            f"{results}: no evaluation of {', '.join(unknown)} (evaluated: {', '.join(evaluated)})"
+            f"{where}: no evaluation of {', '.join(unknown)} (evaluated: {', '.join(evaluated)})"
         )
     if len(models) < 2:
         raise DataError("a router needs at least two models to choose from")
     rows = select_rows(rows, models)
     if not any(len(row["scores"]) == len(models) for row in rows):
-        raise DataError(f"{results}: no question was answered by all of {', '.join(models)}")
+        raise DataError(f"{where}: no question was answered by all of {', '.join(models)}")
     queries = [q for q in queries if q["model"] in models]
     prices = fleet_prices(rows, queries, models, cost)
     directory.mkdir(parents=True, exist_ok=True)
@@ -108,7 +128,7 @@ def write_training_inputs(
 
 
 def build_fleet_router(
-    results: Path,
+    results: Path | Sequence[Path],
     out: Path,
     *,
     models: Sequence[str] | None = None,
