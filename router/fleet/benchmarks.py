@@ -11,7 +11,7 @@ import gzip
 import importlib.util
 import json
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,18 @@ def expand_names(names: Iterable[str]) -> list[str]:
             if member not in expanded:
                 expanded.append(member)
     return expanded
+
+
+def shard_items(items: Sequence[BenchmarkItem], index: int, count: int) -> list[BenchmarkItem]:
+    """Every ``count``-th item of each benchmark, from its ``index``-th (the same questions as
+    the full run's at those positions)."""
+    position: dict[str, int] = {}
+    kept = []
+    for item in items:
+        position[item.task] = position.get(item.task, -1) + 1
+        if position[item.task] % count == index:
+            kept.append(item)
+    return kept
 
 
 def load_benchmarks(names: Iterable[str], limit: int | None = None, seed: int = 0) -> list[BenchmarkItem]:

@@ -28,6 +28,17 @@ def _max_tokens(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(f"expected N or task=N,...: {text!r}") from None
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """``1/6`` -> (1, 6): items at positions 1, 7, 13, ... of each benchmark's sample."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N: {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected 0 <= I < N: {text!r}")
+    return index, count
+
+
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
@@ -44,6 +55,9 @@ def add_fleet_commands(subparsers: Any, fleet_loader: FleetLoader | None = None)
     p.add_argument("--models", type=_names, help="comma-separated model names (default: all)")
     p.add_argument("--benchmarks", type=_names, default=["mmlu", "gsm8k", "humaneval"])
     p.add_argument("--limit", type=int, help="items per benchmark (default: all)")
+    p.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="only every N-th of the sampled items, from the I-th (0-based): a check of a "
+                   "route on some of the questions a full run answered")
     p.add_argument("--out", type=Path, required=True, help="directory for rows.json, table.md, table.json")
     p.add_argument("--seed", type=int, default=0, help="sampling of items and generation seed")
     p.add_argument("--max-tokens", type=_max_tokens, help="N, or per task: mmlu=64,gsm8k=384,humaneval=384")
@@ -121,7 +135,7 @@ def run_fleet_report(args: argparse.Namespace) -> int:
 
 
 def run_fleet_eval(args: argparse.Namespace) -> int:
-    from router.fleet.benchmarks import load_benchmarks
+    from router.fleet.benchmarks import load_benchmarks, shard_items
     from router.fleet.report import CostRates, write_outputs
     from router.fleet.runner import evaluate_model
 
@@ -136,6 +150,8 @@ def run_fleet_eval(args: argparse.Namespace) -> int:
     if not models:
         raise DataError("no llama_cpp or openai model to evaluate")
     items = load_benchmarks(args.benchmarks, args.limit, args.seed)
+    if args.shard:
+        items = shard_items(items, *args.shard)
     runs = []
     for model in models:
         print(f"{model.name}: {len(items)} queries", file=sys.stderr, flush=True)
@@ -145,5 +161,7 @@ def run_fleet_eval(args: argparse.Namespace) -> int:
         )))
     rates = CostRates(cpu_second=args.price_cpu_second, gb_second=args.price_gb_second)
     settings = {"benchmarks": args.benchmarks, "limit": args.limit, "seed": args.seed}
+    if args.shard:
+        settings["shard"] = "/".join(map(str, args.shard))
     print(write_outputs(args.out, runs, rates, settings))
     return 0

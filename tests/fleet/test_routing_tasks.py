@@ -7,7 +7,7 @@ import json
 import pytest
 
 from router._errors import DataError
-from router.fleet.benchmarks import expand_names, load_benchmarks
+from router.fleet.benchmarks import expand_names, load_benchmarks, shard_items
 from router.fleet.routing_tasks import GRADEABLE, NAMES, TRAIN_FILE, load_routing_task
 from router.fleet.scoring import F1_THRESHOLD, score, short_answer, token_f1
 
@@ -73,3 +73,11 @@ def test_mbpp_runs_the_tasks_asserts_in_the_sandbox():
     assert score(item, "```python\ndef nothing():\n    pass\n```")[0] == 0
     name = item.reference.split("assert ", 1)[1].split("(", 1)[0]
     assert f"{name}(" in item.messages[1].content  # the model is shown the asserts, so the name
+
+
+def test_a_shard_keeps_every_nth_item_of_each_benchmark(items):
+    shard = shard_items(items, 1, 5)
+    assert len(shard) == 2 * len(GRADEABLE)
+    for name in NAMES:
+        mine = [i.id for i in items if i.task == name]
+        assert [i.id for i in shard if i.task == name] == mine[1::5]
