@@ -32,6 +32,41 @@ from routes_summary import half_width, mcnemar_p  # noqa: E402
 from backends.composite.cascade import escalation_reason  # noqa: E402
 
 
+def questions_of(results: list[Path]) -> dict[str, str]:
+    """Item id -> question text, re-derived from each output's settings and the installed data."""
+    from router.fleet.benchmarks import load_benchmarks
+
+    questions: dict[str, str] = {}
+    for path in results:
+        document = json.loads((path / "table.json").read_text())
+        for item in load_benchmarks(document["benchmarks"], document["limit"], document["seed"]):
+            questions[item.id] = item.question
+    return questions
+
+
+def write_rows(out: Path, name: str, items: list[dict[str, Any]], threshold: float,
+               by_id: dict[str, dict[str, dict[str, Any]]], questions: dict[str, str]) -> None:
+    """The route's rows and queries as its members' measured answers give them under its rule."""
+    rows, queries = [], []
+    for item in items:
+        first, then = by_id[item["id"]]["first"], by_id[item["id"]]["then"]
+        up = escalation_reason(item["logprobs"], item["finish_reason"], threshold) is not None
+        chosen = then if up else first
+        score = chosen["score"]
+        rows.append({"question": questions[item["id"]], "task": item["task"], "scores": {name: score}})
+        record = {key: first[key] + (then[key] if up else 0)
+                  for key in ("seconds", "cpu_seconds", "prompt_tokens", "completion_tokens",
+                              "config_cost", "measured_cost")}
+        queries.append({
+            "model": name, "id": item["id"], "task": item["task"], "score": score,
+            "note": f"replayed: {'escalated' if up else 'first answer stood'}; {chosen['note']}",
+            "finish_reason": chosen["finish_reason"], "answer": chosen.get("answer", ""), **record,
+        })
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rows.json").write_text(json.dumps(rows, indent=1))
+    (out / "queries.json").write_text(json.dumps(queries, indent=1))
+
+
 def paired(queries: list[dict[str, Any]], first: str, then: str, cost: str) -> list[dict[str, Any]]:
     """One record per item both models answered: task, scores, costs, the first's logprobs."""
     by: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -114,11 +149,19 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cost", choices=("measured", "config"), default="measured")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--name", default="cascade", help="the route's name, for --write-rows")
+    parser.add_argument("--write-rows", type=Path, metavar="DIR",
+                        help="write the route's replayed rows.json and queries.json here (every item "
+                        "both models answered, at the shipped threshold), for `smallfleet fleet router`")
     args = parser.parse_args()
     queries = [q for path in args.results for q in json.loads((path / "queries.json").read_text())]
     items = paired(queries, args.first, args.then, args.cost)
     if not items:
         raise SystemExit("no item answered by both models")
+    by_id: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for query in queries:
+        if query["model"] in (args.first, args.then):
+            by_id[query["id"]]["first" if query["model"] == args.first else "then"] = query
     cv_outcomes = [0] * len(items)
     cv_cost, cv_escalated, thresholds = 0.0, 0, []
     for fold in folds(items, args.folds, args.seed):
@@ -167,6 +210,9 @@ def main() -> int:
         print(f"| {task} | {k} | {sum(i['first_score'] for i in sub) / k:.3f} | "
               f"{sum(i['then_score'] for i in sub) / k:.3f} | {cascade:.3f} | "
               f"{outcome(sub, shipped)['escalated']:.0%} |")
+    if args.write_rows:
+        write_rows(args.write_rows, args.name, items, shipped, by_id, questions_of(args.results))
+        print(f"\nreplayed rows of {args.name} written to {args.write_rows}")
     if args.json:
         args.json.write_text(json.dumps({
             "first": args.first, "then": args.then, "items": n, "tolerance": args.tolerance,
