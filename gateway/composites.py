@@ -88,7 +88,7 @@ def _diverse(route: RouteConfig, members: Mapping[str, Backend], embed: Embed | 
 
 def _cascade(route: RouteConfig, members: Mapping[str, Backend], embed: Embed | None) -> Backend:
     assert isinstance(route, CascadeRoute)
-    settings = CascadeSettings(threshold=route.threshold, step_timeout=route.timeout)
+    settings = CascadeSettings(threshold=route.threshold, signal=route.signal, step_timeout=route.timeout)
     return CascadeBackend(route.name, members[route.first], members[route.then], settings)
 
 

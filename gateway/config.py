@@ -231,7 +231,10 @@ class CascadeRoute(_RouteBase):
     first: ModelName
     then: ModelName
     threshold: float = Field(
-        le=0, description="mean token log-probability under which the first answer is escalated"
+        le=0, description="token log-probability (by signal) under which the first answer is escalated"
+    )
+    signal: Literal["mean", "min"] = Field(
+        default="mean", description="mean: over the first answer's tokens; min: its least likely token"
     )
     timeout: float = Field(default=300.0, gt=0, description="seconds for each model's answer")
 

@@ -1,12 +1,13 @@
 """cascade: a small model answers first; a larger one answers instead when that looks unreliable.
 
 The first model answers greedily with token log-probabilities (a member that cannot report them
-is always escalated: no confidence is no evidence). Its answer's confidence is the mean
-log-probability of its tokens (:func:`confidence`). At or above ``threshold`` the answer stands;
-below it, the request goes to the second model, whose answer is the route's. The threshold is
-calibrated on `smallfleet fleet eval` rows of the first model (``benchmarks/fleet/cascade_calibration.py``):
-the lowest threshold whose escalation keeps the cascade's accuracy within reach of the second model
-at the least cost.
+is always escalated: no confidence is no evidence). Its answer's confidence (:func:`confidence`)
+is the mean log-probability of its tokens (``signal: mean``) or the lowest one (``signal: min``:
+the token it was least sure of, e.g. the letter of a multiple-choice answer). At or above
+``threshold`` the answer stands; below it (or when the answer was cut at max_tokens), the request
+goes to the second model, whose answer is the route's. The threshold is calibrated on
+`smallfleet fleet eval` rows of both models (``benchmarks/fleet/cascade_calibration.py``): the
+cheapest one whose accuracy stays within a tolerance of the second model's.
 
 A stream carries nothing until the first answer is judged: then either that whole answer in one
 chunk, or the second model's stream as it comes. The first answer costs its tokens either way;
@@ -53,23 +54,33 @@ FIRST_FAILED = "first_failed"
 TRUNCATED = "truncated"
 
 
-def confidence(logprobs: Sequence[TokenLogprob] | Sequence[float] | None) -> float | None:
-    """Mean log-probability of an answer's tokens (0 is certain); None without any."""
+SIGNALS = ("mean", "min")
+
+
+def confidence(
+    logprobs: Sequence[TokenLogprob] | Sequence[float] | None, signal: str = "mean"
+) -> float | None:
+    """The mean (or lowest) log-probability of an answer's tokens (0 is certain); None without any."""
     if not logprobs:
         return None
     values = [entry.logprob if isinstance(entry, TokenLogprob) else float(entry) for entry in logprobs]
     finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else None
+    if not finite:
+        return None
+    return min(finite) if signal == "min" else sum(finite) / len(finite)
 
 
 def escalation_reason(
-    logprobs: Sequence[TokenLogprob] | Sequence[float] | None, finish_reason: str, threshold: float
+    logprobs: Sequence[TokenLogprob] | Sequence[float] | None,
+    finish_reason: str,
+    threshold: float,
+    signal: str = "mean",
 ) -> str | None:
     """Why an answer should go to the larger model (None: it stands). The one rule the route and
     its offline calibration share."""
     if finish_reason == "length":
         return TRUNCATED
-    score = confidence(logprobs)
+    score = confidence(logprobs, signal)
     if score is None:
         return NO_LOGPROBS
     return LOW_CONFIDENCE if score < threshold else None
@@ -77,10 +88,13 @@ def escalation_reason(
 
 @dataclass(frozen=True, slots=True)
 class CascadeSettings:
-    threshold: float  # mean token log-probability under which the first answer is escalated
+    threshold: float  # token log-probability (by ``signal``) under which the first answer is escalated
+    signal: str = "mean"  # mean: over the answer's tokens; min: its least likely token
     step_timeout: float = DEFAULT_STEP_TIMEOUT
 
     def __post_init__(self) -> None:
+        if self.signal not in SIGNALS:
+            raise ValueError(f"signal must be one of {', '.join(SIGNALS)}")
         if not self.threshold <= 0.0:
             raise ValueError("threshold is a mean log-probability: at most 0")
         if self.step_timeout <= 0:
@@ -139,8 +153,9 @@ class CascadeBackend:
         if result.completion is None:
             return result.call, None, FIRST_FAILED, None
         answer = result.completion
-        reason = escalation_reason(answer.logprobs, answer.finish_reason, self.settings.threshold)
-        return result.call, answer, reason, confidence(answer.logprobs)
+        settings = self.settings
+        reason = escalation_reason(answer.logprobs, answer.finish_reason, settings.threshold, settings.signal)
+        return result.call, answer, reason, confidence(answer.logprobs, settings.signal)
 
     async def chat(self, request: GenerationRequest) -> Completion:
         first_call, answer, reason, score = await self._first(request)
@@ -199,6 +214,7 @@ class CascadeBackend:
             "first": self.first.name,
             "then": self.then.name,
             "threshold": self.settings.threshold,
+            "signal": self.settings.signal,
             "confidence": None if score is None else round(score, 4),
             "escalated": reason,
         }

@@ -50,7 +50,7 @@ def write_rows(out: Path, name: str, items: list[dict[str, Any]], threshold: flo
     rows, queries = [], []
     for item in items:
         first, then = by_id[item["id"]]["first"], by_id[item["id"]]["then"]
-        up = escalation_reason(item["logprobs"], item["finish_reason"], threshold) is not None
+        up = escalation_reason(item["logprobs"], item["finish_reason"], threshold, SIGNAL) is not None
         chosen = then if up else first
         score = chosen["score"]
         rows.append({"question": questions[item["id"]], "task": item["task"], "scores": {name: score}})
@@ -90,10 +90,13 @@ def paired(queries: list[dict[str, Any]], first: str, then: str, cost: str) -> l
     return items
 
 
+SIGNAL = "mean"  # set from --signal
+
+
 def outcome(items: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
     correct, cost, escalated, outcomes = 0, 0.0, 0, []
     for item in items:
-        up = escalation_reason(item["logprobs"], item["finish_reason"], threshold) is not None
+        up = escalation_reason(item["logprobs"], item["finish_reason"], threshold, SIGNAL) is not None
         score = item["then_score"] if up else item["first_score"]
         outcomes.append(score)
         correct += score
@@ -107,7 +110,7 @@ def candidates(items: list[dict[str, Any]]) -> list[float]:
     """Every distinct confidence seen (each splits the rows differently), plus 'never escalate'."""
     from backends.composite.cascade import confidence
 
-    seen = {round(c, 6) for item in items if (c := confidence(item["logprobs"])) is not None}
+    seen = {round(c, 6) for item in items if (c := confidence(item["logprobs"], SIGNAL)) is not None}
     return sorted({*seen, 0.0, -1e9})
 
 
@@ -145,6 +148,8 @@ def main() -> int:
     parser.add_argument("--first", required=True)
     parser.add_argument("--then", required=True)
     parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--signal", choices=("mean", "min"), default="mean",
+                        help="the route's confidence: mean or lowest token log-probability")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cost", choices=("measured", "config"), default="measured")
@@ -154,6 +159,8 @@ def main() -> int:
                         help="write the route's replayed rows.json and queries.json here (every item "
                         "both models answered, at the shipped threshold), for `smallfleet fleet router`")
     args = parser.parse_args()
+    global SIGNAL
+    SIGNAL = args.signal
     queries = [q for path in args.results for q in json.loads((path / "queries.json").read_text())]
     items = paired(queries, args.first, args.then, args.cost)
     if not items:
@@ -184,7 +191,7 @@ def main() -> int:
     only_then = sum(1 for c, i in zip(cv_outcomes, items, strict=True) if i["then_score"] and not c)
     shipped = choose(items, args.tolerance)
     full = outcome(items, shipped)
-    print(f"{n} items; tolerance {args.tolerance}; {args.cost} cost\n")
+    print(f"{n} items; signal {args.signal}; tolerance {args.tolerance}; {args.cost} cost\n")
     print("| system | accuracy | 95% half-width | cost vs second | escalated |")
     print("|---|---:|---:|---:|---:|")
     print(f"| {args.first} | {first_acc:.3f} | {half_width(first_acc, n):.3f} | "
@@ -216,6 +223,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "first": args.first, "then": args.then, "items": n, "tolerance": args.tolerance,
+            "signal": args.signal,
             "cost": args.cost, "first_accuracy": first_acc, "then_accuracy": then_acc, "cv_accuracy": cv_acc,
             "cv_cost_vs_then": cv_cost / then_cost, "cv_escalated": cv_escalated / n,
             "threshold": shipped, "fold_thresholds": thresholds,

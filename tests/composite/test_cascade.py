@@ -37,11 +37,17 @@ def test_confidence_is_the_mean_token_logprob_and_the_rule_names_its_reason():
     assert escalation_reason([-0.9], "stop", -0.5) == LOW_CONFIDENCE
     assert escalation_reason([-0.1], "length", -0.5) == TRUNCATED
     assert escalation_reason(None, "stop", -0.5) == NO_LOGPROBS
+    # the lowest token decides with signal "min": a sure preamble does not hide an unsure letter
+    assert confidence([-0.01, -0.01, -1.2], "min") == pytest.approx(-1.2)
+    assert escalation_reason([-0.01, -0.01, -1.2], "stop", -0.5) is None
+    assert escalation_reason([-0.01, -0.01, -1.2], "stop", -0.5, "min") == LOW_CONFIDENCE
 
 
 def test_settings_refuse_a_positive_threshold():
     with pytest.raises(ValueError, match="at most 0"):
         CascadeSettings(threshold=0.5)
+    with pytest.raises(ValueError, match="signal"):
+        CascadeSettings(threshold=-0.5, signal="median")
 
 
 async def test_a_confident_first_answer_stands_and_the_larger_model_is_not_asked():
@@ -106,6 +112,9 @@ def test_a_cascade_route_is_configured_validated_and_built():
     members = {"small": FakeBackend("small"), "big": FakeBackend("big")}
     built = build_route(fleet.routes[0], members, None)
     assert isinstance(built, CascadeBackend) and built.settings.threshold == -0.4
+    assert built.settings.signal == "mean"
+    by_min = parse_fleet({"models": models, "routes": [{**route, "signal": "min"}]})
+    assert build_route(by_min.routes[0], members, None).settings.signal == "min"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="threshold"):
         parse_fleet({"models": models, "routes": [{**route, "threshold": 0.3}]})
     with pytest.raises(ValueError, match="not a model of this fleet"):
