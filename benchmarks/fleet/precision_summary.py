@@ -22,7 +22,9 @@ def half_width(accuracy: float, n: int) -> float:
 
 
 def summary(table: dict) -> str:
-    tasks = list(table["benchmarks"])
+    # the tasks in the order of the settings' benchmarks ("routing" stands for its seven tasks)
+    present = list(dict.fromkeys(e["task"] for e in table["table"] if e["task"] != "all"))
+    tasks = [t for b in table["benchmarks"] for t in present if t == b or t.startswith(f"{b}:")]
     by_model: dict[str, dict[str, dict]] = defaultdict(dict)
     for entry in table["table"]:
         if entry["file_bytes"]:  # a GGUF of its own: not a route or a remote model
