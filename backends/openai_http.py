@@ -251,7 +251,11 @@ def _parse_completion(name: str, body: bytes, is_chat: bool) -> Completion:
 
 
 async def _parse_sse(name: str, lines: AsyncIterator[str], is_chat: bool) -> AsyncIterator[StreamChunk]:
-    """Turn an OpenAI SSE stream into chunks; the last one carries finish_reason and usage."""
+    """Turn an OpenAI SSE stream into chunks; the last one carries finish_reason and usage.
+
+    A stream ends at ``data: [DONE]``, or when the server closes it cleanly after a chunk with a
+    ``finish_reason`` (some servers omit [DONE]): a complete answer either way. A stream that
+    ends without any finish reason was cut short, and is an error."""
     finish: Any = None
     usage: Usage | None = None
     pieces = 0
@@ -276,4 +280,7 @@ async def _parse_sse(name: str, lines: AsyncIterator[str], is_chat: bool) -> Asy
             if text:
                 pieces += 1
                 yield StreamChunk(text)
-    raise BackendError(f"model {name!r} ended its stream without [DONE]")
+    if finish is not None:  # a complete answer whose server closed cleanly without [DONE]
+        yield StreamChunk("", finish_reason=_finish(finish), usage=usage or Usage(completion_tokens=pieces))
+        return
+    raise BackendError(f"model {name!r} ended its stream without a finish reason")

@@ -293,11 +293,19 @@ def test_malformed_chunk(client: httpx.Client, fault_url: str) -> None:
     assert_still_serving(client)
 
 
-def test_missing_done(client: httpx.Client, fault_url: str) -> None:
+def test_missing_done_after_a_finish_reason_is_a_complete_answer(client: httpx.Client, fault_url: str) -> None:
+    """The server sent every chunk, finish_reason stop, and closed cleanly without [DONE]."""
     response, events = stream(client, "f-no-done")
     assert response.status_code == 200
-    assert assert_broken_stream(events, "backend_error") == "Hello from the fault server."
+    assert events[-1] == "[DONE]"  # the gateway's own
+    chunks = [orjson.loads(event) for event in events[:-1]]
+    assert not any("error" in chunk for chunk in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == (
+        "Hello from the fault server."
+    )
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
     assert attempts(fault_url, "f-no-done") == 1
+    assert chat(client, "f-no-done").status_code == 200
     assert_still_serving(client)
 
 
