@@ -281,7 +281,7 @@ class Gateway:
 
         A member's declared ``fallbacks`` (or the router's runner-ups) are tried in order,
         skipping open circuits; a prompt too long for the failed member goes to the first one
-        with a longer context, from that chain or else from the whole fleet. A failed route's
+        whose context is longer or unknown in that chain, else to one known to be longer. A failed route's
         inner calls are charged to the answer here; without a successor, the caller charges them.
         """
         failed = answer.member
@@ -297,12 +297,17 @@ class Gateway:
     def _successor(
         self, answer: Answer, failed: FleetMember, needs_longer_context: bool
     ) -> FleetMember | None:
-        def fits(member: FleetMember) -> bool:
+        def fits(member: FleetMember, unknown_may_fit: bool = True) -> bool:
             if not member.available or member.name == failed.name or member.max_choices < answer.n:
                 return False
             if not needs_longer_context:
                 return True
-            return (member.context_length or 0) > (failed.context_length or 0)
+            # a context known to be no longer cannot help; in the declared chain (fallbacks,
+            # router runners-up) an unknown one may, elsewhere only one known to be longer
+            mine, theirs = member.context_length, failed.context_length
+            if mine is None or theirs is None:
+                return unknown_may_fit
+            return mine > theirs
 
         chain = [self.fleet.get(name) for name in answer.fallbacks]
         for index, member in enumerate(chain):
@@ -311,7 +316,7 @@ class Gateway:
                 return member
         if needs_longer_context:
             # Only models: a route costs several calls, so it answers only when asked for by name.
-            models = (m for m in self.fleet if not m.composite and fits(m))
+            models = (m for m in self.fleet if not m.composite and fits(m, unknown_may_fit=False))
             longer = sorted(models, key=lambda m: m.context_length or 0)
             if longer:
                 answer.fallbacks = ()

@@ -45,6 +45,8 @@ SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
     "f-malformed": ("fault:malformed-chunk", {}),
     "f-no-done": ("fault:no-done", {}),
     "f-context": ("fault:context-length", {}),
+    "f-context-fallback": ("fault:context-length", {}),
+    "any-context": ("ok", {}),
     "f-policy": ("fault:content-policy", {}),
     "f-flap": ("fault:flap-2", {}),
     "f-fail-first-2": ("fault:fail-first-2", {}),
@@ -56,6 +58,11 @@ SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
         "fault:500",
         {"retry": {"attempts": 1}, "circuit_breaker": {"failure_threshold": 2, "cool_down": 0.3}},
     ),
+}
+# member name: fleet-config fields besides resilience (contexts not configured: unknown)
+MEMBER_FIELDS: dict[str, dict[str, Any]] = {
+    "f-context-fallback": {"context_length": None, "fallbacks": ["f-context", "any-context"]},
+    "any-context": {"context_length": None},
 }
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -76,6 +83,7 @@ def _member(name: str, fault: str, overrides: dict[str, Any], fault_url: str) ->
         "context_length": 2048,
         "timeouts": {"connect": 1.0, "read": 0.5 if name == "f-hang" else 30.0, "total": 30.0},
         "resilience": resilience,
+        **MEMBER_FIELDS.get(name, {}),
     }
 
 
@@ -229,6 +237,18 @@ def test_first_token_delay_within_and_beyond_the_limit(client: httpx.Client, fau
 def test_context_length_is_a_400_not_retried(client: httpx.Client, fault_url: str) -> None:
     assert error_of(chat(client, "f-context"), 400)["code"] == "context_length_exceeded"
     assert attempts(fault_url, "f-context") == 1
+    assert_still_serving(client)
+
+
+def test_context_length_goes_to_a_declared_fallback_whose_context_may_be_longer(
+    client: httpx.Client, fault_url: str
+) -> None:
+    """Neither context is known: the declared fallback that might hold the prompt answers."""
+    before = attempts(fault_url, "f-context")
+    response = chat(client, "f-context-fallback")
+    assert response.status_code == 200 and response.headers["x-smallfleet-model"] == "any-context"
+    assert attempts(fault_url, "f-context-fallback") == 1
+    assert attempts(fault_url, "f-context") == before + 1  # known 2048 tokens: maybe longer, tried
     assert_still_serving(client)
 
 
