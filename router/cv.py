@@ -1,8 +1,9 @@
 """K-fold cross-validation of the router on its training rows (the only place to tune).
 
-Rows that score only some models (logged feedback) are trained on in every fold they fall
-in, but only rows that score every model are evaluated: judging a routing pick, and the
-oracle, needs every model's score.
+Rows that score only some models (logged feedback, a route measured on some tasks) are
+trained on in every fold they fall in, and judged among the models they score (at least two):
+a pick, and every baseline's, is among those models (the best single model is the best one
+measured on the row, by training accuracy).
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ def out_of_fold_success(
     return result
 
 
+def allowed_among(eligible: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The candidates a judged row's pick may be: eligible and scored there (all scored ones
+    where none of them is eligible)."""
+    allowed = eligible & known
+    none = ~allowed.any(axis=1)
+    allowed[none] = known[none]
+    return allowed
+
+
 def calibrated_out_of_fold(
     success: np.ndarray,
     scores: np.ndarray,
@@ -132,22 +142,25 @@ def cross_validate(
             "raw": reliability_table(raw, ts.data.scores, ts.data.models, known),
             "calibrated": reliability_table(success_all, ts.data.scores, ts.data.models, known),
         }
-    full = np.zeros(n, dtype=bool)
-    full[ts.data.full_rows()] = True
+    judged = np.zeros(n, dtype=bool)
+    judged[ts.data.judged_rows()] = True
+    known_all = ts.data.known_mask()
     curves, bases, sizes = [], [], []
     for tr, te in splits:
-        te = te[full[te]]
+        te = te[judged[te]]
         if not len(te):
             continue
-        scores = ts.data.scores[te]
+        scores, known = ts.data.scores[te], known_all[te]
         costs = query_costs([ts.data.questions[i] for i in te], ts.prices)
-        curves.append(sweep(success_all[te], scores, costs, ts.data.models, CV_ALPHAS, eligible_all[te]))
+        allowed = allowed_among(eligible_all[te], known)
+        curves.append(sweep(success_all[te], scores, costs, ts.data.models, CV_ALPHAS, allowed))
         train_acc = ts.data.subset(tr).comparable_means()
-        picks = baseline_picks(train_acc, ts.prices, scores, costs, config.seed)
+        mask = None if ts.data.known is None else known
+        picks = baseline_picks(train_acc, ts.prices, scores, costs, config.seed, mask)
         bases.append({k: summarize(p, scores, costs, ts.data.models) for k, p in picks.items()})
         sizes.append(len(te))
     if not curves:
-        raise DataError("cross-validation needs rows that score every model; there are none")
+        raise DataError("cross-validation needs rows that score at least two models; there are none")
     curve = [(a, mean_summary([c[i][1] for c in curves])) for i, a in enumerate(CV_ALPHAS)]
     baselines = {k: mean_summary([b[k] for b in bases]) for k in bases[0]}
     return CVReport(folds, float(np.mean(sizes)), curve, baselines, calibration, reliability)

@@ -43,6 +43,19 @@ class RoutingData:
             return np.arange(len(self.questions))
         return np.flatnonzero(self.known.all(axis=1))
 
+    def judged_rows(self) -> np.ndarray:
+        """Indices of the rows a routing pick can be judged on: those scoring at least two models
+        (a pick among the models known there; every row when every score is known)."""
+        if self.known is None:
+            return np.arange(len(self.questions))
+        return np.flatnonzero(self.known.sum(axis=1) >= 2)
+
+    def known_mask(self) -> np.ndarray:
+        """(rows, models): which scores are known (all True without a mask)."""
+        if self.known is None:
+            return np.ones(self.scores.shape, dtype=bool)
+        return self.known
+
     def mean_scores(self) -> np.ndarray:
         """Per-model mean over the rows that score it."""
         return masked_mean(self.scores, self.known)

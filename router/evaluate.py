@@ -34,21 +34,41 @@ def summarize(picks: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: 
 
 
 def baseline_picks(
-    train_acc: np.ndarray, prices: np.ndarray, scores: np.ndarray, costs: np.ndarray, seed: int = 0
+    train_acc: np.ndarray,
+    prices: np.ndarray,
+    scores: np.ndarray,
+    costs: np.ndarray,
+    seed: int = 0,
+    known: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Picks of the reference routers: random, cheapest, best single model (by training
-    accuracy ``train_acc``), oracle (cheapest correct model)."""
+    accuracy ``train_acc``), oracle (cheapest correct model). With ``known`` (rows x models),
+    each row's pick is among the models scored on it: the best single model is then the best
+    one measured there."""
     n, m = scores.shape
-    cheapest = int(np.lexsort((-train_acc, prices))[0])
-    correct = scores >= 0.5
+    rng = np.random.default_rng(seed)
+    if known is None:
+        known, random = np.ones((n, m), dtype=bool), rng.integers(0, m, size=n)
+    else:
+        random = np.where(known, rng.random((n, m)), -1.0).argmax(axis=1)
+    by_price = np.lexsort((-train_acc, prices))  # cheapest first, ties: the more accurate
+    by_accuracy = np.argsort(-train_acc, kind="stable")
+    correct = (scores >= 0.5) & known
     masked = np.where(correct, costs, np.inf)
-    oracle = np.where(correct.any(axis=1), masked.argmin(axis=1), costs.argmin(axis=1))
+    cheapest_known = np.where(known, costs, np.inf).argmin(axis=1)
+    oracle = np.where(correct.any(axis=1), masked.argmin(axis=1), cheapest_known)
     return {
-        "random": np.random.default_rng(seed).integers(0, m, size=n),
-        "cheapest": np.full(n, cheapest),
-        "best single": np.full(n, int(train_acc.argmax())),
+        "random": random,
+        "cheapest": _first_known(by_price, known),
+        "best single": _first_known(by_accuracy, known),
         "oracle": oracle,
     }
+
+
+def _first_known(order: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Per row, the first model of ``order`` that is known on it."""
+    ranked = known[:, order]
+    return order[ranked.argmax(axis=1)]
 
 
 def sweep(

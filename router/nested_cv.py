@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from router.cv import cross_validate, fold_indices
+from router.cv import allowed_among, cross_validate, fold_indices
 from router.data import query_costs
 from router.evaluate import baseline_picks, mean_summary, summarize
 from router.fit import FitConfig, fit_router_model
@@ -47,8 +47,9 @@ def nested_cross_validate(
 
     seed = configs[0].seed
     splits = fold_indices(len(ts.data.questions), ts.groups, outer, seed)
-    full = np.zeros(len(ts.data.questions), dtype=bool)
-    full[ts.data.full_rows()] = True
+    judged = np.zeros(len(ts.data.questions), dtype=bool)
+    judged[ts.data.judged_rows()] = True
+    known_all = ts.data.known_mask()
     folds: list[dict[str, Any]] = []
     summaries: dict[str, list[Any]] = {}
     for number, (tr, te) in enumerate(splits, start=1):
@@ -66,18 +67,19 @@ def nested_cross_validate(
         )
         if report.calibration is not None:
             model = replace(model, calibration=report.calibration)
-        te = te[full[te]]
+        te = te[judged[te]]
         prediction = model.predict(ts.embeddings[te], ts.formats[te])
-        scores = ts.data.scores[te]
+        scores, known = ts.data.scores[te], known_all[te]
         costs = query_costs([ts.data.questions[i] for i in te], ts.prices)
         modes = {f"preset {name}": alpha for name, alpha in presets.items()}
         modes.update({f"alpha {a:g}": float(a) for a in fixed_alphas})
         fold: dict[str, Any] = {"config": describe(config), "presets": presets, "rows": int(len(te))}
         for mode, alpha in modes.items():
-            picked = pick(prediction.success, costs, alpha, prediction.eligible)
+            picked = pick(prediction.success, costs, alpha, allowed_among(prediction.eligible, known))
             summaries.setdefault(mode, []).append(summarize(picked, scores, costs, ts.data.models))
         train_acc = train.data.comparable_means()
-        for name, picked in baseline_picks(train_acc, ts.prices, scores, costs, seed).items():
+        mask = None if ts.data.known is None else known
+        for name, picked in baseline_picks(train_acc, ts.prices, scores, costs, seed, mask).items():
             summaries.setdefault(name, []).append(summarize(picked, scores, costs, ts.data.models))
         folds.append(fold)
     best_single_cost = mean_summary(summaries["best single"]).cost

@@ -86,7 +86,8 @@ def test_a_candidate_measured_on_one_task_is_chosen_there_only(tmp_path):
     results = _results(tmp_path / "eval", math_route=True)
     artifact = build_fleet_router(results, tmp_path / "router", folds=2, clusters=4)
     assert artifact.manifest["training_data"]["partial_rows"] == len(CODE)
-    assert artifact.manifest["cv"]["rows_per_fold"] == len(MATH) / 2  # judged where all are scored
+    # every row is judged, among the candidates scored on it (code rows: without the route)
+    assert artifact.manifest["cv"]["rows_per_fold"] == (len(MATH) + len(CODE)) / 2
     prices = artifact.manifest["prices"]
     assert prices["big"] == pytest.approx(3 * prices["small"])
     assert prices["route"] == pytest.approx(2 * prices["small"])  # over the questions it answered

@@ -95,7 +95,7 @@ def test_masking_changes_nothing_when_every_score_is_known() -> None:
         assert np.allclose(getattr(plain, name), getattr(masked, name)), name
 
 
-def test_training_on_partial_rows_cv_judges_full_rows_only(
+def test_cv_judges_rows_scoring_two_models_or_more_among_those_models(
     small_data: dict[str, Path], tmp_path: Path
 ) -> None:
     base = json.loads(small_data["rows"].read_text(encoding="utf-8"))[:120]
@@ -107,7 +107,18 @@ def test_training_on_partial_rows_cv_judges_full_rows_only(
     ts = load_training_set(path, small_data["models"], None, lambda _: None)
     assert ts.data.known is not None and len(ts.data.full_rows()) == 120
     report = cross_validate(ts, SMALL_CONFIG, 2)
-    assert report.rows_per_fold == 60.0  # only the 120 full rows are judged
+    assert report.rows_per_fold == 60.0  # only the 120 full rows are judged: the others score one
+    pairs = [
+        {"question": f"paired question {i} on sorting", "scores": {"gemma-2-9b-it": 1.0, "codegemma-7b": 0.0}}
+        for i in range(40)
+    ]
+    paired = load_training_set(_write(tmp_path / "paired.json", base + pairs), small_data["models"], None,
+                               lambda _: None)
+    report = cross_validate(paired, SMALL_CONFIG, 2)
+    assert report.rows_per_fold == 80.0  # rows scoring two models are judged too
+    # on them, every pick is one of the two: the oracle takes the right one of each pair
+    oracle = report.baselines["oracle"]
+    assert oracle.share["gemma-2-9b-it"] >= 40 / 160
     artifact = train(path, small_data["models"], tmp_path / "art", folds=0, config=SMALL_CONFIG)
     assert artifact.manifest["training_data"]["partial_rows"] == 30
     full_mean = np.mean([r["scores"]["gemma-2-9b-it"] for r in base])
