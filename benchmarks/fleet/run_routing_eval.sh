@@ -30,4 +30,9 @@ printf '%s\n' \
     "qwen2.5-coder-1.5b-q3_k_m routing 60 $RUNS/qwen2.5-coder-1.5b-q3_k_m" \
     "qwen2.5-coder-1.5b-q3_k_m gsm8k 200 $PRECISION_RUNS/qwen2.5-coder-1.5b-q3_k_m--gsm8k" |
     xargs -P 2 -L 1 bash -c 'chunk "$@"' _
-.venv/bin/smallfleet fleet report --runs "$RUNS"/*/ --out docs/fleet-eval-results/routing-tasks --config "$CONFIG"
+.venv/bin/smallfleet fleet report --runs "$RUNS"/smollm2-135m "$RUNS"/qwen2.5-coder-0.5b "$RUNS"/qwen2.5-coder-1.5b \
+    "$RUNS"/qwen2.5-coder-1.5b-q3_k_m --out docs/fleet-eval-results/routing-tasks --config "$CONFIG"
+# the Q3_K_M's GSM8K-200 joins the precision table (docs/params-vs-precision.md)
+.venv/bin/smallfleet fleet report --runs docs/fleet-eval-results "$PRECISION_RUNS"/qwen2.5-coder-1.5b-q3_k_m--gsm8k \
+    --out "$RUNS"/precision-merged --config benchmarks/fleet/precision_fleet.yaml
+cp "$RUNS"/precision-merged/*.json "$RUNS"/precision-merged/table.md docs/fleet-eval-results/

@@ -28,7 +28,7 @@ from typing import Any, cast
 from backends.base import Backend
 from backends.gguf_meta import KvShape
 from router._errors import DataError
-from router.fleet.benchmarks import BenchmarkItem, load_benchmarks
+from router.fleet.benchmarks import BenchmarkItem, expand_names, load_benchmarks
 from router.fleet.models import EvalModel
 from router.fleet.report import CostRates, training_rows, write_outputs
 from router.fleet.runner import ModelRun, QueryResult
@@ -245,7 +245,7 @@ def sources_markdown(merged: Merged) -> str:
     count = len(merged.sources)
     lines = ["", f"Merged from {count} run{'' if count == 1 else 's'}:"]
     lines += [f"- {source}" for source in merged.sources]
-    benchmarks = merged.settings["benchmarks"]
+    benchmarks = expand_names(merged.settings["benchmarks"])
     for run in merged.runs:
         missing = [task for task in benchmarks if task not in {r.task for r in run.results}]
         if missing:
