@@ -4,10 +4,10 @@ The first model answers greedily with token log-probabilities (a member that can
 is always escalated: no confidence is no evidence). Its answer's confidence (:func:`confidence`)
 is the mean log-probability of its tokens (``signal: mean``) or the lowest one (``signal: min``:
 the token it was least sure of, e.g. the letter of a multiple-choice answer). At or above
-``threshold`` the answer stands; below it (or when the answer was cut at max_tokens), the request
-goes to the second model, whose answer is the route's. The threshold is calibrated on
-`smallfleet fleet eval` rows of both models (``benchmarks/fleet/cascade_calibration.py``): the
-cheapest one whose accuracy stays within a tolerance of the second model's.
+``threshold`` the answer stands; below it, the request goes to the second model, whose answer
+is the route's. The threshold is calibrated on `smallfleet fleet eval` rows of both models
+(``benchmarks/fleet/cascade_calibration.py``): the cheapest one whose accuracy stays within a
+tolerance of the second model's.
 
 A stream carries nothing until the first answer is judged: then either that whole answer in one
 chunk, or the second model's stream as it comes. The first answer costs its tokens either way;
@@ -51,7 +51,6 @@ DEFAULT_STEP_TIMEOUT = 300.0
 LOW_CONFIDENCE = "low_confidence"
 NO_LOGPROBS = "no_logprobs"
 FIRST_FAILED = "first_failed"
-TRUNCATED = "truncated"
 
 
 SIGNALS = ("mean", "min")
@@ -71,15 +70,11 @@ def confidence(
 
 
 def escalation_reason(
-    logprobs: Sequence[TokenLogprob] | Sequence[float] | None,
-    finish_reason: str,
-    threshold: float,
-    signal: str = "mean",
+    logprobs: Sequence[TokenLogprob] | Sequence[float] | None, threshold: float, signal: str = "mean"
 ) -> str | None:
     """Why an answer should go to the larger model (None: it stands). The one rule the route and
-    its offline calibration share."""
-    if finish_reason == "length":
-        return TRUNCATED
+    its offline calibration share. An answer cut at max_tokens is judged like any other: the
+    client asked for that length, and the larger model would be cut there too."""
     score = confidence(logprobs, signal)
     if score is None:
         return NO_LOGPROBS
@@ -154,7 +149,7 @@ class CascadeBackend:
             return result.call, None, FIRST_FAILED, None
         answer = result.completion
         settings = self.settings
-        reason = escalation_reason(answer.logprobs, answer.finish_reason, settings.threshold, settings.signal)
+        reason = escalation_reason(answer.logprobs, settings.threshold, settings.signal)
         return result.call, answer, reason, confidence(answer.logprobs, settings.signal)
 
     async def chat(self, request: GenerationRequest) -> Completion:

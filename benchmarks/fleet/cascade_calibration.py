@@ -50,7 +50,7 @@ def write_rows(out: Path, name: str, items: list[dict[str, Any]], threshold: flo
     rows, queries = [], []
     for item in items:
         first, then = by_id[item["id"]]["first"], by_id[item["id"]]["then"]
-        up = escalation_reason(item["logprobs"], item["finish_reason"], threshold, SIGNAL) is not None
+        up = escalation_reason(item["logprobs"], threshold, SIGNAL) is not None
         chosen = then if up else first
         score = chosen["score"]
         rows.append({"question": questions[item["id"]], "task": item["task"], "scores": {name: score}})
@@ -96,7 +96,7 @@ SIGNAL = "mean"  # set from --signal
 def outcome(items: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
     correct, cost, escalated, outcomes = 0, 0.0, 0, []
     for item in items:
-        up = escalation_reason(item["logprobs"], item["finish_reason"], threshold, SIGNAL) is not None
+        up = escalation_reason(item["logprobs"], threshold, SIGNAL) is not None
         score = item["then_score"] if up else item["first_score"]
         outcomes.append(score)
         correct += score

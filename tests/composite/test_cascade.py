@@ -10,7 +10,6 @@ from backends.composite.cascade import (
     FIRST_FAILED,
     LOW_CONFIDENCE,
     NO_LOGPROBS,
-    TRUNCATED,
     confidence,
     escalation_reason,
 )
@@ -33,14 +32,13 @@ def test_confidence_is_the_mean_token_logprob_and_the_rule_names_its_reason():
     assert confidence([TokenLogprob("a", -0.2), TokenLogprob("b", -0.4)]) == pytest.approx(-0.3)
     assert confidence([-1.0, -3.0]) == pytest.approx(-2.0)
     assert confidence([]) is None and confidence(None) is None
-    assert escalation_reason([-0.1], "stop", -0.5) is None
-    assert escalation_reason([-0.9], "stop", -0.5) == LOW_CONFIDENCE
-    assert escalation_reason([-0.1], "length", -0.5) == TRUNCATED
-    assert escalation_reason(None, "stop", -0.5) == NO_LOGPROBS
+    assert escalation_reason([-0.1], -0.5) is None
+    assert escalation_reason([-0.9], -0.5) == LOW_CONFIDENCE
+    assert escalation_reason(None, -0.5) == NO_LOGPROBS
     # the lowest token decides with signal "min": a sure preamble does not hide an unsure letter
     assert confidence([-0.01, -0.01, -1.2], "min") == pytest.approx(-1.2)
-    assert escalation_reason([-0.01, -0.01, -1.2], "stop", -0.5) is None
-    assert escalation_reason([-0.01, -0.01, -1.2], "stop", -0.5, "min") == LOW_CONFIDENCE
+    assert escalation_reason([-0.01, -0.01, -1.2], -0.5) is None
+    assert escalation_reason([-0.01, -0.01, -1.2], -0.5, "min") == LOW_CONFIDENCE
 
 
 def test_settings_refuse_a_positive_threshold():

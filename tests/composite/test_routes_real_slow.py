@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.config import default_fleet, parse_fleet
+from gateway.config import parse_fleet
 
 pytestmark = pytest.mark.slow
 
@@ -85,17 +85,43 @@ def test_both_routes_on_smollm2_with_and_without_streaming(smollm2_routes, live_
     assert 'smallfleet_cost_total{cluster="none",model="plan-solve",route="plan-solve"}' in metrics
 
 
-def test_the_default_fleets_routes_answer_through_the_openai_client(live_server, openai_client):
-    server = live_server(create_app(default_fleet()))
-    client = openai_client(server.url, timeout=600)
-    assert {"plan-solve-0.5b", "vote-0.5b"} <= {m.id for m in client.models.list()}
-    for route in ("plan-solve-0.5b", "vote-0.5b"):
-        whole = client.chat.completions.create(model=route, messages=QUESTION, max_tokens=24, seed=3)
-        assert whole.choices[0].message.content and whole.model == route
-        streamed = list(client.chat.completions.create(
-            model=route, messages=QUESTION, max_tokens=24, seed=3, stream=True
-        ))
-        assert _text(streamed)
+@pytest.fixture(scope="module")
+def smollm2_cascades(smollm2_gguf: str):
+    """Two names for SmolLM2 and two cascades between them: one that keeps every first answer
+    (threshold -50: no answer is that unsure), one that escalates every one (threshold 0)."""
+    model = {"backend": "llama_cpp", "gguf": smollm2_gguf, "context_length": 2048}
+    return parse_fleet({
+        "models": [{"name": "small", **model}, {"name": "large", **model}],
+        "routes": [
+            {"name": "keeps", "type": "cascade", "first": "small", "then": "large", "threshold": -50},
+            {"name": "escalates", "type": "cascade", "first": "small", "then": "large", "threshold": 0,
+             "signal": "min"},
+        ],
+    })
+
+
+def test_a_cascade_judges_real_token_logprobs(smollm2_cascades, live_server, openai_client):
+    server = live_server(create_app(smollm2_cascades))
+    client = openai_client(server.url, timeout=300)
+    details = {"smallfleet": {"details": True}}
+    kept = client.chat.completions.create(model="keeps", messages=QUESTION, max_tokens=16, temperature=0,
+                                          extra_body=details)
+    meta = kept.model_extra["smallfleet"]  # type: ignore[index]
+    assert meta["escalated"] is None and meta["first"] == "small"
+    assert -50 < meta["confidence"] < 0  # the mean log-probability llama.cpp gave the answer's tokens
+    assert [c["model"] for c in meta["details"]["calls"]] == ["small"]
+    raised = client.chat.completions.create(model="escalates", messages=QUESTION, max_tokens=16,
+                                            temperature=0, extra_body=details)
+    meta = raised.model_extra["smallfleet"]  # type: ignore[index]
+    assert meta["escalated"] == "low_confidence"
+    assert [c["model"] for c in meta["details"]["calls"]] == ["small", "large"]
+    assert raised.usage is not None
+    calls = meta["details"]["calls"]
+    assert raised.usage.completion_tokens == sum(c["usage"]["completion_tokens"] for c in calls)
+    streamed = list(client.chat.completions.create(
+        model="escalates", messages=QUESTION, max_tokens=16, temperature=0, stream=True
+    ))
+    assert _text(streamed) == raised.choices[0].message.content  # greedy both times
 
 
 def test_fleet_eval_measures_routes_like_models(smollm2_gguf: str, tmp_path: Path) -> None:

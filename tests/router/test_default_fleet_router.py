@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config import default_fleet
+from router.fleet.routing_tasks import NAMES
 from router.routing import load_router
 from tests.routing_examples import KINDS
 
@@ -15,7 +16,8 @@ def test_the_default_fleets_router_knows_the_fleets_models_and_routes():
     router = load_router(fleet.router.artifact)
     assert Path(fleet.router.artifact).name == "default-fleet"
     assert set(router.models) == {m.name for m in fleet.models} | {r.name for r in fleet.routes}
-    assert set(router.manifest["groups"]) == {"mmlu", "gsm8k", "humaneval"}
+    # trained on the precision benchmarks and the routing benchmark's own tasks
+    assert set(router.manifest["groups"]) == {"mmlu", "gsm8k", "humaneval", *NAMES}
 
 
 def test_auto_on_the_default_fleet_sends_kinds_of_questions_to_different_models():

@@ -186,3 +186,24 @@ def test_client_disconnect_mid_stream_stops_generation(server):
         timeout=30,
     )
     assert quick.status_code == 200 and time.perf_counter() - start < 2.0
+
+
+async def test_token_logprobs_of_a_greedy_answer_are_its_likeliest_tokens(smollm2_gguf):
+    """llama.cpp's raw distribution at each step, recorded without logits_all: a greedy answer's
+    every token is the top one, and the tokens spell the answer."""
+    from backends.llama_cpp import LlamaCppBackend
+    from backends.types import GenerationRequest, Message, SamplingParams
+
+    backend = LlamaCppBackend("smollm2", smollm2_gguf, context_length=512, threads=1)
+    await backend.start()
+    try:
+        params = SamplingParams(max_tokens=12, temperature=0.0, logprobs=True, top_logprobs=3)
+        answer = await backend.chat(GenerationRequest(messages=(Message("user", HI[0]["content"]),), params=params))
+    finally:
+        await backend.aclose()
+    assert answer.logprobs is not None and len(answer.logprobs) == answer.usage.completion_tokens
+    for entry in answer.logprobs:
+        assert entry.logprob <= 0 and len(entry.top) == 3
+        assert entry.top[0][0] == entry.token and entry.top[0][1] == pytest.approx(entry.logprob)
+        assert entry.top[0][1] >= entry.top[1][1] >= entry.top[2][1]
+    assert "".join(entry.token for entry in answer.logprobs) == answer.text
