@@ -200,6 +200,11 @@ class LlamaCppBackend:
         def cancelled(_ids: Any, _logits: Any) -> bool:
             return cancel.is_set()
 
+        if params.seed is not None:
+            # A seed promises a repeatable answer. Reusing the cached prefix of the previous
+            # prompt evaluates this one in other batch shapes than a fresh context would, and
+            # the logits differ in their last bits, enough to change a sample: start afresh.
+            self._llm.reset()
         recorder = None
         if params.logprobs:
             recorder = LogprobRecorder(self._token_text, top=params.top_logprobs)
