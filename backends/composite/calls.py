@@ -89,3 +89,43 @@ async def member_health(member: Backend) -> Health:
 def member_available(member: Backend) -> bool:
     """False while a member's circuit is open (a bare backend is always available)."""
     return bool(getattr(member, "available", True))
+
+
+class MemberPair:
+    """Lifecycle, reachability and health of a route built from two of the fleet's members.
+
+    ``main`` answers (the route is available, and healthy, while it is); ``helper`` assists
+    (its failure degrades the route, not its health). The fleet owns both: the route has
+    nothing of its own to start or close. Subclasses set the roles' names for health details.
+    """
+
+    main_role = "main"
+    helper_role = "helper"
+    count_helper_queue = False  # whether the helper's queue delays every answer (it runs first)
+
+    def _pair(self) -> tuple[Backend, Backend]:
+        """(main, helper)."""
+        raise NotImplementedError
+
+    @property
+    def available(self) -> bool:
+        return member_available(self._pair()[0])
+
+    @property
+    def members(self) -> tuple[Backend, ...]:
+        main, helper = self._pair()
+        return (helper, main)
+
+    async def start(self) -> None:
+        """Nothing of its own to start: its members are the fleet's."""
+
+    async def aclose(self) -> None:
+        """Nothing of its own to close."""
+
+    async def health(self) -> Health:
+        main, helper = self._pair()
+        mine, theirs = await asyncio.gather(member_health(main), member_health(helper))
+        detail = (f"{self.main_role} {main.name}: {mine.detail}; "
+                  f"{self.helper_role} {helper.name}: {theirs.detail}")
+        depth = mine.queue_depth + (theirs.queue_depth if self.count_helper_queue else 0)
+        return Health(ok=mine.ok, detail=detail, queue_depth=depth)

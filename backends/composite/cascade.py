@@ -24,11 +24,10 @@ from dataclasses import dataclass, replace
 
 from backends.base import Backend
 from backends.composite.calls import (
+    MemberPair,
     call_member,
     close_stream,
     error_code,
-    member_available,
-    member_health,
     next_before,
 )
 from backends.composite.ledger import record
@@ -37,7 +36,6 @@ from backends.types import (
     Completion,
     CompositeTrace,
     GenerationRequest,
-    Health,
     InnerCall,
     StreamChunk,
     TokenLogprob,
@@ -96,10 +94,15 @@ class CascadeSettings:
             raise ValueError("step_timeout must be positive")
 
 
-class CascadeBackend:
-    """A Backend that answers with ``first`` unless its answer looks unreliable, then with ``then``."""
+class CascadeBackend(MemberPair):
+    """A Backend that answers with ``first`` unless its answer looks unreliable, then with ``then``.
+
+    ``then`` must be reachable (it answers whatever ``first`` does); ``first`` runs before every
+    answer, so its queue counts too."""
 
     max_choices = 1
+    main_role, helper_role = "then", "first"
+    count_helper_queue = True
 
     def __init__(self, name: str, first: Backend, then: Backend, settings: CascadeSettings) -> None:
         self.name = name
@@ -108,29 +111,13 @@ class CascadeBackend:
         self.settings = settings
 
     # -- what the fleet sees ------------------------------------------------
+    def _pair(self) -> tuple[Backend, Backend]:
+        return self.then, self.first
+
     @property
     def context_length(self) -> int | None:
         lengths = [b.context_length for b in (self.first, self.then) if b.context_length]
         return min(lengths) if lengths else None
-
-    @property
-    def available(self) -> bool:
-        return member_available(self.then)
-
-    @property
-    def members(self) -> tuple[Backend, ...]:
-        return (self.first, self.then)
-
-    async def start(self) -> None:
-        """Nothing of its own to start: its members are the fleet's."""
-
-    async def aclose(self) -> None:
-        """Nothing of its own to close."""
-
-    async def health(self) -> Health:
-        then, first = await asyncio.gather(member_health(self.then), member_health(self.first))
-        detail = f"then {self.then.name}: {then.detail}; first {self.first.name}: {first.detail}"
-        return Health(ok=then.ok, detail=detail, queue_depth=then.queue_depth + first.queue_depth)
 
     # -- generation ---------------------------------------------------------
     def first_request(self, request: GenerationRequest) -> GenerationRequest:

@@ -22,11 +22,10 @@ from dataclasses import dataclass, replace
 
 from backends.base import Backend
 from backends.composite.calls import (
+    MemberPair,
     call_member,
     close_stream,
     error_code,
-    member_available,
-    member_health,
     next_before,
 )
 from backends.composite.ledger import record
@@ -35,7 +34,6 @@ from backends.types import (
     Completion,
     CompositeTrace,
     GenerationRequest,
-    Health,
     InnerCall,
     Message,
     SamplingParams,
@@ -142,10 +140,13 @@ def _unusable(
     return None
 
 
-class PlanSolveBackend:
-    """A Backend built from a planner and a solver backend (the fleet owns their lifecycle)."""
+class PlanSolveBackend(MemberPair):
+    """A Backend built from a planner and a solver backend (the fleet owns their lifecycle).
+
+    The solver must be reachable; without the planner it still answers (directly)."""
 
     max_choices = 1
+    main_role, helper_role = "solver", "planner"
 
     def __init__(
         self, name: str, planner: Backend, solver: Backend, settings: PlanSolveSettings = PlanSolveSettings()
@@ -156,29 +157,12 @@ class PlanSolveBackend:
         self.settings = settings
 
     # -- what the fleet sees ------------------------------------------------
+    def _pair(self) -> tuple[Backend, Backend]:
+        return self.solver, self.planner
+
     @property
     def context_length(self) -> int | None:
         return self.solver.context_length
-
-    @property
-    def available(self) -> bool:
-        """The solver must be reachable; without the planner it still answers (directly)."""
-        return member_available(self.solver)
-
-    @property
-    def members(self) -> tuple[Backend, ...]:
-        return (self.planner, self.solver)
-
-    async def start(self) -> None:
-        """Nothing of its own to start: its members are the fleet's."""
-
-    async def aclose(self) -> None:
-        """Nothing of its own to close."""
-
-    async def health(self) -> Health:
-        solver, planner = await asyncio.gather(member_health(self.solver), member_health(self.planner))
-        detail = f"solver {self.solver.name}: {solver.detail}; planner {self.planner.name}: {planner.detail}"
-        return Health(ok=solver.ok, detail=detail, queue_depth=solver.queue_depth)
 
     # -- generation ---------------------------------------------------------
     async def chat(self, request: GenerationRequest) -> Completion:
