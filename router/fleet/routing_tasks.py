@@ -27,6 +27,7 @@ from typing import Any
 
 from backends.types import Message
 from router._errors import DataError
+from router.fleet.items import BenchmarkItem, sample_rows
 
 PREFIX = "routing:"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -118,11 +119,9 @@ def _rows_by_task() -> dict[str, list[dict[str, Any]]]:
     return by_task
 
 
-def load_routing_task(name: str, limit: int | None = None, seed: int = 0) -> list[Any]:
+def load_routing_task(name: str, limit: int | None = None, seed: int = 0) -> list[BenchmarkItem]:
     """``limit`` items of the routing benchmark's task ``name`` (``routing:<task>``), sampled
     deterministically from ``seed``; each item's ``question`` is the benchmark's own text."""
-    from router.fleet.benchmarks import BenchmarkItem, sample_rows
-
     task = name.removeprefix(PREFIX)
     if task not in GRADEABLE:
         raise DataError(f"unknown routing task {task!r}; gradeable: {', '.join(GRADEABLE)}")
