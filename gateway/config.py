@@ -4,7 +4,8 @@ A YAML file (format in DESIGN.md) becomes a :class:`FleetConfig`. Unknown or
 duplicate fields, duplicate model names and wrong types are refused with a
 :class:`ConfigError` whose message names the field, e.g.
 ``models[1].gguf: Field required``. Routes (``plan_solve``, ``diverse``, ``cascade``;
-docs/composite-routes.md) are built from the fleet's models and named apart from them.
+docs/composite-routes.md) are built from the fleet's models and named apart from them;
+embedding models (``embeddings:``, served at ``/v1/embeddings``) are named apart from both.
 """
 
 from __future__ import annotations
@@ -246,6 +247,83 @@ RouteConfig = Annotated[PlanSolveRoute | DiverseRoute | CascadeRoute, Field(disc
 ROUTE_TYPES = ("plan_solve", "diverse", "cascade")
 
 
+# -- embedding models: served at /v1/embeddings (backends/embeddings.py) ---------------------------
+MAX_EMBEDDING_INPUTS = 2048  # texts in one request, as OpenAI allows
+
+
+class EmbeddingPrice(_Strict):
+    """Cost units per 1M input tokens (an embedding has no output tokens)."""
+
+    input: float = Field(default=0.0, ge=0)
+
+    def cost(self, prompt_tokens: int) -> float:
+        return self.input * prompt_tokens / 1e6
+
+
+class _EmbeddingBase(_Strict):
+    name: ModelName
+    price: EmbeddingPrice = EmbeddingPrice()
+
+    @model_validator(mode="after")
+    def _name_not_reserved(self) -> _EmbeddingBase:
+        _check_not_reserved(self.name)
+        return self
+
+
+class StaticEmbeddingModel(_EmbeddingBase):
+    """The router's shipped static sentence embedding (model2vec; no torch)."""
+
+    backend: Literal["static"]
+    embedding: str | None = Field(
+        default=None, min_length=1, description="one under router/embedding/; default: the router's"
+    )
+
+    @field_validator("embedding")
+    @classmethod
+    def _shipped(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from router.embedding import EMBEDDING_ROOT
+
+        shipped = sorted(p.name for p in EMBEDDING_ROOT.iterdir() if (p / "model.safetensors").is_file())
+        if value not in shipped:
+            raise ValueError(f"no shipped static embedding {value!r}; shipped: {', '.join(shipped)}")
+        return value
+
+
+class LlamaCppEmbeddingModel(_EmbeddingBase):
+    """A GGUF through llama-cpp-python with ``embedding=True``."""
+
+    backend: Literal["llama_cpp"]
+    gguf: str = Field(min_length=1, description="a path, or packaged:<name>")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    context_length: int = Field(default=512, gt=0, le=1 << 20, description="longest text, in tokens")
+    pooling: Literal["auto", "mean", "cls", "last"] = Field(
+        default="auto", description="auto: the GGUF's own, or mean for a GGUF that declares none"
+    )
+    matryoshka: bool = Field(default=False, description="trained so fewer dimensions may be asked for")
+    threads: int | None = Field(default=None, gt=0)
+    max_queue: int = Field(default=16, ge=0, le=10_000)
+
+
+class OpenAIEmbeddingModel(_EmbeddingBase):
+    """A remote OpenAI-compatible ``/v1/embeddings``."""
+
+    backend: Literal["openai"]
+    base_url: str = Field(pattern=r"^https?://", description="ends in /v1 for most servers")
+    upstream_model: str | None = Field(default=None, description="model name on that server")
+    api_key_env: str | None = Field(default=None, description="environment variable with its key")
+    dimensions: int | None = Field(default=None, gt=0, description="the model's own number of dimensions")
+    matryoshka: bool = Field(default=False, description="pass a request's dimensions on to the server")
+    timeouts: Timeouts = Timeouts()
+    max_connections: int = Field(default=64, gt=0)
+
+
+EmbeddingModelConfig = Annotated[
+    StaticEmbeddingModel | LlamaCppEmbeddingModel | OpenAIEmbeddingModel, Field(discriminator="backend")
+]
+
+
 class RouterConfig(_Strict):
     artifact: str | None = None
 
@@ -276,11 +354,13 @@ class RequestLogConfig(_Strict):
 class Limits(_Strict):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     max_messages: int = Field(default=1024, gt=0)
+    max_embedding_inputs: int = Field(default=MAX_EMBEDDING_INPUTS, gt=0, description="texts per request")
 
 
 class FleetConfig(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
     routes: list[RouteConfig] = Field(default_factory=list)
+    embeddings: list[EmbeddingModelConfig] = Field(default_factory=list)
     router: RouterConfig = RouterConfig()
     request_log: RequestLogConfig = RequestLogConfig()
     limits: Limits = Limits()
@@ -326,6 +406,18 @@ class FleetConfig(_Strict):
                 self._samples_fit_queues(route, where)
         return self
 
+    @model_validator(mode="after")
+    def _embedding_names(self) -> FleetConfig:
+        """Embedding models are named apart from the chat models, the routes and each other."""
+        taken = {model.name: "a model's" for model in self.models}
+        taken.update((route.name, "a route's") for route in self.routes)
+        for index, embedding in enumerate(self.embeddings):
+            if embedding.name in taken:
+                whose = taken[embedding.name]
+                raise ValueError(f"embeddings[{index}].name: {embedding.name!r} is already {whose} name")
+            taken[embedding.name] = "an embedding model's"
+        return self
+
     def _samples_fit_queues(self, route: DiverseRoute, where: str) -> None:
         """A diverse route sends its samples at once: an in-process model must be able to queue
         them all (one running plus ``max_queue`` waiting), or some fail with 429 on an idle server."""
@@ -343,6 +435,9 @@ class FleetConfig(_Strict):
     def route(self, name: str) -> RouteConfig | None:
         return next((route for route in self.routes if route.name == name), None)
 
+    def embedding(self, name: str) -> EmbeddingModelConfig | None:
+        return next((model for model in self.embeddings if model.name == name), None)
+
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
     """``('models', 0, 'llama_cpp', 'gguf')`` -> ``models[0].gguf``."""
@@ -351,7 +446,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif isinstance(previous, int) and part in ("llama_cpp", "openai", *ROUTE_TYPES):
+        elif isinstance(previous, int) and part in ("llama_cpp", "openai", "static", *ROUTE_TYPES):
             pass  # the discriminator's tag, not a field
         else:
             path += f".{part}" if path else str(part)
@@ -372,7 +467,8 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
     artifact = router.get("artifact") if isinstance(router, dict) else None
     if isinstance(artifact, str) and not Path(artifact).expanduser().is_absolute():
         raw["router"]["artifact"] = str(base / artifact)
-    for model in raw.get("models") or ():
+    listed = [raw[key] for key in ("models", "embeddings") if isinstance(raw.get(key), list)]
+    for model in (entry for entries in listed for entry in entries):
         if isinstance(model, dict) and isinstance(model.get("gguf"), str):
             gguf = model["gguf"]
             if not gguf.startswith("packaged:") and not Path(gguf).expanduser().is_absolute():
