@@ -24,9 +24,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.base import Backend
+from backends.embeddings import Embedder
 from backends.errors import RequestError, SmallfleetError
 from gateway.auth import ApiKeyMiddleware
 from gateway.config import FleetConfig
+from gateway.embeddings_api import EmbeddingsApi, build_embedders
 from gateway.endpoints import Endpoints
 from gateway.errors import MethodNotAllowed, NotFound, error_bytes
 from gateway.fleet import Fleet
@@ -133,6 +135,7 @@ def create_app(
     request_log: RequestLog | None = None,
     health_poll_seconds: float = HEALTH_POLL_SECONDS,
     input_limits: InputLimits | None = None,
+    embedders: Mapping[str, Embedder] | None = None,
 ) -> Starlette:
     """Build the gateway for ``config``.
 
@@ -141,7 +144,7 @@ def create_app(
     otherwise the lifespan loads ``config.router.artifact`` if one is set.
     ``request_log`` defaults to the one ``config.request_log`` describes; keys
     made through ``/admin/keys`` persist in it. ``input_limits`` defaults to
-    :meth:`InputLimits.from_env`.
+    :meth:`InputLimits.from_env`. ``embedders`` replaces some embedding models by name (tests).
     """
     fleet = Fleet.from_config(config, backends)
     log = request_log or open_request_log(
@@ -162,6 +165,7 @@ def create_app(
         input_limits=input_limits or InputLimits.from_env(),
         openapi=openapi_document(config.models[0].name),
     )
+    embeddings = EmbeddingsApi(gateway, config, build_embedders(config, embedders))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -175,6 +179,7 @@ def create_app(
         elif config.router.artifact:
             await endpoints.reload(config.router.artifact)
         await fleet.start()
+        await embeddings.start()
         await endpoints.poll_health()
         poller = asyncio.create_task(_poll_forever(endpoints, health_poll_seconds))
         reload_on_sighup = _install_sighup_reload(endpoints)
@@ -184,12 +189,13 @@ def create_app(
             reload_on_sighup()
             poller.cancel()
             await fleet.aclose()
+            await embeddings.aclose()
             if gateway.router is not None:
                 gateway.router.close()
             await log.aclose()
 
     app = Starlette(
-        routes=endpoints.routes(),
+        routes=[*embeddings.routes(endpoints), *endpoints.routes()],
         middleware=_middleware(keys, limiter),
         exception_handlers={
             SmallfleetError: _on_smallfleet_error,

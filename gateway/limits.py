@@ -1,7 +1,7 @@
 """Per-key limits: requests and tokens per minute (sliding windows) and a spending budget.
 
 A request is counted against its key's ``rpm`` when it is admitted (the start
-of a ``/v1/`` completion). Tokens and cost are charged after the answer, from
+of a ``/v1/`` completion or embedding). Tokens and cost are charged after the answer, from
 the request's :class:`~gateway.request_log.RequestRecord` (a
 ``Gateway.record_hooks`` hook), so admission is refused while the last
 minute's tokens are spent or the budget is. A refusal is a 429 in OpenAI's
@@ -30,7 +30,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.request_log import RequestRecord
 
 WINDOW_S = 60.0
-LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 MAX_TOKENS_ENV = "SMALLFLEET_MAX_TOKENS"
 
 

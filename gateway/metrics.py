@@ -15,6 +15,10 @@ answers count under ``model`` = the route's name, with the tokens and cost of
 all its inner calls summed. The ``smallfleet_composite_*`` series break that
 down by inner model and step (``route`` = the route's name there), and report
 plan fallbacks, the distinct-sample ratio and the vote's agreement.
+
+Embeddings (``POST /v1/embeddings``) have series of their own, ``smallfleet_embedding_*``,
+by ``model`` (an embedding model of the fleet, or ``unknown``); their tokens and cost also
+count against the API key's in the ``smallfleet_key_*`` series.
 """
 
 from __future__ import annotations
@@ -157,6 +161,38 @@ class GatewayMetrics:
         )
         self._key_labels: set[str] = set()
 
+        self.embedding_requests = Counter(
+            "smallfleet_embedding_requests",
+            "POST /v1/embeddings requests answered, by embedding model and HTTP status.",
+            ["model", "status"],
+            registry=r,
+        )
+        self.embedding_inputs = Counter(
+            "smallfleet_embedding_inputs",
+            "Texts embedded, by embedding model.",
+            ["model"],
+            registry=r,
+        )
+        self.embedding_tokens = Counter(
+            "smallfleet_embedding_tokens",
+            "Input tokens embedded, by embedding model.",
+            ["model"],
+            registry=r,
+        )
+        self.embedding_cost = Counter(
+            "smallfleet_embedding_cost",
+            "Cost of embeddings, in the fleet config's price units, by embedding model.",
+            ["model"],
+            registry=r,
+        )
+        self.embedding_duration = Histogram(
+            "smallfleet_embedding_duration_seconds",
+            "Time from request received to the embeddings' answer, by embedding model.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
         self.composite_calls = Counter(
             "smallfleet_composite_calls",
             "Inner calls of routes, by route, inner model, step and outcome (ok, or the error code).",
@@ -284,6 +320,27 @@ class GatewayMetrics:
                 self.composite_tokens.labels(route, call.model, "output").inc(call.usage.completion_tokens)
             if cost:
                 self.composite_cost.labels(route, call.model).inc(cost)
+
+    def observe_embedding(
+        self,
+        *,
+        model: str | None,
+        status: int,
+        seconds: float,
+        inputs: int = 0,
+        tokens: int = 0,
+        cost: float = 0.0,
+    ) -> None:
+        """One ``/v1/embeddings`` answer (``model`` None when the request named no known model)."""
+        label = model or UNKNOWN
+        self.embedding_requests.labels(label, str(status)).inc()
+        self.embedding_duration.labels(label).observe(seconds)
+        if inputs:
+            self.embedding_inputs.labels(label).inc(inputs)
+        if tokens:
+            self.embedding_tokens.labels(label).inc(tokens)
+        if cost:
+            self.embedding_cost.labels(label).inc(cost)
 
     def observe_rejection(self, *, model: str | None, status: int, code: str) -> None:
         """A request refused before any model was asked (bad input, unknown model, ...)."""
