@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
+from backends.features import Feature
 from backends.types import Completion, GenerationRequest, Health, StreamChunk
 
 
@@ -20,6 +21,11 @@ class Backend(Protocol):
     """
 
     name: str
+
+    @property
+    def features(self) -> frozenset[Feature]:
+        """What it honours beyond text (:mod:`backends.features`); a request using anything
+        else never reaches it."""
 
     @property
     def context_length(self) -> int | None:

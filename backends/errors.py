@@ -10,6 +10,7 @@ turns any of them into OpenAI's error JSON in exactly one place
     ├── RequestError                      400 invalid_request_error
     │   ├── ContextLengthExceeded         400 code=context_length_exceeded
     │   ├── ContentPolicyViolation        400 code=content_policy_violation
+    │   ├── UnsupportedParameter          400 code=unsupported_parameter (a field not honoured)
     │   ├── ModelNotFound                 404 code=model_not_found
     │   └── PayloadTooLarge               413
     ├── Overloaded                        429 (a model's queue is full)
@@ -56,6 +57,13 @@ class RequestError(SmallfleetError):
 
 class ContextLengthExceeded(RequestError):
     code = "context_length_exceeded"
+
+
+class UnsupportedParameter(RequestError):
+    """A request field that the answering model (or smallfleet) cannot honour: refused, never
+    silently dropped. ``param`` names the field."""
+
+    code = "unsupported_parameter"
 
 
 class ContentPolicyViolation(RequestError):

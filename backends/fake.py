@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from backends.errors import SmallfleetError
+from backends.features import NO_FEATURES, Feature
 from backends.types import (
     Completion,
     FinishReason,
@@ -66,8 +67,8 @@ class FakeBackend:
         return Health(ok=self.error is None, detail="fake")
 
     @property
-    def supports_logprobs(self) -> bool:
-        return self.logprob is not None
+    def features(self) -> frozenset[Feature]:
+        return frozenset({Feature.LOGPROBS}) if self.logprob is not None else NO_FEATURES
 
     def _logprobs(self, request: GenerationRequest, words: list[str]) -> tuple[TokenLogprob, ...] | None:
         if self.logprob is None or not request.params.logprobs:

@@ -20,15 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from backends.errors import BackendError, ContextLengthExceeded, Overloaded
+from backends.features import Feature
 from backends.gguf_store import resolve_gguf
+from backends.llama_grammars import grammar_for
 from backends.token_logprobs import LogprobRecorder
+from backends.tool_calls import HermesToolCallParser, template_renders_tools, tool_call_message
 from backends.types import (
     Completion,
     FinishReason,
     GenerationRequest,
     Health,
+    Message,
     StreamChunk,
     TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 
@@ -49,14 +55,36 @@ def _lower_thread_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LLAMA_THREAD_NICENESS)
 
 
+def _template_message(message: Message) -> dict[str, Any]:
+    """A message as chat templates read it (Hugging Face's convention)."""
+    turn: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        turn["tool_calls"] = [tool_call_message(call) for call in message.tool_calls]
+    if message.tool_call_id is not None:
+        turn["tool_call_id"] = message.tool_call_id
+    if message.name is not None:
+        turn["name"] = message.name
+    return turn
+
+
+def _template_tool(tool: Any) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name, "parameters": dict(tool.parameters) or {"type": "object"}}
+    if tool.description:
+        function["description"] = tool.description
+    return {"type": "function", "function": function}
+
+
 class _Cancelled(Exception):
     """Raised inside the worker thread when the request was cancelled."""
 
 
+# Structured output through a grammar; log-probabilities from a logits processor
+# (backends/token_logprobs.py); tools only where the chat template renders them (after load).
+_FEATURES = frozenset({Feature.STRUCTURED_OUTPUT, Feature.LOGPROBS, Feature.PENALTIES, Feature.LOGIT_BIAS})
+
+
 class LlamaCppBackend:
     """One GGUF model loaded in this process."""
-
-    supports_logprobs = True  # SamplingParams.logprobs / top_logprobs (backends/token_logprobs.py)
 
     def __init__(
         self,
@@ -78,6 +106,7 @@ class LlamaCppBackend:
         self._pending = 0  # jobs submitted and not finished; touched on the loop only
         self._llm: Any = None
         self._formatter: Any = None
+        self.features: frozenset[Feature] = _FEATURES
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -109,6 +138,8 @@ class LlamaCppBackend:
                 bos_token=vocab_text(bos_id) if bos_id != -1 else "",
                 stop_token_ids=[eos_id],
             )
+            if template_renders_tools(template):
+                self.features = _FEATURES | {Feature.TOOLS}
         self.context_length = llm.n_ctx()
         self._llm = llm
 
@@ -132,7 +163,10 @@ class LlamaCppBackend:
             if chunk.finish_reason is not None:
                 assert chunk.usage is not None
                 recorded = tuple(logprobs) if request.params.logprobs else None
-                return Completion("".join(text), chunk.finish_reason, chunk.usage, logprobs=recorded)
+                calls = tuple(ToolCall(d.id or "", d.name or "", d.arguments) for d in chunk.tool_calls)
+                return Completion(
+                    "".join(text), chunk.finish_reason, chunk.usage, logprobs=recorded, tool_calls=calls
+                )
         raise BackendError(f"model {self.name!r} ended without a final chunk")
 
     async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
@@ -143,7 +177,8 @@ class LlamaCppBackend:
         def emit(item: object) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        job = self._submit(lambda: self._generate(request, cancel, emit), loop)
+        grammar = grammar_for(request)  # a schema it cannot enforce is the client's error: 400 now
+        job = self._submit(lambda: self._generate(request, grammar, cancel, emit), loop)
         try:
             while (item := await queue.get()) is not _END:
                 if isinstance(item, BaseException):
@@ -174,11 +209,15 @@ class LlamaCppBackend:
 
     # -- worker thread -----------------------------------------------------
     def _generate(
-        self, request: GenerationRequest, cancel: threading.Event, emit: Callable[[object], None]
+        self,
+        request: GenerationRequest,
+        grammar: str | None,
+        cancel: threading.Event,
+        emit: Callable[[object], None],
     ) -> None:
         try:
             if not cancel.is_set():
-                self._run(request, cancel, emit)
+                self._run(request, grammar, cancel, emit)
         except _Cancelled:
             pass
         except ContextLengthExceeded as exc:
@@ -189,9 +228,13 @@ class LlamaCppBackend:
             emit(_END)
 
     def _run(
-        self, request: GenerationRequest, cancel: threading.Event, emit: Callable[[object], None]
+        self,
+        request: GenerationRequest,
+        grammar: str | None,
+        cancel: threading.Event,
+        emit: Callable[[object], None],
     ) -> None:
-        from llama_cpp import LogitsProcessorList, StoppingCriteriaList
+        from llama_cpp import LlamaGrammar, LogitsProcessorList, StoppingCriteriaList
 
         prompt_tokens, stop, criteria = self._prompt(request)
         params = request.params
@@ -208,6 +251,9 @@ class LlamaCppBackend:
         recorder = None
         if params.logprobs:
             recorder = LogprobRecorder(self._token_text, top=params.top_logprobs)
+        parser = HermesToolCallParser(request.tools) if request.offers_tools else None
+        if parser is not None and not request.parallel_tool_calls:
+            stop = [*stop, "</tool_call>"]  # one call: end at its close (the parser allows it missing)
 
         stream = self._llm.create_completion(
             prompt=prompt_tokens,
@@ -219,6 +265,10 @@ class LlamaCppBackend:
             stream=True,
             stopping_criteria=StoppingCriteriaList([cancelled, *criteria]),
             logits_processor=LogitsProcessorList([recorder]) if recorder else None,
+            grammar=LlamaGrammar.from_string(grammar) if grammar else None,
+            frequency_penalty=params.frequency_penalty or 0.0,
+            presence_penalty=params.presence_penalty or 0.0,
+            logit_bias=dict(params.logit_bias) if params.logit_bias else None,
         )
         pieces: list[str] = []
         finish: FinishReason = "stop"
@@ -229,7 +279,10 @@ class LlamaCppBackend:
             choice = event["choices"][0]
             if choice["text"]:
                 pieces.append(choice["text"])
-                emit(StreamChunk(choice["text"], logprobs=recorder.take() if recorder else ()))
+                shown = parser.feed(choice["text"]) if parser else choice["text"]
+                known = recorder.take() if recorder else ()
+                if shown or known:
+                    emit(StreamChunk(shown, logprobs=known))
             if choice.get("finish_reason"):
                 finish = "length" if choice["finish_reason"] == "length" else "stop"
         if cancel.is_set():
@@ -244,7 +297,11 @@ class LlamaCppBackend:
         if recorder is not None:
             recorder.finish(self._last_token(recorder.ids, text) if finish == "length" else None)
             logprobs = recorder.take()
-        emit(StreamChunk("", finish_reason=finish, usage=usage, logprobs=logprobs))
+        rest, calls = parser.finish() if parser else ("", ())
+        deltas = tuple(ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(calls))
+        if calls and finish == "stop":
+            finish = "tool_calls"
+        emit(StreamChunk(rest, finish_reason=finish, usage=usage, logprobs=logprobs, tool_calls=deltas))
 
     def _token_text(self, token: int) -> str:
         return bytes(self._llm.detokenize([token])).decode("utf-8", errors="replace")
@@ -265,8 +322,11 @@ class LlamaCppBackend:
             return tokens, [], []
         if self._formatter is None:
             raise BackendError(f"model {self.name!r} has no chat template in its GGUF")
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        formatted = self._formatter(messages=messages)
+        messages = [_template_message(m) for m in request.messages]
+        tools = None
+        if request.offers_tools:
+            tools = [_template_tool(tool) for tool in request.tools]
+        formatted = self._formatter(messages=messages, tools=tools)
         tokens = self._llm.tokenize(
             formatted.prompt.encode(), add_bos=not formatted.added_special, special=True
         )

@@ -32,7 +32,18 @@ from backends.errors import (
     RequestError,
     SmallfleetError,
 )
-from backends.types import Completion, GenerationRequest, Health, StreamChunk, Usage
+from backends.features import Feature
+from backends.types import (
+    Completion,
+    GenerationRequest,
+    Health,
+    Message,
+    StreamChunk,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 60.0
@@ -41,6 +52,7 @@ DEFAULT_MAX_CONNECTIONS = 512
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 _RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 _CONTENT_POLICY_CODES = frozenset({"content_filter", "content_policy_violation"})
+REMOTE_FEATURES = frozenset(Feature)  # by default a server is sent every field the client sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +66,11 @@ class Timeouts:
 
 
 class OpenAIHTTPBackend:
-    """A model behind an OpenAI-compatible server."""
+    """A model behind an OpenAI-compatible server.
+
+    The fields it honours are sent on unchanged, and the server is trusted to honour them (or to
+    answer 400, which reaches the client as the server's error). ``features`` narrows what is
+    sent for a server known to lack something (the fleet config's ``features``)."""
 
     def __init__(
         self,
@@ -67,8 +83,10 @@ class OpenAIHTTPBackend:
         timeouts: Timeouts = Timeouts(),
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         transport: httpx.AsyncBaseTransport | None = None,
+        features: frozenset[Feature] = REMOTE_FEATURES,
     ) -> None:
         self.name = name
+        self.features = features
         self.context_length = context_length
         self.base_url = base_url.rstrip("/")
         self.upstream_model = upstream_model or name
@@ -129,7 +147,7 @@ class OpenAIHTTPBackend:
             raise BackendTimeout(f"model {self.name!r} did not answer in time") from exc
         if response.status_code != 200:
             raise _error_for_status(self.name, response.status_code, response.content, response.headers)
-        return _parse_completion(self.name, response.content, request.is_chat)
+        return _parse_completion(self.name, response.content, request)
 
     async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
         path, payload = self._payload(request, stream=True)
@@ -138,28 +156,78 @@ class OpenAIHTTPBackend:
                 if response.status_code != 200:
                     body = await response.aread()
                     raise _error_for_status(self.name, response.status_code, body, response.headers)
-                async for chunk in _parse_sse(self.name, response.aiter_lines(), request.is_chat):
+                async for chunk in _parse_sse(self.name, response.aiter_lines(), request):
                     yield chunk
 
     def _payload(self, request: GenerationRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
         payload: dict[str, Any] = {"model": self.upstream_model}
         if request.messages is not None:
             path = "/chat/completions"
-            payload["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+            payload["messages"] = [_message_json(m) for m in request.messages]
         else:
             path = "/completions"
             payload["prompt"] = request.prompt
         params = request.params
-        for key in ("max_tokens", "temperature", "top_p", "seed"):
+        for key in ("max_tokens", "temperature", "top_p", "seed", "frequency_penalty", "presence_penalty"):
             value = getattr(params, key)
             if value is not None:
                 payload[key] = value
         if params.stop:
             payload["stop"] = list(params.stop)
+        if params.logit_bias:
+            payload["logit_bias"] = {str(token): bias for token, bias in params.logit_bias.items()}
+        if params.logprobs:
+            if request.is_chat:
+                payload["logprobs"] = True
+                payload["top_logprobs"] = params.top_logprobs
+            else:
+                payload["logprobs"] = params.top_logprobs
+        if request.tools:
+            payload["tools"] = [_tool_json(tool) for tool in request.tools]
+            choice = request.tool_choice
+            named = {"type": "function", "function": {"name": choice.name}}
+            payload["tool_choice"] = named if choice.mode == "function" else choice.mode
+            if not request.parallel_tool_calls:
+                payload["parallel_tool_calls"] = False
+        if request.response_format is not None:
+            fmt = request.response_format
+            if fmt.type == "json_object":
+                payload["response_format"] = {"type": "json_object"}
+            else:
+                schema: dict[str, Any] = {"name": fmt.name or "answer", "schema": dict(fmt.schema or {})}
+                if fmt.strict:
+                    schema["strict"] = True
+                payload["response_format"] = {"type": "json_schema", "json_schema": schema}
+        for key, value in request.vendor_fields.items():
+            payload.setdefault(key, value)
         if stream:
             payload["stream"] = True
             payload["stream_options"] = {"include_usage": True}
         return path, payload
+
+
+def _message_json(message: Message) -> dict[str, Any]:
+    turn: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        turn["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+        turn["content"] = message.content or None
+    if message.tool_call_id is not None:
+        turn["tool_call_id"] = message.tool_call_id
+    if message.name is not None:
+        turn["name"] = message.name
+    return turn
+
+
+def _tool_json(tool: Any) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name, "parameters": dict(tool.parameters)}
+    if tool.description is not None:
+        function["description"] = tool.description
+    if tool.strict:
+        function["strict"] = True
+    return {"type": "function", "function": function}
 
 
 @contextlib.contextmanager
@@ -236,26 +304,78 @@ def _usage(data: dict[str, Any] | None) -> Usage | None:
 
 
 def _finish(reason: Any) -> Any:
-    return "length" if reason == "length" else "stop"
+    return reason if reason in ("length", "tool_calls") else "stop"
 
 
-def _parse_completion(name: str, body: bytes, is_chat: bool) -> Completion:
+def _chat_logprobs(data: Any) -> tuple[TokenLogprob, ...]:
+    """OpenAI's chat ``logprobs.content`` as token log-probabilities."""
+    tokens = []
+    for entry in (data or {}).get("content") or ():
+        top = tuple((t["token"], float(t["logprob"])) for t in entry.get("top_logprobs") or ())
+        tokens.append(TokenLogprob(entry["token"], float(entry["logprob"]), top))
+    return tuple(tokens)
+
+
+def _text_logprobs(data: Any) -> tuple[TokenLogprob, ...]:
+    """The legacy completions' ``logprobs`` (parallel lists) as token log-probabilities."""
+    if not data:
+        return ()
+    tops = data.get("top_logprobs") or [None] * len(data.get("tokens") or ())
+    return tuple(
+        TokenLogprob(token, float(logprob if logprob is not None else float("-inf")),
+                     tuple((t, float(v)) for t, v in (top or {}).items()))
+        for token, logprob, top in zip(
+            data.get("tokens") or (), data.get("token_logprobs") or (), tops, strict=False
+        )
+    )
+
+
+def _logprobs(choice: dict[str, Any], is_chat: bool) -> tuple[TokenLogprob, ...]:
+    return _chat_logprobs(choice.get("logprobs")) if is_chat else _text_logprobs(choice.get("logprobs"))
+
+
+def _tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(call.get("id") or "", call["function"]["name"], call["function"].get("arguments") or "")
+        for call in message.get("tool_calls") or ()
+    )
+
+
+def _parse_completion(name: str, body: bytes, request: GenerationRequest) -> Completion:
+    is_chat = request.is_chat
     try:
         data = orjson.loads(body)
         choice = data["choices"][0]
         text = choice["message"]["content"] if is_chat else choice["text"]
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+        calls = _tool_calls(choice["message"]) if is_chat else ()
+        logprobs = _logprobs(choice, is_chat) if request.params.logprobs else None
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
         raise BackendError(f"model {name!r} sent a malformed answer") from exc
     usage = _usage(data.get("usage")) or Usage()
-    return Completion(text or "", _finish(choice.get("finish_reason")), usage)
+    finish = _finish(choice.get("finish_reason"))
+    return Completion(text or "", finish, usage, logprobs=logprobs, tool_calls=calls)
 
 
-async def _parse_sse(name: str, lines: AsyncIterator[str], is_chat: bool) -> AsyncIterator[StreamChunk]:
+def _tool_call_deltas(delta: dict[str, Any]) -> tuple[ToolCallDelta, ...]:
+    deltas = []
+    for call in delta.get("tool_calls") or ():
+        function = call.get("function") or {}
+        deltas.append(
+            ToolCallDelta(int(call.get("index", 0)), call.get("id"), function.get("name"),
+                          function.get("arguments") or "")
+        )
+    return tuple(deltas)
+
+
+async def _parse_sse(
+    name: str, lines: AsyncIterator[str], request: GenerationRequest
+) -> AsyncIterator[StreamChunk]:
     """Turn an OpenAI SSE stream into chunks; the last one carries finish_reason and usage.
 
     A stream ends at ``data: [DONE]``, or when the server closes it cleanly after a chunk with a
     ``finish_reason`` (some servers omit [DONE]): a complete answer either way. A stream that
     ends without any finish reason was cut short, and is an error."""
+    is_chat = request.is_chat
     finish: Any = None
     usage: Usage | None = None
     pieces = 0
@@ -275,11 +395,19 @@ async def _parse_sse(name: str, lines: AsyncIterator[str], is_chat: bool) -> Asy
             raise BackendError(f"model {name!r} failed mid-stream: {event['error']}")
         usage = _usage(event.get("usage")) or usage
         for choice in event.get("choices") or ():
-            text = (choice.get("delta") or {}).get("content") if is_chat else choice.get("text")
+            if choice.get("index", 0) != 0:
+                continue  # one choice is asked for (n > 1 goes to diverse routes only)
+            delta = choice.get("delta") or {}
+            text = delta.get("content") if is_chat else choice.get("text")
             finish = choice.get("finish_reason") or finish
-            if text:
+            try:
+                calls = _tool_call_deltas(delta) if is_chat else ()
+                logprobs = _logprobs(choice, is_chat) if request.params.logprobs else ()
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BackendError(f"model {name!r} sent a malformed stream chunk") from exc
+            if text or calls or logprobs:
                 pieces += 1
-                yield StreamChunk(text)
+                yield StreamChunk(text or "", logprobs=logprobs, tool_calls=calls)
     if finish is not None:  # a complete answer whose server closed cleanly without [DONE]
         yield StreamChunk("", finish_reason=_finish(finish), usage=usage or Usage(completion_tokens=pieces))
         return

@@ -29,6 +29,7 @@ from backends.errors import (
     Overloaded,
     SmallfleetError,
 )
+from backends.features import NO_FEATURES, Feature
 from backends.types import Completion, GenerationRequest, Health, StreamChunk
 
 
@@ -83,12 +84,14 @@ class RayHandleBackend:
     def __init__(self, name: str, handle: Any, *, context_length: int | None = None) -> None:
         self.name = name
         self.context_length = context_length
+        self.features: frozenset[Feature] = NO_FEATURES  # the deployment's, once started
         self._handle = handle
 
     async def start(self) -> None:
-        """Wait for the deployment to answer and learn its real context length."""
+        """Wait for the deployment to answer and learn its real context length and features."""
         info = await self._call("describe")
         self.context_length = info.get("context_length") or self.context_length
+        self.features = frozenset(Feature(f) for f in info.get("features", ()))
 
     async def aclose(self) -> None:
         """Nothing to release: the deployment's replicas belong to Ray Serve."""

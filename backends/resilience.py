@@ -33,6 +33,7 @@ from typing import TypeVar
 
 from backends.base import Backend
 from backends.errors import BackendError, BackendTimeout, CircuitOpen, SmallfleetError
+from backends.features import Feature
 from backends.types import Completion, GenerationRequest, Health, StreamChunk
 
 T = TypeVar("T")
@@ -223,8 +224,8 @@ class ResilientBackend:
         return self.inner.context_length
 
     @property
-    def supports_logprobs(self) -> bool:
-        return bool(getattr(self.inner, "supports_logprobs", False))
+    def features(self) -> frozenset[Feature]:
+        return self.inner.features
 
     @property
     def circuit_state(self) -> CircuitState:

@@ -11,15 +11,63 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call of one of the request's tools, as the model made it: ``arguments`` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One chat message; ``content`` is plain text."""
+    """One chat message; ``content`` is plain text.
+
+    An assistant turn may carry the ``tool_calls`` it made; a ``tool`` turn answers one of them
+    (``tool_call_id``)."""
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call: ``parameters`` is its arguments' JSON schema."""
+
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    strict: bool = False
+
+
+ToolMode = Literal["auto", "none", "required", "function"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """``auto`` (the model decides), ``none``, ``required`` (at least one call), or ``function``
+    (a call of ``name``)."""
+
+    mode: ToolMode = "auto"
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """The answer must be a JSON object (``json_object``), or one valid for ``schema``
+    (``json_schema``)."""
+
+    type: Literal["json_object", "json_schema"]
+    schema: Mapping[str, Any] | None = None
+    name: str | None = None
+    strict: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +84,10 @@ class SamplingParams:
     # whose ``supports_logprobs`` is true; the gateway does not pass it to others.
     logprobs: bool = False
     top_logprobs: int = 0
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    # token id -> bias added to its logit; ids of the answering model's own vocabulary
+    logit_bias: Mapping[int, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +111,13 @@ class GenerationRequest:
     prompt: str | None = None
     params: SamplingParams = field(default_factory=SamplingParams)
     n: int = 1  # choices wanted; only a backend whose ``max_choices`` allows it gets n > 1
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat | None = None
+    # fields of the client's request that OpenAI does not define, for servers that take them
+    # (vLLM's top_k, min_p, ...); only backends with Feature.VENDOR_FIELDS get any
+    vendor_fields: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -69,6 +128,11 @@ class GenerationRequest:
     @property
     def is_chat(self) -> bool:
         return self.messages is not None
+
+    @property
+    def offers_tools(self) -> bool:
+        """Whether the model is to see tools it may call (not with ``tool_choice: none``)."""
+        return bool(self.tools) and self.tool_choice.mode != "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +212,7 @@ class Completion:
     trace: CompositeTrace | None = None
     extra_choices: tuple[Choice, ...] = ()
     logprobs: tuple[TokenLogprob, ...] | None = None  # with SamplingParams.logprobs
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +230,18 @@ class StreamChunk:
     usage: Usage | None = None
     trace: CompositeTrace | None = None
     logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens known so far (may lag the text)
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: the first piece of call ``index`` names its ``id`` and
+    ``name``; the ``arguments`` of its pieces, joined, are the call's JSON arguments."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)

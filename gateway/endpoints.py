@@ -13,8 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 
-from backends.errors import PayloadTooLarge, RequestError, SmallfleetError
-from backends.types import GenerationRequest, Health, SamplingParams
+from backends.errors import PayloadTooLarge, RequestError, SmallfleetError, UnsupportedParameter
+from backends.features import Feature, features_used
+from backends.types import GenerationRequest, Health, ResponseFormat, SamplingParams, Tool, ToolChoice
 from backends.types import Message as ChatTurn
 from gateway.auth import Unauthorized, bearer_key
 from gateway.composites import member_names
@@ -28,11 +29,14 @@ from gateway.protocol import (
     CompletionRequest,
     CreateKeyRequest,
     FeedbackRequest,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    NamedToolChoice,
     RouterReloadRequest,
     model_list_json,
 )
 from gateway.request_log import Feedback
-from gateway.routing import ALPHA_HEADER, FleetRouter
+from gateway.routing import ALPHA_HEADER, FleetRouter, is_auto
 from gateway.service import JSON_MEDIA_TYPE, Answer, Gateway
 
 M = TypeVar("M", bound=BaseModel)
@@ -60,12 +64,61 @@ def parse(model: type[M], body: bytes) -> M:
 
 
 def _sampling(parsed: ChatCompletionRequest | CompletionRequest) -> SamplingParams:
+    if isinstance(parsed, ChatCompletionRequest):
+        logprobs, top = bool(parsed.logprobs), parsed.top_logprobs or 0
+    else:  # the legacy API's logprobs is the number of alternatives wanted
+        logprobs, top = parsed.logprobs is not None, parsed.logprobs or 0
+    if parsed.logit_bias and is_auto(parsed.model):
+        raise UnsupportedParameter(
+            "logit_bias names token ids of one model's vocabulary: name the model instead of auto",
+            param="logit_bias",
+        )
     return SamplingParams(
         max_tokens=parsed.token_limit,
         temperature=parsed.temperature,
         top_p=parsed.top_p,
         stop=parsed.stop_sequences(),
         seed=parsed.seed,
+        logprobs=logprobs,
+        top_logprobs=top,
+        frequency_penalty=parsed.frequency_penalty,
+        presence_penalty=parsed.presence_penalty,
+        logit_bias=parsed.token_bias(),
+    )
+
+
+def _chat_generation(parsed: ChatCompletionRequest) -> GenerationRequest:
+    """The chat request as backends take it (every field the client sent, in their terms)."""
+    tools = tuple(
+        Tool(t.function.name, t.function.description, t.function.parameters or {}, bool(t.function.strict))
+        for t in parsed.tools or ()
+    )
+    choice = parsed.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        tool_choice = ToolChoice("function", choice.function.name)
+    else:
+        tool_choice = ToolChoice(choice or "auto")
+    fmt = parsed.response_format
+    response_format = None
+    if isinstance(fmt, JsonObjectFormat):
+        response_format = ResponseFormat("json_object")
+    elif isinstance(fmt, JsonSchemaFormat):
+        spec = fmt.json_schema
+        schema = spec.json_schema or {}
+        response_format = ResponseFormat("json_schema", schema, spec.name, bool(spec.strict))
+    messages = tuple(
+        ChatTurn(m.role, m.text(), tool_calls=m.calls(), tool_call_id=m.tool_call_id, name=m.name)
+        for m in parsed.messages
+    )
+    return GenerationRequest(
+        messages=messages,
+        params=_sampling(parsed),
+        n=parsed.n,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parsed.parallel_tool_calls is not False,
+        response_format=response_format,
+        vendor_fields=parsed.vendor_fields(),
     )
 
 
@@ -113,9 +166,10 @@ class Endpoints:
         parsed: ChatCompletionRequest | CompletionRequest,
         question: str,
         started: float,
+        needs: dict[Feature, str],
     ) -> Answer:
         route, member, fallbacks = await self.gateway.choose(
-            parsed.model, question, request.headers.get(ALPHA_HEADER), parsed.n
+            parsed.model, question, request.headers.get(ALPHA_HEADER), parsed.n, needs
         )
         request.state.model = member.name
         self.gateway.check_token_limit(member, parsed.token_limit)
@@ -131,6 +185,7 @@ class Endpoints:
             api_key_id,
             n=parsed.n,
             details=parsed.wants_details,
+            needs=frozenset(needs),
         )
 
     async def chat_completions(self, request: Request) -> Any:
@@ -170,12 +225,10 @@ class Endpoints:
                 param="messages",
             )
         self._check_max_tokens(parsed)
-        answer = await self._answer(request, parsed, _last_user_text(parsed), started)
-        generation = GenerationRequest(
-            messages=tuple(ChatTurn(m.role, m.text()) for m in parsed.messages),
-            params=_sampling(parsed),
-            n=parsed.n,
-        )
+        parsed.refuse_unsupported()
+        generation = _chat_generation(parsed)
+        needs = features_used(generation)
+        answer = await self._answer(request, parsed, _last_user_text(parsed), started, needs)
         return answer, generation, parsed
 
     async def _prepare_completion(
@@ -184,8 +237,15 @@ class Endpoints:
         started = time.perf_counter()
         parsed = parse(CompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
         self._check_max_tokens(parsed)
-        answer = await self._answer(request, parsed, parsed.prompt_text(), started)
-        generation = GenerationRequest(prompt=parsed.prompt_text(), params=_sampling(parsed), n=parsed.n)
+        parsed.refuse_unsupported()
+        generation = GenerationRequest(
+            prompt=parsed.prompt_text(),
+            params=_sampling(parsed),
+            n=parsed.n,
+            vendor_fields=parsed.vendor_fields(),
+        )
+        needs = features_used(generation)
+        answer = await self._answer(request, parsed, parsed.prompt_text(), started, needs)
         return answer, generation, parsed
 
     def _check_max_tokens(self, parsed: ChatCompletionRequest | CompletionRequest) -> None:

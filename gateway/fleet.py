@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from backends.base import Backend
 from backends.composite import Embed
 from backends.errors import ModelNotFound
+from backends.features import Feature
 from backends.resilience import (
     CircuitBreaker,
     CircuitBreakerPolicy,
@@ -97,6 +98,11 @@ class FleetMember:
     @property
     def context_length(self) -> int | None:
         return self.backend.context_length
+
+    @property
+    def features(self) -> frozenset[Feature]:
+        """What it honours beyond text; read live (a llama.cpp model learns TOOLS when it loads)."""
+        return self.backend.features
 
     @property
     def circuit_state(self) -> CircuitState:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from backends.base import Backend
 from backends.composite import Embed
+from backends.features import Feature
 from backends.types import Completion, GenerationRequest, Health, StreamChunk
 from gateway.composites import StaticEmbedding, build_route, member_names
 from gateway.config import FleetConfig, LlamaCppModel, ModelConfig, RouteConfig, default_fleet, load_fleet
@@ -52,6 +53,10 @@ class RouteWithMembers:
     @property
     def context_length(self) -> int | None:
         return self.route.context_length
+
+    @property
+    def features(self) -> frozenset[Feature]:
+        return self.route.features
 
     async def start(self) -> None:
         for member in self.members:

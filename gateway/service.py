@@ -10,7 +10,7 @@ beyond the backend call; the request log's writes are queued, not awaited.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,9 @@ from backends.errors import (
     Overloaded,
     RequestError,
     SmallfleetError,
+    UnsupportedParameter,
 )
+from backends.features import Feature
 from backends.types import Completion, CompositeTrace, GenerationRequest, InnerCall, StreamChunk, Usage
 from gateway.errors import error_payload
 from gateway.fleet import Fleet, FleetMember
@@ -82,6 +84,7 @@ class Answer:
     first_token_at: float | None = field(default=None)
     n: int = 1  # choices asked for
     details: bool = False  # the client asked for a route's inner workings
+    needs: frozenset[Feature] = frozenset()  # what whoever answers must honour (tools, logprobs...)
     spent: Usage = field(default_factory=Usage)  # inner calls of routes that failed on it
     spent_cost: float = 0.0  # what those calls cost; its record adds both
     ledger: list[InnerCall] = field(default_factory=list)  # the current attempt's finished inner calls
@@ -115,12 +118,27 @@ class Gateway:
 
     # -- choosing ---------------------------------------------------------
     async def choose(
-        self, model: str, question: str, alpha_header: str | None, n: int = 1
+        self,
+        model: str,
+        question: str,
+        alpha_header: str | None,
+        n: int = 1,
+        needs: Mapping[Feature, str] | None = None,
     ) -> tuple[Route, FleetMember, tuple[str, ...]]:
-        """Who answers ``model``: itself, or the router's pick for ``auto`` (with the runners-up);
-        for n > 1 the router picks among members that give that many choices, if any."""
+        """Who answers ``model``: itself, or the router's pick for ``auto`` (with the runners-up).
+
+        ``needs`` are the features the request uses, each with the field asking for it: a named
+        member must have them all (else a 400 naming the field), and ``auto`` chooses among the
+        members that do; for n > 1 it chooses among members that give that many choices, if any."""
+        needs = needs or {}
         if not is_auto(model):
             member = self.fleet.get(model)
+            missing = [param for feature, param in needs.items() if feature not in member.features]
+            if missing:
+                raise UnsupportedParameter(
+                    f"model {model!r} does not support {missing[0]!r}{_capable_hint(self.fleet, needs)}",
+                    param=missing[0],
+                )
             return Route(model), member, member.fallbacks
         router = self.router  # one reference: a reload mid-request does not mix versions
         if router is None:
@@ -130,8 +148,17 @@ class Gateway:
             )
         alpha = router.alpha_for(model, alpha_header)
         started = time.perf_counter()
-        # The router skips open circuits, and members that cannot give n choices.
-        available = {m.name for m in self.fleet if m.available and m.max_choices >= n}
+        # The router chooses among the members able to answer, skipping open circuits while any
+        # able one is closed; members that cannot give n choices only when none can.
+        able = {m.name for m in self.fleet if needs.keys() <= m.features} & set(router.candidates)
+        if needs and not able:
+            param = next(iter(needs.values()))
+            raise UnsupportedParameter(
+                f"no model that {model!r} chooses from supports {param!r}{_capable_hint(self.fleet, needs)}",
+                param=param,
+            )
+        pool = {m.name for m in self.fleet if m.name in able and m.max_choices >= n} or able
+        available = {name for name in pool if self.fleet.get(name).available} or pool
         decision = await router.decide(question, alpha, available)
         cluster = OUT_OF_DISTRIBUTION if decision.out_of_distribution else str(decision.cluster)
         self.metrics.observe_decision(
@@ -144,7 +171,7 @@ class Gateway:
         predicted = decision.success
         success = tuple((name, predicted[name]) for name in decision.ranked if name in predicted)
         route = Route(model, cluster, decision.alpha, decision.artifact_version, success)
-        runners_up = tuple(name for name in decision.ranked[1:] if name in self.fleet)[:MAX_FALLBACKS]
+        runners_up = tuple(name for name in decision.ranked[1:] if name in able)[:MAX_FALLBACKS]
         return route, self.fleet.get(decision.model), runners_up
 
     def check_token_limit(self, member: FleetMember, max_tokens: int | None) -> None:
@@ -300,6 +327,8 @@ class Gateway:
         def fits(member: FleetMember, unknown_may_fit: bool = True) -> bool:
             if not member.available or member.name == failed.name or member.max_choices < answer.n:
                 return False
+            if not answer.needs <= member.features:
+                return False
             if not needs_longer_context:
                 return True
             # a context known to be no longer cannot help; in the declared chain (fallbacks,
@@ -444,6 +473,11 @@ class Gateway:
             if status == CLIENT_CLOSED_REQUEST and trace is None:
                 self._charge_unanswered(answer)
             self._record(answer, status, usage, code, trace)
+
+
+def _capable_hint(fleet: Fleet, needs: Mapping[Feature, str]) -> str:
+    capable = [m.name for m in fleet if needs.keys() <= m.features]
+    return f"; models that do: {', '.join(capable)}" if capable else "; no model of this fleet does"
 
 
 def _missing_final_chunk(answer: Answer) -> StreamChunk:

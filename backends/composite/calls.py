@@ -18,6 +18,7 @@ from typing import Any
 from backends.base import Backend
 from backends.composite.ledger import record
 from backends.errors import BackendError, BackendTimeout, SmallfleetError
+from backends.features import NO_FEATURES
 from backends.types import Completion, GenerationRequest, Health, InnerCall, StreamChunk, Usage
 
 
@@ -101,6 +102,9 @@ class MemberPair:
 
     main_role = "main"
     helper_role = "helper"
+    # Text only: its steps rewrite the request (a plan, a greedy first answer), so tools,
+    # structured output and log-probabilities would not mean what the client asked for.
+    features = NO_FEATURES
     count_helper_queue = False  # whether the helper's queue delays every answer (it runs first)
 
     def _pair(self) -> tuple[Backend, Backend]:

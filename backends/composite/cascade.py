@@ -32,6 +32,7 @@ from backends.composite.calls import (
 )
 from backends.composite.ledger import record
 from backends.errors import SmallfleetError
+from backends.features import Feature
 from backends.types import (
     Completion,
     CompositeTrace,
@@ -122,7 +123,7 @@ class CascadeBackend(MemberPair):
     # -- generation ---------------------------------------------------------
     def first_request(self, request: GenerationRequest) -> GenerationRequest:
         """The request as the first model gets it: greedy, with log-probabilities."""
-        supports = bool(getattr(self.first, "supports_logprobs", False))
+        supports = Feature.LOGPROBS in self.first.features
         params = replace(request.params, temperature=0.0, logprobs=supports or request.params.logprobs)
         return replace(request, params=params)
 

@@ -26,6 +26,7 @@ from backends.composite.answers import final_answer
 from backends.composite.calls import CallResult, call_member, member_available, member_health
 from backends.composite.vote import Ballot, Candidate, ballot, unit_rows
 from backends.errors import BackendError, RequestError, SmallfleetError
+from backends.features import NO_FEATURES
 from backends.types import (
     Choice,
     Completion,
@@ -91,6 +92,9 @@ class DiverseBackend:
     @property
     def members(self) -> tuple[Backend, ...]:
         return tuple({id(s.backend): s.backend for s in self.samplers}.values())
+
+    # Text only: votes compare final answers, which tool calls and log-probabilities are not.
+    features = NO_FEATURES
 
     @property
     def max_choices(self) -> int:

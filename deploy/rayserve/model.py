@@ -24,7 +24,11 @@ class ModelServer:
         self.backend = backend
 
     async def describe(self) -> dict[str, Any]:
-        return {"name": self.backend.name, "context_length": self.backend.context_length}
+        return {
+            "name": self.backend.name,
+            "context_length": self.backend.context_length,
+            "features": sorted(self.backend.features),
+        }
 
     async def chat(self, request: GenerationRequest) -> Completion:
         return await self.backend.chat(request)

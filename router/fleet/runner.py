@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.errors import SmallfleetError
+from backends.features import Feature
 from backends.gguf_meta import KvShape
 from backends.types import GenerationRequest, SamplingParams
 from router.fleet.benchmarks import BenchmarkItem
@@ -137,7 +138,7 @@ async def _ask(
 ) -> QueryResult:
     cpu_start, start = time.process_time(), time.perf_counter()
     try:
-        logprobs = bool(getattr(model.backend, "supports_logprobs", False))
+        logprobs = Feature.LOGPROBS in model.backend.features
         completion = await model.backend.chat(request_for(item, max_tokens, seed, logprobs))
     except SmallfleetError as exc:
         seconds = time.perf_counter() - start

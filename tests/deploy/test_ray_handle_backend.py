@@ -23,6 +23,7 @@ from backends.errors import (
     SmallfleetError,
 )
 from backends.fake import FakeBackend
+from backends.features import Feature
 from backends.ray_handle import RayHandleBackend, translate_ray_error
 from backends.types import GenerationRequest, Message
 from deploy.rayserve.model import ModelServer
@@ -156,11 +157,14 @@ def test_foreign_and_cancellation_errors_pass_unchanged() -> None:
 
 # -- RayHandleBackend ---------------------------------------------------------------------------
 def test_is_a_backend_and_learns_its_context_length() -> None:
-    handle = FakeHandle(describe=_Response({"name": "m", "context_length": 1024}))
+    describe = {"name": "m", "context_length": 1024, "features": ["logprobs", "tools"]}
+    handle = FakeHandle(describe=_Response(describe))
     backend = RayHandleBackend("m", handle, context_length=4096)
     assert isinstance(backend, Backend)
+    assert backend.features == frozenset()  # nothing promised before the deployment says
     asyncio.run(backend.start())
     assert backend.context_length == 1024
+    assert backend.features == {Feature.LOGPROBS, Feature.TOOLS}
 
 
 async def test_chat_and_errors_from_the_replica() -> None:
@@ -203,7 +207,7 @@ async def test_health_reports_an_unreachable_deployment_as_down() -> None:
 async def test_model_server_exposes_the_backend() -> None:
     fake = FakeBackend("m", reply="a b c", context_length=777)
     server = ModelServer(fake)
-    assert await server.describe() == {"name": "m", "context_length": 777}
+    assert await server.describe() == {"name": "m", "context_length": 777, "features": []}
     assert (await server.chat(REQUEST)).text == "a b c"
     assert "".join([c.text async for c in server.stream_chat(REQUEST)]) == "a b c"
     await server.check_health()  # healthy: returns
