@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from gateway.embeddings_api import EmbeddingRequest
 from gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -31,6 +32,7 @@ _USAGE = {
     },
 }
 _FINISH = {"type": ["string", "null"]}
+_COUNT = {"type": "integer", "minimum": 0}
 # One server-sent event: ``data:`` holds a chunk's JSON (or ``[DONE]``, which always ends the stream).
 _SSE_EVENT = {
     "type": "object",
@@ -120,6 +122,35 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
         },
     },
+    "EmbeddingList": {
+        "type": "object",
+        "required": ["object", "data", "model", "usage"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["object", "index", "embedding"],
+                    "properties": {
+                        "object": {"const": "embedding"},
+                        "index": {"type": "integer", "minimum": 0},
+                        "embedding": {
+                            "description": "floats, or base64 of little-endian float32 (encoding_format)",
+                            "oneOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string"}],
+                        },
+                    },
+                },
+            },
+            "model": {"type": "string"},
+            "usage": {
+                "type": "object",
+                "required": ["prompt_tokens", "total_tokens"],
+                "properties": {k: _COUNT for k in ("prompt_tokens", "total_tokens")},
+            },
+        },
+    },
     "Feedback": {
         "type": "object",
         "required": ["object", "request_id", "score", "route", "model", "duplicate"],
@@ -196,6 +227,7 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
         "max_tokens": 16,
     },
     "CompletionRequest": {"model": "auto", "prompt": "Once upon a time", "max_tokens": 16},
+    "EmbeddingRequest": {"model": "minilm-static", "input": ["Hello", "Hi there"]},
     "FeedbackRequest": {"request_id": "0123abcd", "score": 1.0},
     "CreateKeyRequest": {"name": "team-a", "rpm": 60, "tpm": 100000, "budget": 10.0},
 }
@@ -223,6 +255,7 @@ def _request_schemas() -> dict[str, Any]:
     models = (
         ChatCompletionRequest,
         CompletionRequest,
+        EmbeddingRequest,
         FeedbackRequest,
         RouterReloadRequest,
         CreateKeyRequest,
@@ -249,6 +282,13 @@ def _paths(example_model: str | None) -> dict[str, Any]:
                 "operationId": "createCompletion",
                 "requestBody": _body(CompletionRequest, example_model=example_model),
                 "responses": {**_ok("TextCompletion", stream=True), **completion_errors},
+            }
+        },
+        "/v1/embeddings": {
+            "post": {
+                "operationId": "createEmbedding",
+                "requestBody": _body(EmbeddingRequest),
+                "responses": {**_ok("EmbeddingList"), **completion_errors},
             }
         },
         "/v1/models": {

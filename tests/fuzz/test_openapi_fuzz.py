@@ -22,6 +22,7 @@ from schemathesis.checks import (
 
 from backends.fake import FakeBackend
 from gateway.app import create_app
+from gateway.config import parse_fleet
 from gateway.openapi import openapi_document
 from tests.conftest import LiveServer, fleet_of
 
@@ -34,7 +35,9 @@ schema = schemathesis.openapi.from_dict(openapi_document("alpha")).exclude(path_
 @pytest.fixture(scope="module")
 def gateway_url() -> Iterator[str]:
     backends = {"alpha": FakeBackend("alpha"), "beta": FakeBackend("beta")}
-    with LiveServer(create_app(fleet_of("alpha", "beta"), backends=backends)) as server:
+    fleet = fleet_of("alpha", "beta").model_dump()
+    fleet["embeddings"] = [{"name": "minilm-static", "backend": "static"}]  # the router's, for real
+    with LiveServer(create_app(parse_fleet(fleet), backends=backends)) as server:
         yield server.url
 
 
