@@ -84,3 +84,14 @@ def test_auto_sends_kinds_of_questions_where_the_fleets_own_router_says(default_
         assert response.parse().model == chosen[kind]
         assert chosen[kind] == expected.route(question).model, kind
     assert len(set(chosen.values())) >= 2, chosen
+
+
+def test_the_default_fleet_embeds_with_the_routers_static_embedding(default_gateway, openai_client):
+    client = openai_client(default_gateway)
+    answer = client.embeddings.create(model="minilm-static", input=["Hello there", "Hi!"])
+    assert [len(item.embedding) for item in answer.data] == [256, 256]
+    assert answer.usage.prompt_tokens > 0
+    cut = client.embeddings.create(model="minilm-static", input="Hello", dimensions=64)
+    assert len(cut.data[0].embedding) == 64
+    metrics = httpx.get(default_gateway + "/metrics").text
+    assert 'smallfleet_embedding_requests_total{model="minilm-static",status="200"} 2.0' in metrics
