@@ -39,8 +39,10 @@ class FakeBackend:
         fail_times: int | None = None,
         first_chunk_delay: float = 0.0,
         logprob: float | Callable[[GenerationRequest], float] | None = None,
+        features: frozenset[Feature] | None = None,
     ) -> None:
         self.name = name
+        self._features = features
         self.context_length = context_length
         self.reply = reply
         self.chunk_delay = chunk_delay
@@ -68,6 +70,9 @@ class FakeBackend:
 
     @property
     def features(self) -> frozenset[Feature]:
+        """As given; else log-probabilities when it has them (it honours nothing else)."""
+        if self._features is not None:
+            return self._features
         return frozenset({Feature.LOGPROBS}) if self.logprob is not None else NO_FEATURES
 
     def _logprobs(self, request: GenerationRequest, words: list[str]) -> tuple[TokenLogprob, ...] | None:

