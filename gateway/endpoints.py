@@ -38,6 +38,7 @@ from gateway.protocol import (
 from gateway.request_log import Feedback
 from gateway.routing import ALPHA_HEADER, FleetRouter, is_auto
 from gateway.service import JSON_MEDIA_TYPE, Answer, Gateway
+from gateway.shapes import CompletionShape
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -122,6 +123,10 @@ def _chat_generation(parsed: ChatCompletionRequest) -> GenerationRequest:
     )
 
 
+def _shape(parsed: ChatCompletionRequest | CompletionRequest) -> CompletionShape:
+    return CompletionShape(chat=isinstance(parsed, ChatCompletionRequest), include_usage=parsed.include_usage)
+
+
 def _last_user_text(parsed: ChatCompletionRequest) -> str:
     """What the router judges a chat by: its last user turn."""
     for message in reversed(parsed.messages):
@@ -195,7 +200,7 @@ class Endpoints:
             self._count_rejection(request, exc)
             raise
         return await self.gateway.respond(
-            answer, generation, request.receive, stream=parsed.stream, include_usage=parsed.include_usage
+            answer, generation, request.receive, stream=parsed.stream, shape=_shape(parsed)
         )
 
     async def completions(self, request: Request) -> Any:
@@ -205,7 +210,7 @@ class Endpoints:
             self._count_rejection(request, exc)
             raise
         return await self.gateway.respond(
-            answer, generation, request.receive, stream=parsed.stream, include_usage=parsed.include_usage
+            answer, generation, request.receive, stream=parsed.stream, shape=_shape(parsed)
         )
 
     def _count_rejection(self, request: Request, exc: SmallfleetError) -> None:

@@ -30,12 +30,12 @@ from backends.errors import (
 )
 from backends.features import Feature
 from backends.types import Completion, CompositeTrace, GenerationRequest, InnerCall, StreamChunk, Usage
-from gateway.errors import error_payload
 from gateway.fleet import Fleet, FleetMember
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import ChunkWriter, completion_json, route_json
+from gateway.protocol import ChunkWriter, route_json
 from gateway.request_log import Feedback, FeedbackResult, RequestLog, RequestRecord
 from gateway.routing import FleetRouter, is_auto
+from gateway.shapes import AnswerShape, AnswerStream, CompletionShape
 from gateway.sse import DONE_EVENT, ClientDisconnected, EventStreamResponse, sse_event, until_disconnect
 
 JSON_MEDIA_TYPE = "application/json"
@@ -283,14 +283,15 @@ class Gateway:
         receive: Receive,
         *,
         stream: bool,
-        include_usage: bool = False,
+        shape: AnswerShape,
     ) -> Response | EventStreamResponse:
+        """Answer ``request`` with ``answer``'s member (or its fallbacks), written as ``shape`` says."""
         try:
             while True:
                 try:
                     if stream:
-                        return await self._respond_stream(answer, request, receive, include_usage)
-                    return await self._respond_whole(answer, request, receive)
+                        return await self._respond_stream(answer, request, receive, shape)
+                    return await self._respond_whole(answer, request, receive, shape)
                 except (BackendError, Overloaded, ContextLengthExceeded) as exc:
                     if not self._fall_back(answer, exc):
                         raise
@@ -352,16 +353,13 @@ class Gateway:
                 return longer[0]
         return None
 
-    async def _respond_whole(self, answer: Answer, request: GenerationRequest, receive: Receive) -> Response:
+    async def _respond_whole(
+        self, answer: Answer, request: GenerationRequest, receive: Receive, shape: AnswerShape
+    ) -> Response:
         completion = await self._whole(answer, request, receive)
         trace = completion.trace
-        payload = completion_json(
-            answer.request_id,
-            answer.member.name,
-            completion,
-            chat=request.is_chat,
-            smallfleet=answer.smallfleet_json(trace),
-        )
+        smallfleet = answer.smallfleet_json(trace)
+        payload = shape.whole(answer.request_id, answer.member.name, completion, smallfleet)
         self._record(answer, 200, completion.usage, trace=trace)
         return Response(orjson.dumps(payload), media_type=JSON_MEDIA_TYPE, headers=answer.headers_with(trace))
 
@@ -375,10 +373,11 @@ class Gateway:
             in_flight.dec()
 
     async def _respond_stream(
-        self, answer: Answer, request: GenerationRequest, receive: Receive, include_usage: bool
+        self, answer: Answer, request: GenerationRequest, receive: Receive, shape: AnswerShape
     ) -> EventStreamResponse:
         if answer.n > 1:
-            return await self._respond_choices_stream(answer, request, receive, include_usage)
+            assert isinstance(shape, CompletionShape)  # only completions ask for n
+            return await self._respond_choices_stream(answer, request, receive, shape.include_usage)
         answer.ledger = open_ledger()  # the stream's tasks inherit it, to its last chunk
         chunks = answer.member.backend.stream_chat(request)
         in_flight = self.metrics.backend_in_flight.labels(answer.member.name)
@@ -391,7 +390,7 @@ class Gateway:
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
         self._first_token(answer)
-        events = self._events(answer, first, chunks, request.is_chat, include_usage)
+        events = self._events(answer, first, chunks, shape.stream(answer.request_id, answer.member.name))
         return EventStreamResponse(events, answer.headers_with(first.trace))
 
     def _first_token(self, answer: Answer) -> None:
@@ -439,34 +438,33 @@ class Gateway:
         answer: Answer,
         first: StreamChunk,
         chunks: AsyncIterator[StreamChunk],
-        chat: bool,
-        include_usage: bool,
+        stream: AnswerStream,
     ) -> AsyncIterator[bytes]:
-        writer = ChunkWriter(answer.request_id, answer.member.name, chat=chat)
         status, usage, trace = CLIENT_CLOSED_REQUEST, None, None
         code: str | None = "client_closed_request"
         try:
-            if chat:
-                yield sse_event(writer.role())
+            for event in stream.opening():
+                yield event
             chunk = first
             while True:
                 if chunk.finish_reason is not None:
                     usage, trace = chunk.usage, chunk.trace
-                    yield sse_event(writer.chunk(chunk, smallfleet=answer.smallfleet_json(trace)))
+                    for event in stream.chunk(chunk, smallfleet=answer.smallfleet_json(trace)):
+                        yield event
                     break
-                yield sse_event(writer.chunk(chunk))
+                for event in stream.chunk(chunk):
+                    yield event
                 next_chunk = await anext(chunks, None)
                 chunk = next_chunk if next_chunk is not None else _missing_final_chunk(answer)
-            if include_usage and usage is not None:
-                yield sse_event(writer.usage(usage))
+            closing = stream.closing(usage)
             status, code = 200, None
-            yield DONE_EVENT
+            for event in closing:
+                yield event
         except SmallfleetError as exc:
-            # Headers are sent: the failure becomes an error event, and the stream still ends.
             status, code = exc.status_code, exc.code or exc.error_type
             self._charge_unanswered(answer)
-            yield sse_event(error_payload(exc)[1])
-            yield DONE_EVENT
+            for event in stream.failure(exc):
+                yield event
         finally:
             self.metrics.backend_in_flight.labels(answer.member.name).dec()
             await chunks.aclose()  # type: ignore[attr-defined]
