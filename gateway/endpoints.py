@@ -36,6 +36,7 @@ from gateway.protocol import (
     model_list_json,
 )
 from gateway.request_log import Feedback
+from gateway.responses_api import ResponsesRequest, ResponsesShape
 from gateway.routing import ALPHA_HEADER, FleetRouter, is_auto
 from gateway.service import JSON_MEDIA_TYPE, Answer, Gateway
 from gateway.shapes import CompletionShape
@@ -168,7 +169,7 @@ class Endpoints:
     async def _answer(
         self,
         request: Request,
-        parsed: ChatCompletionRequest | CompletionRequest,
+        parsed: ChatCompletionRequest | CompletionRequest | ResponsesRequest,
         question: str,
         started: float,
         needs: dict[Feature, str],
@@ -235,6 +236,27 @@ class Endpoints:
         needs = features_used(generation)
         answer = await self._answer(request, parsed, _last_user_text(parsed), started, needs)
         return answer, generation, parsed
+
+    async def responses(self, request: Request) -> Any:
+        """``POST /v1/responses`` (gateway/responses_api.py): the chat path, in the Responses shape."""
+        try:
+            started = time.perf_counter()
+            parsed = parse(ResponsesRequest, await read_body(request, self.config.limits.max_body_bytes))
+            items = 1 if isinstance(parsed.input, str) else len(parsed.input)
+            if items > self.config.limits.max_messages:
+                message = f"{items} input items; the limit is {self.config.limits.max_messages}"
+                raise RequestError(message, param="input")
+            self.input_limits.check_max_tokens(parsed.token_limit, "max_output_tokens")
+            parsed.refuse_unsupported()
+            generation = parsed.generation()
+            needs = features_used(generation)
+            answer = await self._answer(request, parsed, parsed.question(), started, needs)
+        except SmallfleetError as exc:
+            self._count_rejection(request, exc)
+            raise
+        shape = ResponsesShape(parsed)
+        receive = request.receive
+        return await self.gateway.respond(answer, generation, receive, stream=parsed.stream, shape=shape)
 
     async def _prepare_completion(
         self, request: Request
@@ -442,6 +464,7 @@ class Endpoints:
         return [
             HttpRoute("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             HttpRoute("/v1/completions", self.completions, methods=["POST"]),
+            HttpRoute("/v1/responses", self.responses, methods=["POST"]),
             HttpRoute("/v1/feedback", self.feedback, methods=["POST"]),
             HttpRoute("/v1/models", self.list_models, methods=["GET"]),
             HttpRoute("/v1/models/{name:path}", self.get_model, methods=["GET"]),

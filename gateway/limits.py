@@ -30,7 +30,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.request_log import RequestRecord
 
 WINDOW_S = 60.0
-LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings"})
 MAX_TOKENS_ENV = "SMALLFLEET_MAX_TOKENS"
 
 

@@ -205,3 +205,29 @@ def test_langchain_openai_completes_a_tool_turn_and_a_structured_output_call(ser
 
     sky = llm.with_structured_output(Sky, method="json_schema").invoke("What colour is the sky, and how dark?")
     assert isinstance(sky, Sky)
+
+
+def test_the_responses_api_answers_calls_tools_and_streams(client):
+    tool = {"type": "function", **WEATHER["function"]}
+    called = client.responses.create(model="qwen", input=ASK[0]["content"], tools=[tool], tool_choice="required",
+                                     temperature=0, max_output_tokens=64)
+    [call] = [item for item in called.output if item.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments)["city"] == "Paris"
+    answered = client.responses.create(
+        model="qwen",
+        input=[
+            {"role": "user", "content": ASK[0]["content"]},
+            {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "31 degrees Celsius, sunny"},
+        ],
+        tools=[tool], tool_choice="none", temperature=0, max_output_tokens=48,
+    )
+    assert "31" in answered.output_text
+    with client.responses.stream(model="smol", input="Say hello.", instructions="Answer in one short sentence.",
+                                 temperature=0, max_output_tokens=64) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert deltas and "".join(deltas) == final.output_text
+    parsed = client.responses.parse(model="smol", input="What colour is the sky, and how dark from 1 to 10?",
+                                    text_format=Sky, temperature=0, max_output_tokens=48)
+    assert isinstance(parsed.output_parsed, Sky)
