@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from backends.features import Feature
+
 RESERVED_MODEL_PREFIX = "auto"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DB_URL_ENV = "SMALLFLEET_DB_URL"
@@ -134,6 +136,11 @@ class OpenAIModel(_ModelBase):
     context_length: int | None = Field(default=None, gt=0)
     timeouts: Timeouts = Timeouts()
     max_connections: int = Field(default=512, gt=0)
+    features: list[Feature] | None = Field(
+        default=None,
+        description="what the server honours beyond text (default: all; docs/api.md): requests using "
+        "anything else are refused, or routed elsewhere by auto",
+    )
 
 
 ModelConfig = Annotated[LlamaCppModel | OpenAIModel, Field(discriminator="backend")]

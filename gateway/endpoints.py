@@ -312,6 +312,7 @@ class Endpoints:
             "params": model.params,
             "quant": model.quant,
             "context_length": self.gateway.fleet.get(name).context_length,
+            "features": sorted(self.gateway.fleet.get(name).features),
         }
 
     def _composite_json(self, route: RouteConfig) -> dict[str, Any]:
@@ -327,6 +328,7 @@ class Endpoints:
             "members": list(member_names(route)),
             "max_choices": member.max_choices,
             "context_length": member.context_length,
+            "features": sorted(member.features),
         }
 
     def _route_json(self, route: str, router: FleetRouter) -> dict[str, Any]:

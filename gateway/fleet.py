@@ -38,7 +38,7 @@ def _llama_cpp(config: ModelConfig) -> Backend:
 
 
 def _openai(config: ModelConfig) -> Backend:
-    from backends.openai_http import OpenAIHTTPBackend, Timeouts
+    from backends.openai_http import REMOTE_FEATURES, OpenAIHTTPBackend, Timeouts
 
     assert isinstance(config, OpenAIModel)
     api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
@@ -50,6 +50,7 @@ def _openai(config: ModelConfig) -> Backend:
         context_length=config.context_length,
         timeouts=Timeouts(**config.timeouts.model_dump()),
         max_connections=config.max_connections,
+        features=REMOTE_FEATURES if config.features is None else frozenset(config.features),
     )
 
 

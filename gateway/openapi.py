@@ -19,6 +19,7 @@ from gateway.protocol import (
     FeedbackRequest,
     RouterReloadRequest,
 )
+from gateway.responses_api import ResponsesRequest
 
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
@@ -66,7 +67,7 @@ def _choice(extra: dict[str, Any]) -> dict[str, Any]:
         "required": ["index", "finish_reason", *extra],
         "properties": {
             "index": {"type": "integer"},
-            "logprobs": {"type": "null"},
+            "logprobs": {"type": ["object", "null"]},
             "finish_reason": _FINISH,
             **extra,
         },
@@ -98,12 +99,29 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
                 "message": {
                     "type": "object",
                     "required": ["role", "content"],
-                    "properties": {"role": {"const": "assistant"}, "content": _NULLABLE_STR},
+                    "properties": {
+                        "role": {"const": "assistant"},
+                        "content": _NULLABLE_STR,
+                        "tool_calls": {"type": "array", "items": {"type": "object"}},
+                    },
                 }
             }
         ),
     ),
     "TextCompletion": _completion("text_completion", _choice({"text": {"type": "string"}})),
+    "Response": {
+        "type": "object",
+        "required": ["id", "object", "created_at", "status", "model", "output", "usage"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "response"},
+            "created_at": {"type": "integer"},
+            "status": {"enum": ["completed", "incomplete"]},
+            "model": {"type": "string"},
+            "output": {"type": "array", "items": {"type": "object", "required": ["type", "id"]}},
+            "usage": {"type": "object"},
+        },
+    },
     "Model": {
         "type": "object",
         "required": ["id", "object", "created", "owned_by"],
@@ -227,6 +245,7 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
         "max_tokens": 16,
     },
     "CompletionRequest": {"model": "auto", "prompt": "Once upon a time", "max_tokens": 16},
+    "ResponsesRequest": {"model": "auto", "input": "Hello", "max_output_tokens": 16},
     "EmbeddingRequest": {"model": "minilm-static", "input": ["Hello", "Hi there"]},
     "FeedbackRequest": {"request_id": "0123abcd", "score": 1.0},
     "CreateKeyRequest": {"name": "team-a", "rpm": 60, "tpm": 100000, "budget": 10.0},
@@ -255,6 +274,7 @@ def _request_schemas() -> dict[str, Any]:
     models = (
         ChatCompletionRequest,
         CompletionRequest,
+        ResponsesRequest,
         EmbeddingRequest,
         FeedbackRequest,
         RouterReloadRequest,
@@ -282,6 +302,13 @@ def _paths(example_model: str | None) -> dict[str, Any]:
                 "operationId": "createCompletion",
                 "requestBody": _body(CompletionRequest, example_model=example_model),
                 "responses": {**_ok("TextCompletion", stream=True), **completion_errors},
+            }
+        },
+        "/v1/responses": {
+            "post": {
+                "operationId": "createResponse",
+                "requestBody": _body(ResponsesRequest, example_model=example_model),
+                "responses": {**_ok("Response", stream=True), **completion_errors},
             }
         },
         "/v1/embeddings": {

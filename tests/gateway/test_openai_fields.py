@@ -267,3 +267,14 @@ def test_a_remote_servers_streamed_tool_call_deltas_reach_the_client(remote_gate
             finish = choice.finish_reason or finish
     assert (names, ids, finish) == (["get_weather"], ["call_up"], "tool_calls")
     assert json.loads(arguments) == {"city": "Paris"}
+
+
+async def test_a_remote_models_declared_features_narrow_what_it_is_sent(make_client):
+    config = parse_fleet(
+        {"models": [{"name": "r", "backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                     "features": ["logprobs"]}]}
+    )
+    assert config.models[0].features == [Feature.LOGPROBS]
+    async with make_client(config, {}) as client:  # the real openai backend; nothing listens there
+        response = await _post(client, model="r", tools=[WEATHER])
+    assert response.status_code == 400 and response.json()["error"]["param"] == "tools"
