@@ -95,3 +95,20 @@ def test_the_default_fleet_embeds_with_the_routers_static_embedding(default_gate
     assert len(cut.data[0].embedding) == 64
     metrics = httpx.get(default_gateway + "/metrics").text
     assert 'smallfleet_embedding_requests_total{model="minilm-static",status="200"} 2.0' in metrics
+
+
+def test_auto_sends_tool_and_structured_requests_only_to_models_that_honour_them(default_gateway, openai_client):
+    """SmolLM2's template has no tools: a tool request goes to a Qwen model, even at the cheapest
+    preset, and the model list says who has what."""
+    client = openai_client(default_gateway)
+    features = {m.id: set(m.model_extra.get("features", [])) for m in client.models.list()}
+    assert "tools" not in features["smollm2-135m"] and "tools" in features["qwen2.5-coder-0.5b"]
+    assert "response_format" in features["smollm2-135m"]
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    answer = client.chat.completions.create(
+        model="auto:cheap", messages=[{"role": "user", "content": "Hi! What is the weather in Oslo?"}],
+        tools=[weather], tool_choice="required", max_tokens=48, temperature=0,
+    )
+    assert answer.model.startswith("qwen2.5-coder")
+    assert answer.choices[0].message.tool_calls[0].function.name == "get_weather"
