@@ -175,7 +175,7 @@ class Endpoints:
         needs: dict[Feature, str],
     ) -> Answer:
         route, member, fallbacks = await self.gateway.choose(
-            parsed.model, question, request.headers.get(ALPHA_HEADER), parsed.n, needs
+            parsed.model, question, request.headers.get(ALPHA_HEADER), parsed.n, needs, parsed.token_limit
         )
         request.state.model = member.name
         self.gateway.check_token_limit(member, parsed.token_limit)

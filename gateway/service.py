@@ -124,12 +124,14 @@ class Gateway:
         alpha_header: str | None,
         n: int = 1,
         needs: Mapping[Feature, str] | None = None,
+        max_tokens: int | None = None,
     ) -> tuple[Route, FleetMember, tuple[str, ...]]:
         """Who answers ``model``: itself, or the router's pick for ``auto`` (with the runners-up).
 
         ``needs`` are the features the request uses, each with the field asking for it: a named
         member must have them all (else a 400 naming the field), and ``auto`` chooses among the
-        members that do; for n > 1 it chooses among members that give that many choices, if any."""
+        members that do, and whose context (when known) holds ``max_tokens``; for n > 1 it
+        chooses among members that give that many choices, if any."""
         needs = needs or {}
         if not is_auto(model):
             member = self.fleet.get(model)
@@ -151,6 +153,9 @@ class Gateway:
         # The router chooses among the members able to answer, skipping open circuits while any
         # able one is closed; members that cannot give n choices only when none can.
         able = {m.name for m in self.fleet if needs.keys() <= m.features} & set(router.candidates)
+        if max_tokens is not None:  # a context known to be too short cannot answer (unless none can)
+            holds = {n for n in able if (self.fleet.get(n).context_length or max_tokens) >= max_tokens}
+            able = holds or able
         if needs and not able:
             param = next(iter(needs.values()))
             raise UnsupportedParameter(

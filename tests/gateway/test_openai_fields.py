@@ -278,3 +278,26 @@ async def test_a_remote_models_declared_features_narrow_what_it_is_sent(make_cli
     async with make_client(config, {}) as client:  # the real openai backend; nothing listens there
         response = await _post(client, model="r", tools=[WEATHER])
     assert response.status_code == 400 and response.json()["error"]["param"] == "tools"
+
+
+async def test_auto_skips_members_whose_context_cannot_hold_max_tokens(make_client):
+    artifact = router_package.load_router(str(router_package.DEFAULT_ARTIFACT))
+    names = list(artifact.models)[:3]
+    roomy = names[0]
+    config = parse_fleet(
+        {
+            "models": [
+                {"name": n, "backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                 "context_length": 8192 if n == roomy else 1024}
+                for n in names
+            ],
+            "router": {"artifact": str(router_package.DEFAULT_ARTIFACT)},
+        }
+    )
+    backends = {n: FakeBackend(n, context_length=8192 if n == roomy else 1024) for n in names}
+    async with make_client(config, backends) as client:
+        for preset in ("auto:quality", "auto:cheap"):
+            response = await _post(client, model=preset, max_tokens=4000)
+            assert response.status_code == 200 and response.json()["model"] == roomy
+        too_long = await _post(client, model="auto", max_tokens=9000)
+    assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "max_tokens"
