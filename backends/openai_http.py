@@ -374,7 +374,8 @@ async def _parse_sse(
 
     A stream ends at ``data: [DONE]``, or when the server closes it cleanly after a chunk with a
     ``finish_reason`` (some servers omit [DONE]): a complete answer either way. A stream that
-    ends without any finish reason was cut short, and is an error."""
+    ends without any finish reason, [DONE] or not, was cut short, and is an error (before the
+    first token the gateway retries it or falls back)."""
     is_chat = request.is_chat
     finish: Any = None
     usage: Usage | None = None
@@ -384,6 +385,9 @@ async def _parse_sse(
             continue
         data = line[5:].strip()
         if data == "[DONE]":
+            if finish is None:
+                # llama-cpp-python's server, for one, ends an interrupted generation this way
+                raise BackendError(f"model {name!r} ended its stream without a finish reason")
             final_usage = usage or Usage(completion_tokens=pieces)
             yield StreamChunk("", finish_reason=_finish(finish), usage=final_usage)
             return

@@ -104,6 +104,8 @@ async def test_upstream_error_statuses_map_to_the_error_tree(status, body, error
         b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n',  # no [DONE]
         b"data: {broken\n\n",
         b'data: {"error": {"message": "engine died"}}\n\n',
+        # [DONE] but no finish reason: cut short (llama-cpp-python's server, interrupted, does this)
+        b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\ndata: [DONE]\n\n',
     ],
 )
 async def test_broken_streams_raise_instead_of_ending_quietly(stream_body):

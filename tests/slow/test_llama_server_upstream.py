@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -100,3 +101,33 @@ def test_text_completion_through_the_gateway(gateway_client):
         model="remote-smollm2", prompt="The sky is", max_tokens=4, temperature=0
     )
     assert answer.choices[0].text
+
+
+def test_a_named_tool_choice_reaches_llama_server_and_its_call_comes_back(gateway_client):
+    """The fields go to the server unchanged; llama-cpp-python's server constrains a named function
+    with a grammar of its own and answers OpenAI's tool_calls, which the gateway passes back."""
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    answer = gateway_client.chat.completions.create(
+        model="remote-smollm2",
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[weather],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=32,
+        temperature=0,
+    )
+    [call] = answer.choices[0].message.tool_calls
+    assert call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)
+
+
+def test_json_object_and_a_vendor_field_reach_llama_server(gateway_client):
+    answer = gateway_client.chat.completions.create(
+        model="remote-smollm2",
+        messages=[{"role": "user", "content": "Give a cat's name as a JSON object with one key."}],
+        response_format={"type": "json_object"},
+        max_tokens=160,
+        temperature=0,
+        extra_body={"top_k": 1, "repeat_penalty": 1.1},  # llama-cpp-python's own sampling fields
+    )
+    assert answer.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(answer.choices[0].message.content), dict)
