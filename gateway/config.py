@@ -23,6 +23,8 @@ from backends.features import Feature
 RESERVED_MODEL_PREFIX = "auto"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DB_URL_ENV = "SMALLFLEET_DB_URL"
+STATE_URL_ENV = "SMALLFLEET_STATE_URL"
+STATE_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class ConfigError(ValueError):
@@ -358,6 +360,50 @@ class RequestLogConfig(_Strict):
         return f"sqlite:///{directory / 'requests.db'}"
 
 
+def check_state_url(url: str, where: str) -> str:
+    """A Redis URL (``redis://``, ``rediss://`` or ``unix://``); the message never echoes a password."""
+    if not url.startswith(STATE_URL_SCHEMES):
+        scheme = url.partition("://")[0] + "://" if "://" in url else repr(url.split("@")[-1][:40])
+        raise ConfigError(f"{where}: expected a redis://, rediss:// or unix:// URL, got {scheme}")
+    return url
+
+
+class StateConfig(_Strict):
+    """The store every gateway replica shares (docs/deploy.md, "Several replicas")."""
+
+    url: str | None = Field(
+        default=None,
+        repr=False,  # it may carry a password
+        description=f"redis://host:port/db (or rediss://, unix://); default: {STATE_URL_ENV}",
+    )
+    on_error: Literal["open", "closed"] = Field(
+        default="open",
+        description="store unreachable: open = per-process limits, closed = 503 for keyed requests",
+    )
+    timeout: float = Field(default=0.25, gt=0, le=10, description="seconds per store operation")
+    poll_interval: float = Field(
+        default=0.5, gt=0, le=60, description="seconds between checks for new keys and router versions"
+    )
+    prefix: str = Field(default="smallfleet", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="key prefix")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        try:
+            return check_state_url(url, "url")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("url: ")) from None
+
+    def resolved_url(self) -> str | None:
+        """The configured URL, else ``SMALLFLEET_STATE_URL``, else None (state per process)."""
+        if self.url:
+            return self.url
+        from_env = os.environ.get(STATE_URL_ENV, "").strip()
+        return check_state_url(from_env, STATE_URL_ENV) if from_env else None
+
+
 class Limits(_Strict):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     max_messages: int = Field(default=1024, gt=0)
@@ -371,6 +417,7 @@ class FleetConfig(_Strict):
     router: RouterConfig = RouterConfig()
     request_log: RequestLogConfig = RequestLogConfig()
     limits: Limits = Limits()
+    state: StateConfig = StateConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> FleetConfig:

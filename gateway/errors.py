@@ -25,6 +25,13 @@ class NotFound(RequestError):
     code = "not_found"
 
 
+class StateUnavailable(SmallfleetError):
+    """The shared state store (Redis) did not answer in time; see gateway/shared."""
+
+    status_code = 503
+    code = "state_unavailable"
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:

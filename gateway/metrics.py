@@ -160,6 +160,13 @@ class GatewayMetrics:
             registry=r,
         )
         self._key_labels: set[str] = set()
+        self.state_errors = Counter(
+            "smallfleet_state_errors",
+            "Operations on the shared state store (state.url) that failed, or were skipped while it "
+            "was unreachable, by operation (admit, charge, key_sync, router_sync, ...).",
+            ["operation"],
+            registry=r,
+        )
 
         self.embedding_requests = Counter(
             "smallfleet_embedding_requests",
@@ -256,6 +263,9 @@ class GatewayMetrics:
 
     def observe_key_rejection(self, key_id: str, code: str) -> None:
         self.key_rejections.labels(self.key_label(key_id), code).inc()
+
+    def observe_state_error(self, operation: str) -> None:
+        self.state_errors.labels(operation).inc()
 
     def observe_decision(
         self, *, route: str, model: str, cluster: str, out_of_distribution: bool, seconds: float
