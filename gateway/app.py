@@ -39,6 +39,7 @@ from gateway.openapi import openapi_document
 from gateway.request_log import RequestLog, open_request_log
 from gateway.routing import FleetRouter
 from gateway.service import JSON_MEDIA_TYPE, Gateway
+from gateway.shared import SharedState
 
 logger = logging.getLogger("smallfleet")
 HEALTH_POLL_SECONDS = 10.0
@@ -143,7 +144,9 @@ def create_app(
     loaded router (the CLI loads it first to report a bad artifact cleanly);
     otherwise the lifespan loads ``config.router.artifact`` if one is set.
     ``request_log`` defaults to the one ``config.request_log`` describes; keys
-    made through ``/admin/keys`` persist in it. ``input_limits`` defaults to
+    made through ``/admin/keys`` persist in it. With ``config.state`` (or
+    ``SMALLFLEET_STATE_URL``) limits, admin-made keys and the router version are shared
+    through that store (gateway/shared). ``input_limits`` defaults to
     :meth:`InputLimits.from_env`. ``embedders`` replaces some embedding models by name (tests).
     """
     fleet = Fleet.from_config(config, backends)
@@ -152,32 +155,48 @@ def create_app(
     )
     gateway = Gateway(fleet, GatewayMetrics(), log)
     keys = api_keys if api_keys is not None else KeyStore()
-    limiter = Limiter(keys, gateway.metrics)
+    log_table = _key_table(log)
+    state_url = config.state.resolved_url()
+    shared: SharedState | None = None
+    if state_url is not None:
+        shared = SharedState.connect(
+            state_url,
+            config.state,
+            gateway.metrics,
+            keys,
+            log_table,
+            reload=lambda artifact: endpoints.reload(artifact, publish=False),
+            current=lambda: gateway.router.version if gateway.router is not None else None,
+        )
+    limiter = shared.limiter if shared is not None else Limiter(keys, gateway.metrics)
     gateway.record_hooks.append(limiter.charge)
-    key_table = _key_table(log)
     endpoints = Endpoints(
         gateway,
         config,
         admin_keys or KeyStore(),
         keys=keys,
         limiter=limiter,
-        key_table=key_table,
+        key_table=shared.keys if shared is not None else log_table,
         input_limits=input_limits or InputLimits.from_env(),
         openapi=openapi_document(config.models[0].name),
     )
+    if shared is not None:
+        endpoints.on_router_reload = shared.router.publish
     embeddings = EmbeddingsApi(gateway, config, build_embedders(config, embedders))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await log.start()
-        if key_table is not None:
-            await keys.load(key_table)
-            limiter.seed(await key_table.spend_by_key())
+        if log_table is not None:
+            await keys.load(log_table)
+            limiter.seed(await log_table.spend_by_key())
         if router is not None:
             gateway.router = router
             gateway.metrics.set_router_version(router.version, None)
         elif config.router.artifact:
-            await endpoints.reload(config.router.artifact)
+            await endpoints.reload(config.router.artifact, publish=False)
+        if shared is not None:  # after the router: a version published by another replica wins
+            await shared.start()
         await fleet.start()
         await embeddings.start()
         await endpoints.poll_health()
@@ -188,6 +207,8 @@ def create_app(
         finally:
             reload_on_sighup()
             poller.cancel()
+            if shared is not None:
+                await shared.aclose()
             await fleet.aclose()
             await embeddings.aclose()
             if gateway.router is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -164,6 +165,8 @@ class Endpoints:
         self.created = int(time.time())
         self.health_cache: dict[str, Health] = {}
         self._reload_lock = asyncio.Lock()
+        # Tells the other replicas of a reload (gateway/shared): called with (artifact, version).
+        self.on_router_reload: Callable[[str, str], Awaitable[None]] | None = None
 
     # -- completions ------------------------------------------------------
     async def _answer(
@@ -409,8 +412,9 @@ class Endpoints:
         version = await self.reload(parsed.artifact)
         return _json({"object": "router", "version": version})
 
-    async def reload(self, artifact: str | None = None) -> str:
-        """Load a router artifact and swap it in; requests already routed are unaffected."""
+    async def reload(self, artifact: str | None = None, *, publish: bool = True) -> str:
+        """Load a router artifact and swap it in; requests already routed are unaffected.
+        ``publish``: tell the other replicas through the shared store, if there is one."""
         path = artifact or self.config.router.artifact
         if not path:
             raise RequestError("no router artifact configured; pass one as 'artifact'", param="artifact")
@@ -423,6 +427,8 @@ class Endpoints:
             self.gateway.metrics.set_router_version(fresh.version, previous.version if previous else None)
             if previous is not None:
                 previous.close()
+            if publish and self.on_router_reload is not None:
+                await self.on_router_reload(path, fresh.version)
         return fresh.version
 
     # -- API keys ---------------------------------------------------------
@@ -452,7 +458,10 @@ class Endpoints:
 
     async def list_keys(self, request: Request) -> Response:
         self._check_admin(request)
-        return _json({"object": "list", "data": [self._key_json(k) for k in self.keys.all()]})
+        keys = self.keys.all()
+        for key in keys:
+            await self.limiter.refresh(key)  # usage across replicas, with a shared store
+        return _json({"object": "list", "data": [self._key_json(k) for k in keys]})
 
     async def revoke_key(self, request: Request) -> Response:
         self._check_admin(request)

@@ -180,6 +180,31 @@ class KeyStore:
         return sorted(self._by_id.values(), key=lambda k: k.id)
 
     # -- persisted keys -----------------------------------------------------
+    def apply(self, row: StoredKey) -> bool:
+        """A key made or revoked elsewhere (another replica, through the shared store): add it or
+        mark it revoked; a revocation is never undone. Returns whether anything changed. A
+        different key under a known id or digest is refused (ValueError)."""
+        known, changed = self._by_id.get(row.id), False
+        if known is None:
+            limits = Limits(row.rpm, row.tpm, row.budget)
+            self._add(ApiKey(row.id, row.digest, limits, "admin", row.created_at))
+            known, changed = self._by_id[row.id], True
+        elif known.source != "admin" or not hmac.compare_digest(known.digest, row.digest):
+            raise ValueError(f"API key {row.id!r} is a different key here")
+        if row.revoked_at is not None and known.revoked_at is None:
+            revoked = replace(known, revoked_at=row.revoked_at)
+            self._by_id[row.id] = self._by_digest[row.digest] = revoked
+            changed = True
+        return changed
+
+    def stored(self) -> list[StoredKey]:
+        """The keys made through ``/admin/keys`` (revoked ones included), as tables keep them."""
+        return [
+            StoredKey(k.id, k.digest, k.limits.rpm, k.limits.tpm, k.limits.budget, k.created_at, k.revoked_at)
+            for k in self.all()
+            if k.source == "admin"
+        ]
+
     async def load(self, table: KeyTable) -> None:
         """Add the keys made through ``/admin/keys`` in earlier runs."""
         for row in await table.keys():

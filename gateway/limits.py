@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +33,7 @@ from gateway.request_log import RequestRecord
 WINDOW_S = 60.0
 LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings"})
 MAX_TOKENS_ENV = "SMALLFLEET_MAX_TOKENS"
+Refusal = Literal["budget", "rpm", "tpm"]
 
 
 class RateLimited(SmallfleetError):
@@ -114,22 +116,37 @@ class Limiter:
             usage.total_tokens += tokens
             usage.spent += cost
 
-    def admit(self, key: ApiKey) -> SmallfleetError | None:
+    async def admit(self, key: ApiKey) -> SmallfleetError | None:
         """Count one request, or say why it is refused (nothing is counted then)."""
         limits, usage, now = self.keys.limits_of(key), self.usage(key.id), self.clock()
-        refusal: SmallfleetError | None = None
+        reason: Refusal | None = None
         if limits.budget is not None and usage.spent >= limits.budget:
-            refusal = BudgetExceeded(f"API key {key.id!r} has spent its budget of {limits.budget:g}")
+            reason = "budget"
         elif limits.rpm is not None and usage.requests.used(now) >= limits.rpm:
-            refusal = RateLimited(f"API key {key.id!r} is limited to {limits.rpm} requests per minute")
+            reason = "rpm"
         elif limits.tpm is not None and usage.tokens.used(now) >= limits.tpm:
-            refusal = RateLimited(f"API key {key.id!r} is limited to {limits.tpm} tokens per minute")
-        if refusal is not None:
-            self.metrics.observe_key_rejection(key.id, refusal.code or refusal.error_type)
-            return refusal
+            reason = "tpm"
+        if reason is not None:
+            return self.refuse(key, reason)
         usage.requests.add(now, 1)
         usage.total_requests += 1
         return None
+
+    def refuse(self, key: ApiKey, reason: Refusal) -> SmallfleetError:
+        """The error for a refusal, counted in ``smallfleet_key_rejections_total``."""
+        limits = self.keys.limits_of(key)
+        refusal: SmallfleetError
+        if reason == "budget":
+            refusal = BudgetExceeded(f"API key {key.id!r} has spent its budget of {limits.budget:g}")
+        elif reason == "rpm":
+            refusal = RateLimited(f"API key {key.id!r} is limited to {limits.rpm} requests per minute")
+        else:
+            refusal = RateLimited(f"API key {key.id!r} is limited to {limits.tpm} tokens per minute")
+        self.metrics.observe_key_rejection(key.id, refusal.code or refusal.error_type)
+        return refusal
+
+    async def refresh(self, key: ApiKey) -> None:
+        """Bring ``key``'s usage up to date before a report (kept here: nothing to do)."""
 
     def retry_after(self, key: ApiKey) -> float:
         limits, usage, now = self.keys.limits_of(key), self.usage(key.id), self.clock()
@@ -205,12 +222,14 @@ class LimitsMiddleware:
             return
         limiter = self.limiter
         if scope["path"] in LIMITED_PATHS and scope["method"] == "POST":
-            refusal = limiter.admit(key)
+            refusal = await limiter.admit(key)
             if refusal is not None:
                 retry = str(math.ceil(limiter.retry_after(key)))
                 headers = [(b"retry-after", retry.encode()), *limiter.headers(key)]
                 if isinstance(refusal, BudgetExceeded):
                     headers = headers[1:]  # waiting does not refill a budget
+                elif refusal.retry_after is not None:  # the store's own, when it is unreachable
+                    headers[0] = (b"retry-after", str(math.ceil(refusal.retry_after)).encode())
                 await send_error(send, refusal, headers)
                 return
 
@@ -250,5 +269,6 @@ __all__ = [
     "Limits",
     "LimitsMiddleware",
     "RateLimited",
+    "Refusal",
     "SlidingWindow",
 ]
