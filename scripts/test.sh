@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
-# Real servers the tests start: PostgreSQL (request log) and Prometheus (dashboards), Debian packages.
+# Real servers the tests start: PostgreSQL (request log), Prometheus (dashboards) and Redis
+# (shared state across replicas), Debian packages.
 ./scripts/postgres_for_tests.sh
 ./scripts/prometheus_for_tests.sh >/dev/null
+./scripts/redis_for_tests.sh >/dev/null
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,82 @@
+"""Shared-state fixtures: a real Redis (Debian's ``redis-server``, scripts/redis_for_tests.sh).
+
+One server per test session for tests that only use it (flushed before each test), and a
+server of its own for a test that stops it. Gateways here are two apps (two replicas) in one
+process, or two ``smallfleet serve`` processes, naming the same store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from gateway.config import FleetConfig, parse_fleet
+from tests.conftest import asgi_client
+from tests.gateway.shared_state.redis_server import RedisServer, RedisUnavailable, running_redis
+
+ADMIN = {"authorization": "Bearer sk-admin"}
+
+
+@pytest.fixture(scope="session")
+def redis_session_server() -> Iterator[RedisServer]:
+    try:
+        with running_redis() as server:
+            yield server
+    except RedisUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def redis_server(redis_session_server: RedisServer) -> RedisServer:
+    """The session's Redis, empty."""
+    with redis_session_server.client() as client:
+        client.flushall()
+    return redis_session_server
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis for this test alone (it may stop and start it)."""
+    try:
+        with running_redis() as server:
+            yield server
+    except RedisUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def shared_fleet(url: str | None, *names: str, **state: Any) -> FleetConfig:
+    """Models to be replaced by injected backends, sharing the store at ``url``."""
+    models = [
+        {
+            "name": n,
+            "backend": "openai",
+            "base_url": "http://127.0.0.1:9/v1",
+            "price": {"input": 1.0, "output": 2.0},
+        }
+        for n in names
+    ]
+    raw: dict[str, Any] = {"models": models}
+    if url is not None:
+        raw["state"] = {"url": url, **state}
+    return parse_fleet(raw)
+
+
+@contextlib.asynccontextmanager
+async def replicas(*apps: Starlette) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """In-process clients of every app, their lifespans running together."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(asgi_client(app)) for app in apps]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample's value from a /metrics page (0 when absent)."""
+    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -1,0 +1,96 @@
+"""API keys made and revoked through /admin/keys on one replica hold on the others (real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from backends.fake import FakeBackend
+from gateway.app import create_app
+from gateway.keys import KeyStore
+from gateway.request_log import StoredKey, open_request_log
+from tests.gateway.shared_state.conftest import ADMIN, replicas, shared_fleet
+
+CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _replica(url: str, db=None, **state):
+    log = open_request_log(f"sqlite://{db}") if db is not None else None
+    return create_app(
+        shared_fleet(url, "alpha", **state),
+        backends={"alpha": FakeBackend("alpha")},
+        api_keys=KeyStore(["env-key:sk-env"]),
+        admin_keys=KeyStore(["sk-admin"]),
+        request_log=log,
+    )
+
+
+async def _status_within(client, secret: str, wanted: int, seconds: float) -> tuple[int, float]:
+    """Ask until the answer is ``wanted`` or ``seconds`` pass; the last status and the time taken."""
+    start = time.monotonic()
+    while True:
+        response = await client.post(
+            "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}"}
+        )
+        waited = time.monotonic() - start
+        if response.status_code == wanted or waited > seconds:
+            return response.status_code, waited
+        await asyncio.sleep(0.01)
+
+
+async def test_a_key_made_on_one_replica_works_on_the_other_and_its_revocation_holds_within_a_second(
+    redis_server,
+):
+    async with replicas(_replica(redis_server.url), _replica(redis_server.url)) as (a, b):
+        created = await a.post("/admin/keys", json={"name": "team-a", "rpm": 50}, headers=ADMIN)
+        secret = created.json()["key"]
+        on_b, made_after = await _status_within(b, secret, 200, 1.0)
+        listed = (await b.get("/admin/keys", headers=ADMIN)).json()["data"]
+        revoked = await a.delete("/admin/keys/team-a", headers=ADMIN)
+        on_a = await a.post("/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {secret}"})
+        refused_on_b, revoked_after = await _status_within(b, secret, 401, 1.0)
+    assert created.status_code == 201
+    assert on_b == 200 and made_after < 1.0
+    team_a = next(entry for entry in listed if entry["id"] == "team-a")
+    assert team_a["limits"]["rpm"] == 50 and team_a["source"] == "admin"
+    assert revoked.status_code == 200 and on_a.status_code == 401
+    assert refused_on_b == 401 and revoked_after < 1.0
+
+
+async def test_two_replicas_cannot_make_two_keys_of_one_name(redis_server):
+    async with replicas(_replica(redis_server.url, poll_interval=30), _replica(redis_server.url)) as (a, b):
+        first = await a.post("/admin/keys", json={"name": "team-a"}, headers=ADMIN)
+        second = await b.post("/admin/keys", json={"name": "team-a"}, headers=ADMIN)  # before any poll
+    assert first.status_code == 201
+    assert second.status_code == 409 and second.json()["error"]["code"] == "key_conflict"
+
+
+async def test_keys_a_replica_made_before_the_store_are_pushed_to_it(redis_server, tmp_path):
+    db = tmp_path / "a.db"
+    log = open_request_log(f"sqlite://{db}")
+    await log.start()
+    await log.save_key(StoredKey("old", "0" * 64, 5, None, None, 1.0))  # made before the store
+    await log.save_key(StoredKey("gone", "1" * 64, None, None, None, 1.0, revoked_at=2.0))
+    await log.aclose()
+    async with replicas(_replica(redis_server.url, db), _replica(redis_server.url)) as (_, b):
+        await asyncio.sleep(0.8)
+        listing = (await b.get("/admin/keys", headers=ADMIN)).json()["data"]
+    revoked = {entry["id"]: entry["revoked"] for entry in listing}
+    assert revoked == {"env-key": False, "old": False, "gone": True}
+
+
+async def test_a_revocation_made_while_the_store_was_down_reaches_the_others_when_it_returns(own_redis):
+    url = own_redis.url
+    async with replicas(_replica(url, poll_interval=0.1), _replica(url, poll_interval=0.1)) as (a, b):
+        secret = (await a.post("/admin/keys", json={"name": "team-a"}, headers=ADMIN)).json()["key"]
+        assert (await _status_within(b, secret, 200, 1.0))[0] == 200
+        own_redis.stop()
+        revoked = await a.delete("/admin/keys/team-a", headers=ADMIN)
+        made = await a.post("/admin/keys", json={"name": "team-b"}, headers=ADMIN)
+        still_on_b = await _status_within(b, secret, 401, 0.3)
+        own_redis.start()  # empty: the store lost everything
+        refused_on_b, waited = await _status_within(b, secret, 401, 3.0)
+    assert revoked.status_code == 200 and revoked.json()["revoked"] is True
+    assert made.status_code == 503 and made.json()["error"]["code"] == "state_unavailable"
+    assert still_on_b[0] == 200  # B cannot know yet
+    assert refused_on_b == 401 and waited < 3.0

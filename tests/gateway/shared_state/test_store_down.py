@@ -1,0 +1,119 @@
+"""The store unreachable: limits fail open or closed per state.on_error, counted and logged, and the
+gateway answers every request within its timeout (stopped Redis, closed port, silent listener)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from backends.fake import FakeBackend
+from gateway.app import create_app
+from gateway.config import ConfigError, StateConfig
+from gateway.keys import KeyStore, Limits
+from tests.conftest import free_port
+from tests.gateway.shared_state.conftest import ADMIN, metric, replicas, shared_fleet
+
+CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
+AUTH = {"authorization": "Bearer sk-a"}
+
+
+def _replica(url: str, rpm: int = 3, **state):
+    return create_app(
+        shared_fleet(url, "alpha", **state),
+        backends={"alpha": FakeBackend("alpha")},
+        api_keys=KeyStore(["a:sk-a"], limits={"a": Limits(rpm=rpm)}),
+        admin_keys=KeyStore(["sk-admin"]),
+    )
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[str]:
+    """A TCP port that accepts connections (the kernel does) and never answers: a hung store."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+
+
+async def _timed(client, path: str = "/v1/chat/completions"):
+    start = time.monotonic()
+    response = await client.post(path, json=CHAT, headers=AUTH)
+    return response, time.monotonic() - start
+
+
+async def test_stopped_mid_traffic_limits_fail_open_to_per_replica_counts(own_redis, caplog):
+    caplog.set_level(logging.WARNING, "smallfleet.state")
+    apps = [_replica(own_redis.url, rpm=3) for _ in range(2)]
+    async with replicas(*apps) as (a, b):
+        shared = [(await c.post("/v1/chat/completions", json=CHAT, headers=AUTH)).status_code for c in (a, b)]
+        own_redis.stop()
+        timed = [await _timed(c) for c in (a, b, a, b)]
+        metrics = (await a.get("/metrics")).text
+        health = await a.get("/health")
+        own_redis.start()
+        await asyncio.sleep(1.1)  # past the pause after a failure
+        back = [(await c.post("/v1/chat/completions", json=CHAT, headers=AUTH)).status_code for c in (a, b)]
+    assert shared == [200, 200]
+    # each replica goes on from the counts it last saw (A: 1 of 3, B: 2 of 3), per process
+    assert [r.status_code for r, _ in timed] == [200, 200, 200, 429]
+    assert all(seconds < 0.5 for _, seconds in timed)
+    assert metric(metrics, "smallfleet_state_errors_total", operation="admit") == 2  # A's two
+    assert health.status_code == 200
+    assert back == [200, 200]  # a fresh store: the minute starts again
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("unreachable during admit" in m and "state.on_error" in m for m in messages)
+    assert any("reachable again" in m for m in messages)
+
+
+async def test_limits_fail_closed_with_a_503_when_so_configured(own_redis):
+    async with replicas(_replica(own_redis.url, on_error="closed")) as (a,):
+        before = await a.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+        own_redis.stop()
+        refused, seconds = await _timed(a)
+        models = await a.get("/v1/models", headers=AUTH)
+        metrics = (await a.get("/metrics")).text
+    assert before.status_code == 200
+    assert refused.status_code == 503 and seconds < 0.5
+    error = refused.json()["error"]
+    assert (error["type"], error["code"]) == ("server_error", "state_unavailable")
+    assert refused.headers["retry-after"] == "1"
+    assert models.status_code == 200  # only admissions need the store
+    assert metric(metrics, "smallfleet_key_rejections_total", code="state_unavailable", key="a") == 1
+
+
+async def test_a_store_that_never_answers_costs_at_most_its_timeout(silent_listener):
+    async with replicas(_replica(silent_listener, timeout=0.2, poll_interval=5)) as (a,):
+        timed = [await _timed(a) for _ in range(5)]
+        created = await a.post("/admin/keys", json={"name": "x"}, headers=ADMIN)
+        metrics = (await a.get("/metrics")).text
+    assert [r.status_code for r, _ in timed] == [200, 200, 200, 429, 429]  # open: per-process rpm 3
+    assert timed[0][1] < 0.6  # the one request that waited for the store; the rest skip it for 1 s
+    assert all(seconds < 0.1 for _, seconds in timed[1:])
+    assert created.status_code == 503
+    assert metric(metrics, "smallfleet_state_errors_total", operation="admit") == 5
+
+
+async def test_a_gateway_starts_and_serves_with_no_store_listening():
+    async with replicas(_replica(f"redis://127.0.0.1:{free_port()}/0", rpm=100)) as (a,):
+        answer = await a.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+        listing = await a.get("/admin/keys", headers=ADMIN)
+    assert answer.status_code == 200 and answer.headers["x-ratelimit-remaining-requests"] == "99"
+    assert listing.status_code == 200 and listing.json()["data"][0]["usage"]["requests"] == 1
+
+
+def test_the_store_url_comes_from_the_config_or_the_environment(monkeypatch):
+    monkeypatch.delenv("SMALLFLEET_STATE_URL", raising=False)
+    assert StateConfig().resolved_url() is None
+    monkeypatch.setenv("SMALLFLEET_STATE_URL", "redis://cache:6379/2")
+    assert StateConfig().resolved_url() == "redis://cache:6379/2"
+    assert StateConfig(url="unix:///run/redis.sock").resolved_url() == "unix:///run/redis.sock"
+    monkeypatch.setenv("SMALLFLEET_STATE_URL", "http://user:secret@cache")
+    with pytest.raises(ConfigError, match="SMALLFLEET_STATE_URL: expected a redis://") as error:
+        StateConfig().resolved_url()
+    assert "secret" not in str(error.value)
+    assert "secret" not in repr(StateConfig(url="redis://:secret@cache:6379"))
