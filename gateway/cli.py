@@ -28,6 +28,12 @@ def _is_loopback(host: str) -> bool:
             return False
 
 
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{'***@' if at else ''}{host}"
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -38,6 +44,7 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         config = load_fleet(args.config) if args.config else default_fleet()
+        state_url = config.state.resolved_url()
         router = None
         if config.router.artifact:
             router = FleetRouter.load(config.router.artifact, [m.name for m in config.models])
@@ -58,6 +65,12 @@ def serve(args: argparse.Namespace) -> int:
     print(f"smallfleet: serving {names} on http://{args.host}:{args.port}/v1", file=sys.stderr)
     if router is not None:
         print(f"smallfleet: model 'auto' routes over {', '.join(router.candidates)}", file=sys.stderr)
+    if state_url is not None:
+        print(
+            f"smallfleet: limits, admin-made keys and the router version shared through "
+            f"{_without_password(state_url)} (state.on_error: {config.state.on_error})",
+            file=sys.stderr,
+        )
     app = create_app(
         config, api_keys=keys, admin_keys=KeyStore.from_env(variable=ADMIN_KEYS_ENV), router=router
     )

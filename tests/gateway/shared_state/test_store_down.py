@@ -117,3 +117,11 @@ def test_the_store_url_comes_from_the_config_or_the_environment(monkeypatch):
         StateConfig().resolved_url()
     assert "secret" not in str(error.value)
     assert "secret" not in repr(StateConfig(url="redis://:secret@cache:6379"))
+
+
+def test_serve_refuses_a_bad_store_url_from_the_environment(monkeypatch, capsys):
+    from gateway.cli import main
+
+    monkeypatch.setenv("SMALLFLEET_STATE_URL", "localhost:6379")
+    assert main(["serve", "--port", "1"]) == 2
+    assert "SMALLFLEET_STATE_URL: expected a redis://, rediss:// or unix:// URL" in capsys.readouterr().err
