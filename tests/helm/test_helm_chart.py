@@ -6,6 +6,7 @@ Core resources are validated against the Kubernetes OpenAPI schemas in strict mo
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,12 +78,18 @@ INSECURE_NO_DASHBOARDS: dict[str, Any] = {
     "gateway": {"autoscaling": {"enabled": False}, "replicas": 1},
     "monitoring": {"dashboards": {"enabled": False}},
 }
+SHARED_STATE_REDIS: dict[str, Any] = {"state": {"redis": {"enabled": True}}}
+SHARED_STATE_URL: dict[str, Any] = {
+    "state": {"url": "redis://:s3cret@redis.infra:6379/2", "onError": "closed", "timeout": 0.5}
+}
 VARIANTS = {
     "default": {},
     "vllm-on-gpu": VLLM_ON_GPU,
     "no-servicemonitor": NO_SERVICE_MONITOR,
     "several-models": SEVERAL_MODELS,
     "insecure-no-dashboards": INSECURE_NO_DASHBOARDS,
+    "shared-state-redis": SHARED_STATE_REDIS,
+    "shared-state-url": SHARED_STATE_URL,
 }
 
 
@@ -272,6 +279,8 @@ def test_retraining_cronjob_reads_the_request_log() -> None:
         ({"models": [{"name": "m", "engine": "vllm"}]}, "hfModel"),
         ({"models": []}, "models"),
         ({"gateway": {"port": "8000"}}, "port"),
+        ({"state": {"url": "localhost:6379"}}, "url"),
+        ({"state": {"onError": "maybe"}}, "onError"),
     ],
 )
 def test_schema_refuses_bad_values(values: dict[str, Any], message: str) -> None:
@@ -282,3 +291,72 @@ def test_schema_refuses_bad_values(values: dict[str, Any], message: str) -> None
 def test_retraining_without_a_request_log_is_refused() -> None:
     with pytest.raises(helm.HelmError, match="request log"):
         render({"retrain": {"enabled": True}})
+
+
+def _gateway_env(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    pod = named(docs, "Deployment", f"{RELEASE}-smallfleet-gateway")["spec"]["template"]["spec"]
+    return {e["name"]: e for e in pod["containers"][0]["env"]}
+
+
+def _fleet(docs: list[dict[str, Any]]) -> Any:
+    raw = yaml.safe_load(named(docs, "ConfigMap", f"{RELEASE}-smallfleet-fleet")["data"]["fleet.yaml"])
+    return parse_fleet(raw, source="rendered fleet.yaml")
+
+
+def test_without_a_store_the_replicas_share_nothing_and_the_notes_say_so() -> None:
+    docs = render({})
+    assert "SMALLFLEET_STATE_URL" not in _gateway_env(docs)
+    assert _fleet(docs).state.url is None
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-redis")]
+    notes = helm.Chart.load(str(CHART)).render({}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    assert "no shared store" in next(text for path, text in notes.items() if path.endswith("NOTES.txt"))
+
+
+def test_an_existing_redis_reaches_the_gateway_through_a_secret() -> None:
+    docs = render(SHARED_STATE_URL)
+    ref = _gateway_env(docs)["SMALLFLEET_STATE_URL"]["valueFrom"]["secretKeyRef"]
+    secret = named(docs, "Secret", ref["name"])
+    assert base64.b64decode(secret["data"][ref["key"]]).decode() == "redis://:s3cret@redis.infra:6379/2"
+    state = _fleet(docs).state
+    assert (state.on_error, state.timeout) == ("closed", 0.5)
+    assert "s3cret" not in named(docs, "ConfigMap", f"{RELEASE}-smallfleet-fleet")["data"]["fleet.yaml"]
+    assert not by_kind(docs, "NetworkPolicy")
+    existing = render({"state": {"existingSecret": "my-redis", "secretKey": "url"}})
+    assert _gateway_env(existing)["SMALLFLEET_STATE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "my-redis",
+        "key": "url",
+    }
+    assert not [s for s in by_kind(existing, "Secret") if s["metadata"]["name"].endswith("-state")]
+
+
+def test_the_charts_own_redis_has_a_password_a_service_and_a_network_policy() -> None:
+    docs = render(SHARED_STATE_REDIS)
+    name = f"{RELEASE}-smallfleet-redis"
+    pod = named(docs, "Deployment", name)["spec"]["template"]["spec"]
+    redis = pod["containers"][0]
+    secret = named(docs, "Secret", f"{RELEASE}-smallfleet-state")
+    password = base64.b64decode(secret["data"]["redis-password"]).decode()
+    url = base64.b64decode(secret["data"]["state-url"]).decode()
+    assert len(password) == 32 and url == f"redis://:{password}@{name}:6379/0"
+    assert redis["args"][redis["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert redis["env"][0]["valueFrom"]["secretKeyRef"] == {
+        "name": secret["metadata"]["name"],
+        "key": "redis-password",
+    }
+    assert redis["args"][redis["args"].index("--maxmemory-policy") + 1] == "noeviction"
+    assert named(docs, "Service", name)["spec"]["ports"][0]["port"] == 6379
+    policy = named(docs, "NetworkPolicy", name)["spec"]
+    assert (
+        policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        == "gateway"
+    )
+    assert (
+        _gateway_env(docs)["SMALLFLEET_STATE_URL"]["valueFrom"]["secretKeyRef"]["name"]
+        == secret["metadata"]["name"]
+    )
+    assert _fleet(docs).state.on_error == "open"
+
+
+def test_an_existing_redis_and_the_charts_own_are_refused_together() -> None:
+    with pytest.raises(helm.HelmError, match="not both"):
+        render({"state": {"url": "redis://r:6379", "redis": {"enabled": True}}})

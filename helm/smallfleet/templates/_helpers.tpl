@@ -63,6 +63,20 @@ app.kubernetes.io/component: gateway
 {{- default (printf "%s-request-log" (include "smallfleet.fullname" .)) .Values.requestLog.existingSecret -}}
 {{- end -}}
 
+{{/* The Secret holding SMALLFLEET_STATE_URL (and the chart's Redis password). */}}
+{{- define "smallfleet.stateSecret" -}}
+{{- default (printf "%s-state" (include "smallfleet.fullname" .)) .Values.state.existingSecret -}}
+{{- end -}}
+
+{{- define "smallfleet.redisName" -}}
+{{- printf "%s-redis" (include "smallfleet.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* "true" when the gateway replicas share a store (state.url, existingSecret or the chart's Redis). */}}
+{{- define "smallfleet.sharesState" -}}
+{{- if or .Values.state.url .Values.state.existingSecret .Values.state.redis.enabled -}}true{{- end -}}
+{{- end -}}
+
 {{- define "smallfleet.routerClaim" -}}
 {{- default (printf "%s-router" (include "smallfleet.fullname" .)) .Values.router.persistence.existingClaim -}}
 {{- end -}}
