@@ -10,33 +10,11 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from router._errors import RouterError
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _guarded(handler: Handler) -> Handler:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except RouterError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except OSError as exc:
-            print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            return 130
-
-    return run
-
-
-def _progress(start: float) -> Callable[[str], None]:
-    return lambda message: print(f"[{time.monotonic() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
+from router.cli_support import guarded, progress
 
 
 def _fit_config(args: argparse.Namespace) -> Any:
@@ -61,7 +39,7 @@ def _train_into(args: argparse.Namespace, out: Path, holdout: float) -> Any:
         config=_fit_config(args),
         default_model=args.default_model,
         holdout=holdout,
-        progress=_progress(time.monotonic()),
+        progress=progress(time.monotonic()),
     )
     if artifact.manifest.get("cv"):
         from router.eval_cli import print_cv_summary
@@ -200,7 +178,7 @@ def _add_train(subparsers: Any) -> None:
         default=DEFAULT_TOLERANCE,
         help="promote unless the candidate's quality-preset accuracy is lower by more than this",
     )
-    p.set_defaults(func=_guarded(_train))
+    p.set_defaults(func=guarded(_train))
 
 
 def _add_route(subparsers: Any) -> None:
@@ -210,7 +188,7 @@ def _add_route(subparsers: Any) -> None:
     group.add_argument("--alpha", type=float, help="1 = pure quality, 0 = pure cost (default: artifact's)")
     group.add_argument("--preset", help="a named alpha from the artifact, e.g. quality or cheap")
     p.add_argument("--candidates", help="comma-separated models to choose from (default: all)")
-    p.set_defaults(func=_guarded(_route))
+    p.set_defaults(func=guarded(_route))
 
 
 def _add_eval(subparsers: Any) -> None:
@@ -232,7 +210,7 @@ def _add_eval(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-png", type=Path, help="write the accuracy-vs-cost plot here")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    p.set_defaults(func=_guarded(_eval))
+    p.set_defaults(func=guarded(_eval))
 
 
 def add_commands(subparsers: Any, *, fleet_loader: Any = None) -> None:

@@ -22,7 +22,7 @@ from router.fit import FitConfig, fit_router_model
 from router.model import Prediction
 
 if TYPE_CHECKING:
-    from router.train import TrainingSet
+    from router.training_set import TrainingSet
 
 CV_ALPHAS: tuple[float, ...] = tuple(round(a * 0.025, 3) for a in range(41))
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from router._errors import DataError
+from router.cli_support import progress
 from router.evaluate import DEFAULT_ALPHAS, Summary, baseline_picks, summarize, sweep
 from router.report import format_table, plot_curve
 
@@ -86,14 +87,13 @@ def _picks(success: np.ndarray, costs: np.ndarray, alpha: float, eligible: np.nd
 
 
 def _eval_cv(args: argparse.Namespace) -> int:
-    from router.cli import _progress
     from router.cv import cross_validate
     from router.fit import FitConfig
     from router.train import choose_presets, load_training_set
 
-    progress = _progress(time.monotonic())
-    ts = load_training_set(args.data, args.models, args.tasks, progress)
-    report = cross_validate(ts, FitConfig(seed=args.seed), args.folds, progress)
+    say = progress(time.monotonic())
+    ts = load_training_set(args.data, args.models, args.tasks, say)
+    report = cross_validate(ts, FitConfig(seed=args.seed), args.folds, say)
     presets = choose_presets(report)
     keep = set(DEFAULT_ALPHAS) | set(presets.values())
     curve = [(a, s) for a, s in report.curve if any(abs(a - k) < 1e-9 for k in keep)]

@@ -23,7 +23,7 @@ from router.fit import FitConfig, fit_router_model
 from router.scoring import pick
 
 if TYPE_CHECKING:
-    from router.train import TrainingSet
+    from router.training_set import TrainingSet
 
 Progress = Callable[[str], None]
 

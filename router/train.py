@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from router.embedding import DEFAULT_EMBEDDING, StaticEmbedder, embedding_path
 from router.features import FEATURE_NAMES, format_matrix
 from router.fit import FitConfig, fit_router_model
 from router.holdout import HOLDOUT_RULE, split_holdout
+from router.training_set import TrainingSet
 
 Progress = Callable[[str], None]
 # Presets: the most accurate alpha (by CV) whose cost stays under a share of the best single
@@ -24,24 +25,6 @@ Progress = Callable[[str], None]
 PRESET_COST_FRACTIONS = {"cheap": 0.2, "balanced": 0.5}
 PRESET_SAFETY = 0.9
 OOD_QUANTILE = 0.001  # training queries less similar than this quantile count as out of distribution
-
-
-@dataclass(frozen=True)
-class TrainingSet:
-    data: RoutingData
-    prices: np.ndarray
-    embeddings: np.ndarray
-    formats: np.ndarray
-    groups: np.ndarray | None
-    group_names: list[str]
-
-    def subset(self, index: np.ndarray) -> TrainingSet:
-        """The rows ``index`` (same prices and group names)."""
-        groups = None if self.groups is None else self.groups[index]
-        return TrainingSet(
-            self.data.subset(index), self.prices, self.embeddings[index], self.formats[index],
-            groups, self.group_names,
-        )
 
 
 def _group_ids(questions: list[str], tasks: Path | None) -> tuple[np.ndarray | None, list[str]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from router._errors import DataError
+from router.cli_support import guarded, progress
 from router.fleet.models import FleetLoader, load_fleet_yaml
 
 
@@ -66,15 +67,13 @@ def add_fleet_commands(subparsers: Any, fleet_loader: FleetLoader | None = None)
     p.add_argument("--price-gb-second", type=float, default=DEFAULT_GB_SECOND_PRICE)
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(fleet_loader=fleet_loader or load_fleet_yaml)
-    from router.cli import _guarded
 
-    p.set_defaults(func=_guarded(run_fleet_eval))
+    p.set_defaults(func=guarded(run_fleet_eval))
     _add_report(commands, fleet_loader)
     _add_router(commands)
 
 
 def _add_report(commands: Any, fleet_loader: FleetLoader | None) -> None:
-    from router.cli import _guarded
 
     p = commands.add_parser(
         "report", help="merge fleet eval outputs run in chunks into one rows.json, queries.json and table"
@@ -84,11 +83,10 @@ def _add_report(commands: Any, fleet_loader: FleetLoader | None) -> None:
     p.add_argument("--out", type=Path, required=True, help="directory for the merged files")
     p.add_argument("--config", type=Path,
                    help="the evaluated fleet: fills in a KV-cache shape and context the runs lack")
-    p.set_defaults(func=_guarded(run_fleet_report), fleet_loader=fleet_loader or load_fleet_yaml)
+    p.set_defaults(func=guarded(run_fleet_report), fleet_loader=fleet_loader or load_fleet_yaml)
 
 
 def _add_router(commands: Any) -> None:
-    from router.cli import _guarded
     from router.fleet.fleet_router import COST_SOURCES, DEFAULT_CLUSTERS
 
     p = commands.add_parser(
@@ -105,20 +103,19 @@ def _add_router(commands: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--default-alpha", metavar="PRESET|ALPHA",
                    help="what plain `auto` uses: quality (default), balanced, cheap, or 0..1")
-    p.set_defaults(func=_guarded(run_fleet_router))
+    p.set_defaults(func=guarded(run_fleet_router))
 
 
 def run_fleet_router(args: argparse.Namespace) -> int:
     import time
 
-    from router.cli import _progress
     from router.eval_cli import print_cv_summary
     from router.fleet.fleet_router import build_fleet_router
 
     artifact = build_fleet_router(
         args.results, args.out, models=args.models, cost=args.cost, folds=args.folds,
         clusters=args.clusters, seed=args.seed, default_alpha=args.default_alpha,
-        progress=_progress(time.monotonic()),
+        progress=progress(time.monotonic()),
     )
     if artifact.manifest.get("cv"):
         print_cv_summary(artifact.manifest)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from router._errors import DataError
+from router.cli_support import guarded
 from router.fleet.models import FleetLoader
 from router.fleet.plan import (
     DEFAULT_CONTEXT,
@@ -229,7 +230,6 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def add_plan_command(subparsers: Any, fleet_loader: FleetLoader) -> None:
-    from router.cli import _guarded
 
     p = subparsers.add_parser(
         "plan", help="propose the fleet that fits a memory budget, from measured quality", description=RULE,
@@ -248,4 +248,4 @@ def add_plan_command(subparsers: Any, fleet_loader: FleetLoader) -> None:
     p.add_argument("--config", type=Path,
                    help="fleet YAML whose GGUFs give the KV-cache shape when the table lacks it")
     p.add_argument("--json", action="store_true", help="the plan as JSON")
-    p.set_defaults(func=_guarded(run_plan), fleet_loader=fleet_loader)
+    p.set_defaults(func=guarded(run_plan), fleet_loader=fleet_loader)

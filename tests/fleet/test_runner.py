@@ -115,7 +115,8 @@ def test_gateway_loader_builds_the_same_models() -> None:
     assert [m.name for m in models] == [m.name for m in plain]  # the default fleet declares none
     routes = Path(__file__).resolve().parents[2] / "benchmarks" / "fleet" / "routes_fleet.yaml"
     assert [m.name for m in load_eval_models(routes)] == [
-        *[m.name for m in plain], "plan-solve-0.5b", "plan-1.5b-solve-0.5b", "vote-0.5b", "cascade-0.5b-1.5b"
+        *[m.name for m in plain], "plan-solve-0.5b", "plan-1.5b-solve-0.5b", "vote-0.5b", "cascade-0.5b-1.5b",
+        "vote-1.5b",
     ]
     assert models[0].gguf == "packaged:smollm2-135m-instruct-q4_1" and models[0].in_process
 
