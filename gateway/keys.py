@@ -13,6 +13,9 @@ Sources:
   (and for any field an admin-created key leaves out).
 - ``POST /admin/keys``: keys made by the gateway, persisted (digest only) in
   the request-log database so they survive restarts; ``DELETE`` revokes them.
+
+With a shared store (``state.url``) keys made and revoked through ``/admin/keys`` reach every
+replica (:mod:`gateway.shared.keys`, through :meth:`KeyStore.apply`).
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ shape with ``retry-after``; every ``/v1/`` answer to a keyed request carries
 OpenAI's ``x-ratelimit-*`` headers for the limits the key has, and
 ``x-smallfleet-budget-remaining`` when it has a budget.
 
+The counts here are per process. With a shared store (``state.url``) they live in Redis
+instead, for every replica (:class:`gateway.shared.limits.SharedLimiter`, a subclass), and
+this process's copy is what limits fall back on when the store is unreachable.
+
 Input limits that are not per key (a ``max_tokens`` ceiling) are here too.
 """
 
