@@ -126,7 +126,7 @@ async def test_budgets_are_seeded_from_the_request_log_without_double_counting(r
         await store.aclose()
 
 
-async def test_the_window_forgets_after_a_minute_by_the_stores_clock(redis_server):
+def test_the_window_forgets_after_a_minute_by_the_stores_clock():
     """The script's buckets in Python's sliding window: a second's bucket leaves at its end + 60 s."""
     reply = [
         "",
