@@ -1,8 +1,10 @@
 """API keys made through ``/admin/keys``, shared by every replica through the store.
 
 The store keeps a hash ``{prefix}:keys`` (key id -> JSON of its sha256 digest, limits,
-``created_at`` and ``revoked_at``; never the secret) and a counter ``{prefix}:keys:version``
-that every change bumps. :class:`SharedKeyTable` is the :class:`~gateway.keys.KeyTable` the
+``created_at`` and ``revoked_at``; never the secret) and ``{prefix}:keys:version``, a random
+token that every change replaces (a token, not a counter: a store that lost its data and
+counted up again could show a replica the number it last saw, and that replica would miss
+every change since). :class:`SharedKeyTable` is the :class:`~gateway.keys.KeyTable` the
 admin endpoints write through:
 
 - **create** claims the id in the store first (``HSETNX``, so two replicas cannot make two keys
@@ -23,6 +25,7 @@ admin endpoints write through:
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 import orjson
@@ -34,16 +37,16 @@ from gateway.shared.store import SharedStore
 
 logger = logging.getLogger("smallfleet.state")
 
-# KEYS: hash, version. ARGV: id, row. 1 if made, 0 if the id is taken.
+# KEYS: hash, version. ARGV: id, row, new version. 1 if made, 0 if the id is taken.
 CREATE = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[2], ARGV[3])
   return 1
 end
 return 0
 """
 
-# KEYS: hash, version. ARGV: id, time. 1 if revoked now, 0 if unknown or revoked before.
+# KEYS: hash, version. ARGV: id, time, new version. 1 if revoked now, 0 if unknown or revoked before.
 REVOKE = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
@@ -51,15 +54,15 @@ local row = cjson.decode(raw)
 if row.revoked_at ~= cjson.null then return 0 end
 row.revoked_at = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(row))
-redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[2], ARGV[3])
 return 1
 """
 
-# KEYS: hash, version. ARGV: id, row, id, row, ... Adds unknown ids; a revocation of the same
-# key (same digest) wins over an active row. Returns the version after the merge.
+# KEYS: hash, version. ARGV: new version, then id, row, id, row, ... Adds unknown ids; a
+# revocation of the same key (same digest) wins over an active row.
 MERGE = """
 local changed = false
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local raw = redis.call('HGET', KEYS[1], ARGV[i])
   if not raw then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
@@ -73,11 +76,15 @@ for i = 1, #ARGV, 2 do
     end
   end
 end
-if changed then return redis.call('INCR', KEYS[2]) end
-return redis.call('GET', KEYS[2])
+if changed then redis.call('SET', KEYS[2], ARGV[1]) end
+return changed
 """
 
 _FIELDS = ("digest", "rpm", "tpm", "budget", "created_at", "revoked_at")
+
+
+def _new_version() -> str:
+    return secrets.token_hex(8)
 
 
 def encode_key(key: StoredKey) -> str:
@@ -111,10 +118,10 @@ class SharedKeyTable:
         self._create = store.script(CREATE)
         self._revoke = store.script(REVOKE)
         self._merge = store.script(MERGE)
-        self._conflicts: set[str] = set()
+        self._warned: set[str] = set()
 
     async def save_key(self, key: StoredKey) -> None:
-        keys, args = [self.hash, self.version_key], [key.id, encode_key(key)]
+        keys, args = [self.hash, self.version_key], [key.id, encode_key(key), _new_version()]
         made = await self.store.run_script("key_create", self._create, keys, args)
         if not made:
             raise KeyConflict(f"a key named {key.id!r} exists already", param="name")
@@ -122,7 +129,7 @@ class SharedKeyTable:
             await self.inner.save_key(key)
 
     async def revoke_key(self, key_id: str, at: float) -> bool:
-        keys, args = [self.hash, self.version_key], [key_id, repr(at)]
+        keys, args = [self.hash, self.version_key], [key_id, repr(at), _new_version()]
         try:
             await self.store.run_script("key_revoke", self._revoke, keys, args)
         except StateUnavailable:
@@ -133,12 +140,19 @@ class SharedKeyTable:
         return await self.inner.keys() if self.inner is not None else []
 
     async def sync(self, version: str | None) -> None:
-        """Pull the store's keys if ``version`` moved (or a push is due), and push what it lacks."""
+        """Pull the store's keys if ``version`` (read before this call) moved or a push is due,
+        and push what the store lacks. A push changes the version, so the next poll pulls again:
+        whatever another replica wrote between this pull and this push is never skipped."""
         version = version or "0"  # no key was ever made through the store
         if version == self.version and not self.dirty:
             return
         raw: dict[str, str] = await self.store.run("key_sync", lambda c: c.hgetall(self.hash))  # type: ignore[arg-type,return-value]
-        remote = {key_id: decode_key(key_id, value) for key_id, value in raw.items()}
+        remote: dict[str, StoredKey] = {}
+        for key_id, value in raw.items():
+            try:
+                remote[key_id] = decode_key(key_id, value)
+            except (ValueError, KeyError, TypeError):
+                self._warn_once(key_id, "API key %r in the shared store is not a key row; ignored")
         for row in remote.values():
             self._apply(row)
         behind = [
@@ -149,10 +163,9 @@ class SharedKeyTable:
         ]
         if behind:
             keys = [self.hash, self.version_key]
-            args = [part for row in behind for part in (row.id, encode_key(row))]
-            merged = await self.store.run_script("key_sync", self._merge, keys, args)
-            version = str(merged or "0")
-        self.version, self.dirty = str(version), False
+            args = [_new_version(), *(part for row in behind for part in (row.id, encode_key(row)))]
+            await self.store.run_script("key_sync", self._merge, keys, args)
+        self.version, self.dirty = version, False
 
     def _apply(self, row: StoredKey) -> None:
         before = self.known.get(row.id)
@@ -161,13 +174,16 @@ class SharedKeyTable:
                 what = "added" if before is None else "revoked"
                 logger.info("API key %r %s through the shared store", row.id, what)
         except ValueError:
-            if row.id not in self._conflicts:
-                self._conflicts.add(row.id)
-                logger.warning(
-                    "API key %r in the shared store is a different key from this replica's; kept this "
-                    "replica's (revoke one of them)",
-                    row.id,
-                )
+            self._warn_once(
+                row.id,
+                "API key %r in the shared store is a different key from this replica's; kept this "
+                "replica's (revoke one of them)",
+            )
+
+    def _warn_once(self, key_id: str, message: str) -> None:
+        if key_id not in self._warned:
+            self._warned.add(key_id)
+            logger.warning(message, key_id)
 
 
 __all__ = ["SharedKeyTable", "decode_key", "encode_key"]

@@ -109,19 +109,21 @@ class StateSync:
 
     async def start(self) -> None:
         """A first poll (keys pulled and pushed, the published router loaded), then one every interval."""
-        with contextlib.suppress(StateUnavailable):
-            await self.poll()
+        await self._poll_once()
         self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
     async def _poll_forever(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            try:
-                await self.poll()
-            except StateUnavailable:
-                self.keys.dirty = True  # push what changed here meanwhile, once it answers
-            except Exception:  # never let one bad round end the sync
-                logger.exception("shared state sync failed")
+            await self._poll_once()
+
+    async def _poll_once(self) -> None:
+        try:
+            await self.poll()
+        except StateUnavailable:
+            self.keys.dirty = True  # push what changed here meanwhile, once it answers
+        except Exception:  # never let one bad round end the sync, or stop a replica starting
+            logger.exception("shared state sync failed")
 
     async def aclose(self) -> None:
         if self._poller is not None:

@@ -94,3 +94,15 @@ async def test_a_revocation_made_while_the_store_was_down_reaches_the_others_whe
     assert made.status_code == 503 and made.json()["error"]["code"] == "state_unavailable"
     assert still_on_b[0] == 200  # B cannot know yet
     assert refused_on_b == 401 and waited < 3.0
+
+
+async def test_rows_that_are_not_keys_are_ignored_and_the_rest_still_applies(redis_server, caplog):
+    with redis_server.client() as client:
+        client.hset("smallfleet:keys", mapping={"junk": "not json", "half": '{"digest": "ab"}'})
+        client.set("smallfleet:router", "not json either")
+    async with replicas(_replica(redis_server.url), _replica(redis_server.url)) as (a, b):
+        secret = (await a.post("/admin/keys", json={"name": "team-a"}, headers=ADMIN)).json()["key"]
+        on_b, _ = await _status_within(b, secret, 200, 1.0)
+    assert on_b == 200
+    warnings = [r.getMessage() for r in caplog.records if r.name == "smallfleet.state"]
+    assert sum("'junk'" in m for m in warnings) == 2  # once per replica, not once per poll
