@@ -37,6 +37,7 @@ def _without_password(url: str) -> str:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway.access import AccessPolicy, admin_key_store, parse_networks
     from gateway.app import create_app
     from gateway.auth import ADMIN_KEYS_ENV, API_KEYS_ENV, KeyStore
     from gateway.config import ConfigError, default_fleet, load_fleet
@@ -44,11 +45,11 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         config = load_fleet(args.config) if args.config else default_fleet()
-        state_url = config.state.resolved_url()
         router = None
         if config.router.artifact:
             router = FleetRouter.load(config.router.artifact, [m.name for m in config.models])
-    except ConfigError as exc:
+        proxies = parse_networks([*config.access.trusted_proxies, *args.trusted_proxy], "--trusted-proxy")
+    except (ConfigError, ValueError) as exc:
         print(f"smallfleet: {exc}", file=sys.stderr)
         return 2
     keys = KeyStore.from_env()
@@ -60,20 +61,24 @@ def serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        print(f"smallfleet: no API keys set ({API_KEYS_ENV}); serving without auth", file=sys.stderr)
+        whom = "anyone" if args.insecure_no_auth else "clients on this machine only, not through a proxy"
+        print(f"smallfleet: no API keys set ({API_KEYS_ENV}); serving without auth to {whom}",
+              file=sys.stderr)
+    admin_keys = admin_key_store()
+    admin_loopback = config.access.admin_loopback or args.admin_loopback
+    if not admin_keys:
+        state = "open to clients on this machine (not through a proxy)" if admin_loopback else "closed"
+        print(f"smallfleet: no admin keys set ({ADMIN_KEYS_ENV}); /admin/* {state}", file=sys.stderr)
     names = ", ".join(m.name for m in config.models)
     print(f"smallfleet: serving {names} on http://{args.host}:{args.port}/v1", file=sys.stderr)
     if router is not None:
         print(f"smallfleet: model 'auto' routes over {', '.join(router.candidates)}", file=sys.stderr)
-    if state_url is not None:
-        print(
-            f"smallfleet: limits, admin-made keys and the router version shared through "
-            f"{_without_password(state_url)} (state.on_error: {config.state.on_error})",
-            file=sys.stderr,
-        )
-    app = create_app(
-        config, api_keys=keys, admin_keys=KeyStore.from_env(variable=ADMIN_KEYS_ENV), router=router
+    access = AccessPolicy(
+        keyless="anyone" if args.insecure_no_auth else "local",
+        admin_loopback=admin_loopback,
+        trusted_proxies=proxies,
     )
+    app = create_app(config, api_keys=keys, admin_keys=admin_keys, router=router, access=access)
     uvicorn.run(
         app,
         host=args.host,
@@ -83,6 +88,7 @@ def serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=30,
+        proxy_headers=False,  # the client address stays the peer's; gateway/access.py reads forwarded headers
     )
     return 0
 
@@ -101,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--insecure-no-auth", action="store_true", help="allow a non-loopback address without API keys"
     )
+    run.add_argument(
+        "--admin-loopback",
+        action="store_true",
+        help="with no admin keys, let clients on this machine that connect directly (not through a "
+        "proxy) use /admin/* (config: access.admin_loopback)",
+    )
+    run.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="an address or network whose Forwarded / X-Forwarded-For headers are believed; repeatable "
+        "(config: access.trusted_proxies)",
+    )
     run.set_defaults(func=serve)
     from gateway.prepare import add_prepare_command
 
@@ -111,9 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         if exc.name not in ("router", "router.cli"):
             raise
     else:
+        from fleet.cli import add_fleet_commands
+        from fleet.plan_cli import add_plan_command
         from gateway.fleet_eval import load_eval_models
 
-        add_commands(commands, fleet_loader=load_eval_models)
+        add_commands(commands)
+        add_fleet_commands(commands, load_eval_models)
+        add_plan_command(commands, load_eval_models)
         from gateway.retrain import add_log_arguments
 
         add_log_arguments(commands.choices["train"])

@@ -21,10 +21,10 @@ from backends.base import Backend
 from backends.composite import Embed
 from backends.features import Feature
 from backends.types import Completion, GenerationRequest, Health, StreamChunk
+from fleet.models import EvalModel
 from gateway.composites import StaticEmbedding, build_route, member_names
 from gateway.config import FleetConfig, LlamaCppModel, ModelConfig, RouteConfig, default_fleet, load_fleet
 from gateway.fleet import BACKEND_FACTORIES, with_resilience
-from router.fleet.models import EvalModel
 
 
 def _eval_model(model: ModelConfig) -> EvalModel:

@@ -213,22 +213,12 @@ def _add_eval(subparsers: Any) -> None:
     p.set_defaults(func=guarded(_eval))
 
 
-def add_commands(subparsers: Any, *, fleet_loader: Any = None) -> None:
-    """Register train, route, eval, fleet and plan on an argparse subparsers object.
-
-    ``fleet_loader`` (a :data:`router.fleet.models.FleetLoader`) lets the gateway hand
-    ``fleet eval`` and ``plan`` the models of its validated config; without it the YAML is read
-    minimally.
-    """
-    from router.fleet.cli import add_fleet_commands
-    from router.fleet.models import load_fleet_yaml
-    from router.fleet.plan_cli import add_plan_command
-
+def add_commands(subparsers: Any) -> None:
+    """Register train, route and eval on an argparse subparsers object (``fleet`` and ``plan``
+    are the fleet package's: gateway/cli.py registers them)."""
     _add_train(subparsers)
     _add_route(subparsers)
     _add_eval(subparsers)
-    add_fleet_commands(subparsers, fleet_loader)
-    add_plan_command(subparsers, fleet_loader or load_fleet_yaml)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """What every router subcommand shares: expected errors as one line and an exit code, and a
-progress printer. The command modules (router/cli.py, router/eval_cli.py, router/fleet/cli.py,
-router/fleet/plan_cli.py) import it; it imports none of them."""
+progress printer. The command modules (router/cli.py, router/eval_cli.py, fleet/cli.py,
+fleet/plan_cli.py) import it; it imports none of them."""
 
 from __future__ import annotations
 

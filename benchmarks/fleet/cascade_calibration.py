@@ -34,7 +34,7 @@ from backends.composite.cascade import escalation_reason  # noqa: E402
 
 def questions_of(results: list[Path]) -> dict[str, str]:
     """Item id -> question text, re-derived from each output's settings and the installed data."""
-    from router.fleet.benchmarks import load_benchmarks
+    from fleet.benchmarks import load_benchmarks
 
     questions: dict[str, str] = {}
     for path in results:

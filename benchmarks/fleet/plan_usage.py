@@ -15,10 +15,10 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
+from fleet.benchmarks import load_benchmarks
+from fleet.runner import request_for
 from gateway.config import default_fleet, load_fleet
 from gateway.fleet_eval import route_eval_model
-from router.fleet.benchmarks import load_benchmarks
-from router.fleet.runner import request_for
 
 
 async def plan_outcomes(

@@ -2,7 +2,7 @@
 # Reproduce docs/fleet-eval-results/routing-tasks/: the default fleet's models and the 1.5B at
 # Q3_K_M on 60 questions (seed 0) of each gradeable task of the routing benchmark
 # (trivia_qa, natural_qa, commonsense_qa, openbook_qa, arc_challenge, mmlu, mbpp; see
-# router/fleet/routing_tasks.py), then the Q3_K_M's GSM8K-200 merged into the precision table.
+# fleet/routing_tasks.py), then the Q3_K_M's GSM8K-200 merged into the precision table.
 #
 # Chunks (one model each) run two at a time with one llama.cpp thread each; a chunk whose
 # table.json exists is skipped, so an interrupted run resumes.

@@ -80,7 +80,7 @@ def test_the_default_fleet_declares_no_route_and_the_measured_ones_load():
     measured = load_fleet(Path(__file__).resolve().parents[2] / "benchmarks" / "fleet" / "routes_fleet.yaml")
     assert [(r.name, r.type) for r in measured.routes] == [
         ("plan-solve-0.5b", "plan_solve"), ("plan-1.5b-solve-0.5b", "plan_solve"), ("vote-0.5b", "diverse"),
-        ("cascade-0.5b-1.5b", "cascade"),
+        ("cascade-0.5b-1.5b", "cascade"), ("vote-1.5b", "diverse"),
     ]
 
 

@@ -75,7 +75,7 @@ def test_a_client_leaving_cancels_every_inner_call(live_server):
 
 
 def test_the_router_can_choose_a_route(live_server, tmp_path):
-    from router.fleet.fleet_router import build_fleet_router
+    from fleet.fleet_router import build_fleet_router
 
     code = [f"Write a Python function number {i} that returns the sum of a list of integers" for i in range(12)]
     math = [f"Tom has {i} apples and buys {i + 3} more. How many apples does he have now?" for i in range(12)]

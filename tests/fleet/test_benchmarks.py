@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from fleet.benchmarks import load_benchmarks, load_gsm8k, load_humaneval, load_mmlu
 from router._errors import DataError
-from router.fleet.benchmarks import load_benchmarks, load_gsm8k, load_humaneval, load_mmlu
 
 
 def test_mmlu_sample_is_deterministic_and_drops_bad_labels() -> None:

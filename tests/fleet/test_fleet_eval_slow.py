@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from router.cli import main
+from gateway.cli import main
 
 pytestmark = pytest.mark.slow
 

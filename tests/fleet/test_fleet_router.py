@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from fleet.fleet_router import build_fleet_router, fleet_prices, select_rows, write_training_inputs
 from router._errors import DataError
 from router.data import query_costs
-from router.fleet.fleet_router import build_fleet_router, fleet_prices, select_rows, write_training_inputs
 from router.routing import load_router
 
 CODE = [f"Write a Python function number {i} that returns the sum of a list of integers" for i in range(12)]
@@ -103,7 +103,7 @@ def test_a_candidate_measured_on_one_task_is_chosen_there_only(tmp_path):
 
 
 def test_the_cli_writes_an_artifact_and_its_training_inputs(tmp_path, capsys):
-    from router.cli import main
+    from gateway.cli import main
 
     (tmp_path / "eval").mkdir()
     results = _results(tmp_path / "eval")

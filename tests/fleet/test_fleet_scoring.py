@@ -7,9 +7,9 @@ from fractions import Fraction
 import pytest
 
 from backends.types import Message
-from router.fleet.benchmarks import BenchmarkItem
-from router.fleet.sandbox import network_isolation, run_python
-from router.fleet.scoring import (
+from fleet.benchmarks import BenchmarkItem
+from fleet.sandbox import network_isolation, run_python
+from fleet.scoring import (
     extract_code,
     extract_final_number,
     extract_letter,

@@ -17,13 +17,13 @@ import pytest
 
 from backends.base import Backend
 from backends.gguf_meta import KvShape
+from fleet.benchmarks import BenchmarkItem, load_benchmarks
+from fleet.merge import merge, merge_directories, read_output
+from fleet.models import EvalModel
+from fleet.report import CostRates, write_outputs
+from fleet.runner import ModelRun, QueryResult
+from gateway.cli import main
 from router._errors import DataError
-from router.cli import main
-from router.fleet.benchmarks import BenchmarkItem, load_benchmarks
-from router.fleet.merge import merge, merge_directories, read_output
-from router.fleet.models import EvalModel
-from router.fleet.report import CostRates, write_outputs
-from router.fleet.runner import ModelRun, QueryResult
 
 BENCHMARKS = ["mmlu", "humaneval", "gsm8k"]
 SEED, LIMIT = 3, 2

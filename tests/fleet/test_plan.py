@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from router.cli import main
-from router.fleet.plan import (
+from fleet.plan import (
     DEFAULT_OVERHEAD_BYTES,
     ModelFacts,
     NothingFits,
@@ -20,7 +19,8 @@ from router.fleet.plan import (
     make_plan,
     needs_facts,
 )
-from router.fleet.plan_cli import parse_size, render_text, to_json
+from fleet.plan_cli import parse_size, render_text, to_json
+from gateway.cli import main
 
 Q15, Q05, SMOL = 1.54e9, 494e6, 135e6
 KV15, KV05, KVSMOL = 28_672, 12_288, 23_040
@@ -349,7 +349,7 @@ def test_cli_a_malformed_table_is_an_error_naming_the_entry(
 
 
 def test_a_helper_whose_tasks_are_taken_over_gives_its_memory_back() -> None:
-    from router.fleet.plan import Candidate
+    from fleet.plan import Candidate
 
     def model(name: str, params: float, size: int, accuracy: dict[str, float], cost: dict[str, float]) -> Candidate:
         return Candidate(name, params, "Q4_0", size, 0, accuracy, cost=cost)

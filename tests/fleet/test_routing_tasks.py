@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from fleet.benchmarks import expand_names, load_benchmarks, shard_items
+from fleet.routing_tasks import GRADEABLE, NAMES, TRAIN_FILE, load_routing_task
+from fleet.scoring import F1_THRESHOLD, score, short_answer, token_f1
 from router._errors import DataError
-from router.fleet.benchmarks import expand_names, load_benchmarks, shard_items
-from router.fleet.routing_tasks import GRADEABLE, NAMES, TRAIN_FILE, load_routing_task
-from router.fleet.scoring import F1_THRESHOLD, score, short_answer, token_f1
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import pytest
 from backends.errors import BackendError
 from backends.fake import FakeBackend
 from backends.types import Message
-from router.fleet.benchmarks import BenchmarkItem
-from router.fleet.cli import add_fleet_commands
-from router.fleet.models import EvalModel, load_fleet_yaml
-from router.fleet.report import CostRates, markdown, measured_cost, table, training_rows
-from router.fleet.runner import evaluate_model
+from fleet.benchmarks import BenchmarkItem
+from fleet.cli import add_fleet_commands
+from fleet.models import EvalModel, load_fleet_yaml
+from fleet.report import CostRates, markdown, measured_cost, table, training_rows
+from fleet.runner import evaluate_model
 
 
 def _mc(n: int, reference: str) -> BenchmarkItem:

@@ -14,10 +14,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from router._errors import DataError
-from router.cli_support import guarded
-from router.fleet.models import FleetLoader
-from router.fleet.plan import (
+from fleet.models import FleetLoader
+from fleet.plan import (
     DEFAULT_CONTEXT,
     DEFAULT_MAX_LOSS,
     DEFAULT_OVERHEAD_BYTES,
@@ -32,9 +30,11 @@ from router.fleet.plan import (
     make_plan,
     needs_facts,
 )
+from router._errors import DataError
+from router.cli_support import guarded
 
 # The committed measurement of the whole fleet (a merged `fleet report`).
-RESULTS = Path(__file__).resolve().parents[2] / "docs" / "fleet-eval-results"
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "fleet-eval-results"
 DEFAULT_TABLE = RESULTS / "table.json"
 # The routing benchmark's tasks, measured apart (another item count per task); planned together.
 ROUTING_TABLE = RESULTS / "routing-tasks" / "table.json"

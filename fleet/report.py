@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from router.fleet.runner import ModelRun, QueryResult
+from fleet.runner import ModelRun, QueryResult
 
 # About GCP e2-standard on-demand prices: 0.021811 USD per vCPU-hour, 0.002923 per GB-hour.
 DEFAULT_CPU_SECOND_PRICE = 0.021811 / 3600

@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fleet.models import FleetLoader, load_fleet_yaml
 from router._errors import DataError
 from router.cli_support import guarded, progress
-from router.fleet.models import FleetLoader, load_fleet_yaml
 
 
 def _max_tokens(text: str) -> dict[str, int]:
     """``256`` (every task) or ``mmlu=32,gsm8k=256``."""
-    from router.fleet.benchmarks import LOADERS
+    from fleet.benchmarks import LOADERS
 
     try:
         if "=" not in text:
@@ -47,7 +47,7 @@ def _names(text: str) -> list[str]:
 def add_fleet_commands(subparsers: Any, fleet_loader: FleetLoader | None = None) -> None:
     """Register ``fleet eval`` and ``fleet report``; ``fleet_loader`` builds the models for eval
     (default: a minimal YAML read)."""
-    from router.fleet.report import DEFAULT_CPU_SECOND_PRICE, DEFAULT_GB_SECOND_PRICE
+    from fleet.report import DEFAULT_CPU_SECOND_PRICE, DEFAULT_GB_SECOND_PRICE
 
     fleet = subparsers.add_parser("fleet", help="measure the fleet's models on labelled benchmarks")
     commands = fleet.add_subparsers(dest="fleet_command", required=True)
@@ -87,7 +87,7 @@ def _add_report(commands: Any, fleet_loader: FleetLoader | None) -> None:
 
 
 def _add_router(commands: Any) -> None:
-    from router.fleet.fleet_router import COST_SOURCES, DEFAULT_CLUSTERS
+    from fleet.fleet_router import COST_SOURCES, DEFAULT_CLUSTERS
 
     p = commands.add_parser(
         "router", help="train a router artifact for the fleet from its own fleet eval (or report) output"
@@ -109,8 +109,8 @@ def _add_router(commands: Any) -> None:
 def run_fleet_router(args: argparse.Namespace) -> int:
     import time
 
+    from fleet.fleet_router import build_fleet_router
     from router.eval_cli import print_cv_summary
-    from router.fleet.fleet_router import build_fleet_router
 
     artifact = build_fleet_router(
         args.results, args.out, models=args.models, cost=args.cost, folds=args.folds,
@@ -124,7 +124,7 @@ def run_fleet_router(args: argparse.Namespace) -> int:
 
 
 def run_fleet_report(args: argparse.Namespace) -> int:
-    from router.fleet.merge import merge_directories
+    from fleet.merge import merge_directories
 
     fleet = args.fleet_loader(args.config) if args.config else None
     print(merge_directories(args.runs, args.out, fleet=fleet))
@@ -132,9 +132,9 @@ def run_fleet_report(args: argparse.Namespace) -> int:
 
 
 def run_fleet_eval(args: argparse.Namespace) -> int:
-    from router.fleet.benchmarks import load_benchmarks, shard_items
-    from router.fleet.report import CostRates, write_outputs
-    from router.fleet.runner import evaluate_model
+    from fleet.benchmarks import load_benchmarks, shard_items
+    from fleet.report import CostRates, write_outputs
+    from fleet.runner import evaluate_model
 
     if args.limit is not None and args.limit < 1:
         raise DataError("--limit must be at least 1")
