@@ -24,6 +24,7 @@ RUN pip install -r requirements.lock \
 COPY pyproject.toml README.md ./
 COPY gateway gateway
 COPY router router
+COPY fleet fleet
 COPY backends backends
 RUN pip install --no-deps . \
     && smallfleet prepare
