@@ -254,10 +254,13 @@ def test_a_remote_server_gets_every_field_as_sent_and_its_tool_calls_come_back(r
 
 
 def test_a_remote_servers_streamed_tool_call_deltas_reach_the_client(remote_gateway, openai_client):
-    gateway, _ = remote_gateway
+    gateway, upstream = remote_gateway
     client = openai_client(gateway.url)
-    stream = client.chat.completions.create(model="remote", messages=HI, tools=[WEATHER], stream=True)
-    arguments, names, ids, finish = "", [], [], None
+    stream = client.chat.completions.create(
+        model="remote", messages=HI, tools=[WEATHER], stream=True, logprobs=True, top_logprobs=1,
+        response_format={"type": "json_object"}, extra_body={"top_k": 5},
+    )
+    arguments, names, ids, finish, tokens = "", [], [], None, []
     for chunk in stream:
         for choice in chunk.choices:
             for call in choice.delta.tool_calls or ():
@@ -265,8 +268,13 @@ def test_a_remote_servers_streamed_tool_call_deltas_reach_the_client(remote_gate
                 names += [call.function.name] if call.function.name else []
                 ids += [call.id] if call.id else []
             finish = choice.finish_reason or finish
+            tokens += [t.token for t in (choice.logprobs.content if choice.logprobs else None) or ()]
     assert (names, ids, finish) == (["get_weather"], ["call_up"], "tool_calls")
     assert json.loads(arguments) == {"city": "Paris"}
+    assert tokens == ["x"]
+    sent = upstream.requests[-1]
+    assert sent["stream"] is True and sent["response_format"] == {"type": "json_object"}
+    assert (sent["logprobs"], sent["top_logprobs"], sent["top_k"]) == (True, 1, 5)
 
 
 async def test_a_remote_models_declared_features_narrow_what_it_is_sent(make_client):
