@@ -45,6 +45,7 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         config = load_fleet(args.config) if args.config else default_fleet()
+        state_url = config.state.resolved_url()
         router = None
         if config.router.artifact:
             router = FleetRouter.load(config.router.artifact, [m.name for m in config.models])
@@ -73,6 +74,12 @@ def serve(args: argparse.Namespace) -> int:
     print(f"smallfleet: serving {names} on http://{args.host}:{args.port}/v1", file=sys.stderr)
     if router is not None:
         print(f"smallfleet: model 'auto' routes over {', '.join(router.candidates)}", file=sys.stderr)
+    if state_url is not None:
+        print(
+            f"smallfleet: limits, admin-made keys and the router version shared through "
+            f"{_without_password(state_url)} (state.on_error: {config.state.on_error})",
+            file=sys.stderr,
+        )
     access = AccessPolicy(
         keyless="anyone" if args.insecure_no_auth else "local",
         admin_loopback=admin_loopback,
