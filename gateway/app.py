@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backends.base import Backend
 from backends.embeddings import Embedder
 from backends.errors import RequestError, SmallfleetError
+from gateway.access import AccessPolicy, parse_networks
 from gateway.auth import ApiKeyMiddleware
 from gateway.config import FleetConfig
 from gateway.embeddings_api import EmbeddingsApi, build_embedders
@@ -76,12 +77,12 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def _middleware(api_keys: KeyStore, limiter: Limiter) -> list[Middleware]:
+def _middleware(api_keys: KeyStore, limiter: Limiter, access: AccessPolicy) -> list[Middleware]:
     """Outermost first: the request id wraps everything, so even a 401 or 429 carries it;
     the key check sets ``state.api_key_id``, which the limits then admit or refuse."""
     return [
         Middleware(RequestIdMiddleware),
-        Middleware(ApiKeyMiddleware, keys=api_keys),
+        Middleware(ApiKeyMiddleware, keys=api_keys, access=access),
         Middleware(LimitsMiddleware, limiter=limiter),
     ]
 
@@ -137,6 +138,7 @@ def create_app(
     health_poll_seconds: float = HEALTH_POLL_SECONDS,
     input_limits: InputLimits | None = None,
     embedders: Mapping[str, Embedder] | None = None,
+    access: AccessPolicy | None = None,
 ) -> Starlette:
     """Build the gateway for ``config``.
 
@@ -148,7 +150,13 @@ def create_app(
     ``SMALLFLEET_STATE_URL``) limits, admin-made keys and the router version are shared
     through that store (gateway/shared). ``input_limits`` defaults to
     :meth:`InputLimits.from_env`. ``embedders`` replaces some embedding models by name (tests).
+    ``access`` says who is answered without keys (gateway/access.py); by default
+    ``config.access``, with no API key local clients only.
     """
+    access = access or AccessPolicy(
+        admin_loopback=config.access.admin_loopback,
+        trusted_proxies=parse_networks(config.access.trusted_proxies, "access.trusted_proxies"),
+    )
     fleet = Fleet.from_config(config, backends)
     log = request_log or open_request_log(
         config.request_log.resolved_url(), store_prompts=config.request_log.store_prompts
@@ -179,6 +187,7 @@ def create_app(
         key_table=shared.keys if shared is not None else log_table,
         input_limits=input_limits or InputLimits.from_env(),
         openapi=openapi_document(config.models[0].name),
+        access=access,
     )
     if shared is not None:
         endpoints.on_router_reload = shared.router.publish
@@ -217,7 +226,7 @@ def create_app(
 
     app = Starlette(
         routes=[*embeddings.routes(endpoints), *endpoints.routes()],
-        middleware=_middleware(keys, limiter),
+        middleware=_middleware(keys, limiter, access),
         exception_handlers={
             SmallfleetError: _on_smallfleet_error,
             HTTPException: _on_http_exception,

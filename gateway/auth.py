@@ -2,10 +2,12 @@
 
 With no active key (none in ``SMALLFLEET_API_KEYS``, none made through
 ``/admin/keys``) the gateway runs open, which the CLI allows only on a loopback
-address unless told ``--insecure-no-auth``. With keys, every ``/v1/`` request
-needs one; ``/health``, ``/metrics`` and ``/openapi.json`` stay open for
-probes, scrapers and tools. A key is never logged: only its id travels on, in
-``scope["state"]["api_key_id"]``. Keys themselves live in :mod:`gateway.keys`.
+address unless told ``--insecure-no-auth``; open on loopback means open to local
+clients only, those on this machine that reach it directly rather than through a
+proxy (:mod:`gateway.access`). With keys, every ``/v1/`` request needs one;
+``/health``, ``/metrics`` and ``/openapi.json`` stay open for probes, scrapers and tools.
+A key is never logged: only its id travels on, in ``scope["state"]["api_key_id"]``.
+Keys themselves live in :mod:`gateway.keys`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backends.errors import SmallfleetError
+from gateway.access import AccessPolicy
 from gateway.errors import error_bytes
 from gateway.keys import ADMIN_KEYS_ENV, API_KEYS_ENV, ApiKey, KeyStore
 
@@ -44,12 +47,22 @@ async def send_error(send: Send, error: SmallfleetError, headers: Sequence[tuple
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyStore, access: AccessPolicy | None = None) -> None:
         self.app = app
         self.keys = keys
+        self.access = access or AccessPolicy()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/") or not self.keys:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        if not self.keys:
+            if self.access.keyless == "local" and not self.access.origin(scope).local:
+                await send_error(send, Unauthorized(
+                    f"this gateway has no API keys, so it answers only clients on its own machine that "
+                    f"reach it directly, not through a proxy; set {API_KEYS_ENV} to serve others"
+                ))
+                return
             await self.app(scope, receive, send)
             return
         key = self._check(scope)

@@ -11,6 +11,7 @@ embedding models (``embeddings:``, served at ``/v1/embeddings``) are named apart
 from __future__ import annotations
 
 import importlib.resources
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -404,6 +405,30 @@ class StateConfig(_Strict):
         return check_state_url(from_env, STATE_URL_ENV) if from_env else None
 
 
+class AccessConfig(_Strict):
+    """Who may do what without a key, and whose forwarded headers to believe (docs/security.md)."""
+
+    admin_loopback: bool = Field(
+        default=False,
+        description="with no admin key set, let clients on this machine that reach the gateway "
+        "directly (not through a proxy) use /admin/*",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks of proxies whose Forwarded / X-Forwarded-For are believed",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, entries: list[str]) -> list[str]:
+        for index, entry in enumerate(entries):
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"[{index}] {entry!r} is not an IP address or network") from None
+        return entries
+
+
 class Limits(_Strict):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     max_messages: int = Field(default=1024, gt=0)
@@ -418,6 +443,7 @@ class FleetConfig(_Strict):
     request_log: RequestLogConfig = RequestLogConfig()
     limits: Limits = Limits()
     state: StateConfig = StateConfig()
+    access: AccessConfig = AccessConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> FleetConfig:

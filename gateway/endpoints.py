@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -18,11 +17,12 @@ from backends.errors import PayloadTooLarge, RequestError, SmallfleetError, Unsu
 from backends.features import Feature, features_used
 from backends.types import GenerationRequest, Health, ResponseFormat, SamplingParams, Tool, ToolChoice
 from backends.types import Message as ChatTurn
+from gateway.access import AccessPolicy
 from gateway.auth import Unauthorized, bearer_key
 from gateway.composites import member_names
 from gateway.config import ConfigError, FleetConfig, RouteConfig
 from gateway.errors import request_error_from_validation
-from gateway.keys import ApiKey, KeyStore, KeyTable, Limits
+from gateway.keys import ADMIN_KEYS_ENV, ApiKey, KeyStore, KeyTable, Limits
 from gateway.limits import InputLimits, Limiter
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.protocol import (
@@ -153,10 +153,12 @@ class Endpoints:
         key_table: KeyTable | None = None,
         input_limits: InputLimits | None = None,
         openapi: dict[str, Any] | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
         self.gateway = gateway
         self.config = config
         self.admin_keys = admin_keys
+        self.access = access or AccessPolicy()
         self.keys = keys if keys is not None else KeyStore()
         self.limiter = limiter if limiter is not None else Limiter(self.keys, gateway.metrics)
         self.key_table = key_table
@@ -391,19 +393,23 @@ class Endpoints:
             self.gateway.metrics.backend_queue_depth.labels(member.name).set(health.queue_depth)
 
     def _check_admin(self, request: Request) -> None:
-        """Admin keys (SMALLFLEET_ADMIN_KEYS) when configured; otherwise loopback clients only."""
+        """An admin key (SMALLFLEET_ADMIN_KEYS) when any is set; without one, local clients only
+        if ``access.admin_loopback`` says so (gateway/access.py), else nobody."""
         if self.admin_keys:
             key = bearer_key(request.scope)
             if not key or not self.admin_keys.accepts(key):
                 raise Unauthorized("this endpoint needs an admin key: 'Authorization: Bearer <admin key>'")
             return
-        host = request.client.host if request.client else ""
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host in ("localhost", "testclient")
-        if not loopback:
-            raise Unauthorized("admin endpoints answer loopback clients only unless admin keys are set")
+        if not self.access.admin_loopback:
+            raise Unauthorized(
+                f"admin endpoints are closed: set {ADMIN_KEYS_ENV}, or allow local clients with "
+                "access.admin_loopback (smallfleet serve --admin-loopback)"
+            )
+        if not self.access.origin(request.scope).local:
+            raise Unauthorized(
+                "without admin keys, admin endpoints answer only clients on this machine that reach "
+                "the gateway directly, not through a proxy"
+            )
 
     async def reload_router(self, request: Request) -> Response:
         self._check_admin(request)

@@ -119,7 +119,8 @@ def _parse_limits(raw: str) -> dict[str, Limits]:
     return {str(k): Limits.parse(v, f"{KEY_LIMITS_ENV}[{k!r}]") for k, v in parsed.items()}
 
 
-def _split_entry(entry: str) -> tuple[str | None, str]:
+def split_key_entry(entry: str) -> tuple[str | None, str]:
+    """``NAME:KEY`` -> (NAME, KEY); a bare ``KEY`` -> (None, KEY)."""
     name, sep, secret = entry.partition(":")
     if sep and secret and KEY_ID_PATTERN.match(name):
         return name, secret
@@ -139,7 +140,7 @@ class KeyStore:
             entry = entry.strip()
             if not entry:
                 continue
-            name, secret = _split_entry(entry)
+            name, secret = split_key_entry(entry)
             digest = digest_of(secret)
             key_id = name or f"key-{digest[:8]}"
             self._add(ApiKey(key_id, digest, limits.get(key_id, Limits()), "env", now))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
-ADMIN_KEY_ENV = "SMALLFLEET_ADMIN_KEY"
 RELOAD_PATH = "/admin/router/reload"
 RELOAD_TIMEOUT_S = 60.0
 
@@ -162,10 +160,12 @@ def build_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def reload_gateway(url: str) -> str:
-    """POST URL/admin/router/reload (admin key from SMALLFLEET_ADMIN_KEY); the loaded version."""
+    """POST URL/admin/router/reload (the first admin key of SMALLFLEET_ADMIN_KEYS); the loaded version."""
     import httpx
 
-    key = os.environ.get(ADMIN_KEY_ENV)
+    from gateway.access import admin_secret
+
+    key = admin_secret()
     headers = {"authorization": f"Bearer {key}"} if key else {}
     try:
         response = httpx.post(url.rstrip("/") + RELOAD_PATH, headers=headers, timeout=RELOAD_TIMEOUT_S)

@@ -25,6 +25,7 @@ class GatewayIngress:
 
     def __serve_build_asgi_app__(self) -> Any:
         from backends.ray_handle import RayHandleBackend
+        from gateway.access import AccessPolicy, admin_key_store, parse_networks
         from gateway.app import create_app
         from gateway.auth import API_KEYS_ENV, KeyStore
 
@@ -38,4 +39,11 @@ class GatewayIngress:
                 backends[model.name] = RayHandleBackend(
                     model.name, self.handles[model.name], context_length=context
                 )
-        return create_app(self.fleet, backends=backends, api_keys=keys)
+        access = AccessPolicy(
+            keyless="anyone" if self.insecure_no_auth else "local",
+            admin_loopback=self.fleet.access.admin_loopback,
+            trusted_proxies=parse_networks(self.fleet.access.trusted_proxies, "access.trusted_proxies"),
+        )
+        return create_app(
+            self.fleet, backends=backends, api_keys=keys, admin_keys=admin_key_store(), access=access
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from backends.fake import FakeBackend
+from gateway.access import AccessPolicy
 from gateway.auth import KeyStore
 from gateway.cli import main
 from tests.conftest import fleet_of
@@ -71,7 +72,8 @@ async def test_the_key_id_rides_on_the_request_state(make_client):
     keys = KeyStore(["team:sk-t", "sk-anon"])
     app_state: dict[str, object] = {}
     backend = FakeBackend("alpha")
-    async with make_client(fleet_of("alpha"), {"alpha": backend}, api_keys=keys) as client:
+    access = AccessPolicy(admin_loopback=True)  # no admin keys: this machine's direct clients
+    async with make_client(fleet_of("alpha"), {"alpha": backend}, api_keys=keys, access=access) as client:
         named = await client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-t"})
         anon = await client.post(
             "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-anon"}

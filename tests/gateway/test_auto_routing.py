@@ -9,6 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from gateway.access import AccessPolicy
 from gateway.app import create_app
 from gateway.config import ConfigError, parse_fleet
 from gateway.routing import FleetRouter
@@ -32,8 +33,10 @@ def _fleet(stub_url: str, names: list[str], artifact: str | None = ARTIFACT):
 
 @pytest.fixture
 def auto_server(stub_upstream, live_server):
+    """Admin endpoints open to this machine's direct clients (no admin keys here)."""
     known = [m for m in BENCHMARK_MODELS if m in router.load_router(ARTIFACT).models]
-    return live_server(create_app(_fleet(stub_upstream, [*known, "local-extra"]))), known
+    access = AccessPolicy(admin_loopback=True)
+    return live_server(create_app(_fleet(stub_upstream, [*known, "local-extra"]), access=access)), known
 
 
 def test_auto_routes_to_a_known_fleet_model_and_says_so(auto_server, openai_client):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from backends.fake import FakeBackend
+from gateway.access import AccessPolicy
 from gateway.app import create_app
 from gateway.keys import KeyStore
 from gateway.request_log import open_request_log
@@ -88,8 +89,9 @@ async def test_environment_keys_are_listed_but_revoked_only_by_removing_them(tmp
         backends={"alpha": FakeBackend("alpha")},
         api_keys=KeyStore(["ops:sk-ops"]),
         request_log=open_request_log(f"sqlite://{tmp_path / 'log.db'}"),
+        access=AccessPolicy(admin_loopback=True),
     )
-    async with asgi_client(app) as client:  # no admin keys: loopback clients only (testclient is)
+    async with asgi_client(app) as client:  # no admin keys: this machine's direct clients (127.0.0.1)
         listing = await client.get("/admin/keys")
         revoke = await client.delete("/admin/keys/ops")
     assert [k["id"] for k in listing.json()["data"]] == ["ops"]

@@ -18,6 +18,7 @@ import pytest
 from gateway.app import create_app
 from gateway.cli import main
 from gateway.config import parse_fleet
+from gateway.keys import KeyStore
 from gateway.request_log import Feedback, RequestRecord
 from gateway.retrain import parse_since, rows_from_feedback
 
@@ -48,7 +49,11 @@ def _current_version(router_dir: Path) -> str:
 
 
 @pytest.fixture
-def gateway(base: dict[str, Any], tmp_path: Path, stub_upstream: str, live_server: Any) -> Iterator[Any]:
+def gateway(
+    base: dict[str, Any], tmp_path: Path, stub_upstream: str, live_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """A gateway whose admin key ``train --reload-url`` finds in SMALLFLEET_ADMIN_KEYS."""
+    monkeypatch.setenv("SMALLFLEET_ADMIN_KEYS", "ops:sk-admin-retrain")
     router_dir, db = tmp_path / "router", tmp_path / "log.db"
     assert _train(base, router_dir, "--promote") == 0  # the first artifact: nothing to compare with
     models = json.loads(base["models"].read_text(encoding="utf-8"))
@@ -59,7 +64,8 @@ def gateway(base: dict[str, Any], tmp_path: Path, stub_upstream: str, live_serve
             "request_log": {"url": f"sqlite:///{db}", "store_prompts": True},
         }
     )
-    yield live_server(create_app(config)), router_dir, f"sqlite:///{db}"
+    admin_keys = KeyStore(["sk-admin-retrain"])
+    yield live_server(create_app(config, admin_keys=admin_keys)), router_dir, f"sqlite:///{db}"
 
 
 def _ask(http: httpx.Client, question: str) -> httpx.Response:
