@@ -18,6 +18,7 @@ turns any of them into OpenAI's error JSON in exactly one place
         ├── BackendUnavailable            503 (cannot reach the model)
         │   └── CircuitOpen               503 code=circuit_open (the model is resting)
         └── BackendTimeout                504
+            └── DeadlineExceeded          504 code=deadline_exceeded (no first token in its share)
 
 Two attributes tell :class:`backends.resilience.ResilientBackend` whether a
 failure before the first token is worth another try: ``retryable`` (a class
@@ -112,3 +113,11 @@ class BackendTimeout(BackendError):
     status_code = 504
     code = "backend_timeout"
     retryable = True
+
+
+class DeadlineExceeded(BackendTimeout):
+    """No first token within the model's share of the request's first-token deadline: the
+    gateway tries the next candidate, or answers this when there is none (docs/resilience.md)."""
+
+    code = "deadline_exceeded"
+    retryable = False

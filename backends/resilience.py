@@ -8,10 +8,17 @@ itself (a composite, like plan_solve). Around each call it
   :class:`~backends.errors.CircuitOpen` at once;
 * bounds the wait for the first chunk (``first_token``), every gap between
   chunks (``idle``) and the whole call, retries included (``total``);
+* given a first-token deadline (``first_token_by``: this model's share of the
+  request's :class:`FirstTokenDeadline`, which the gateway computes), stops
+  waiting for a first chunk there and raises
+  :class:`~backends.errors.DeadlineExceeded`, so the caller can try the next
+  candidate; retries stop when the share is spent. A whole answer asked for
+  under a deadline is read as a stream, so its first token can be seen;
 * retries a failure marked ``retryable`` (connection reset, 429, 500/502/503,
   a timeout before the first token) with exponential backoff and jitter,
   waiting at least what ``Retry-After`` asked, but only while nothing has
-  been yielded: once a chunk is out, a failure is raised as it is;
+  been yielded: once a chunk is out, a failure is raised as it is; each retry
+  is reported to ``on_retry`` (model, reason) for the metrics;
 * tells the breaker how each call went: a model failure (a
   :class:`~backends.errors.BackendError`) counts against it; an answer,
   or a refusal of the request itself, counts for it; a 429 or a client that
@@ -32,9 +39,9 @@ from enum import StrEnum
 from typing import TypeVar
 
 from backends.base import Backend
-from backends.errors import BackendError, BackendTimeout, CircuitOpen, SmallfleetError
+from backends.errors import BackendError, BackendTimeout, CircuitOpen, DeadlineExceeded, SmallfleetError
 from backends.features import Feature
-from backends.types import Completion, GenerationRequest, Health, StreamChunk
+from backends.types import Completion, GenerationRequest, Health, StreamChunk, TokenLogprob, ToolCall, Usage
 
 T = TypeVar("T")
 
@@ -48,6 +55,8 @@ DEFAULT_COOL_DOWN = 30.0
 DEFAULT_FIRST_TOKEN_TIMEOUT = 60.0
 DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_TOTAL_TIMEOUT = 600.0
+DEFAULT_FIRST_TOKEN_DEADLINE = 60.0  # a request's budget to its first token, all candidates together
+DEFAULT_HAND_OVER = 15.0  # the longest one candidate is waited for while another could answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +127,35 @@ class StreamTimeouts:
     def __post_init__(self) -> None:
         if min(self.first_token, self.idle, self.total) <= 0:
             raise ValueError("timeouts must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class FirstTokenDeadline:
+    """A request's time budget to its first token, across retries and fallbacks.
+
+    ``budget`` seconds from the request's arrival (None: no deadline). While other candidates
+    could still answer, the current one gets an equal share of what is left, and never more
+    than ``hand_over`` seconds; the last one gets all that is left. A model that has sent no
+    first token when its share ends is abandoned for the next candidate."""
+
+    budget: float | None = DEFAULT_FIRST_TOKEN_DEADLINE
+    hand_over: float = DEFAULT_HAND_OVER
+
+    def __post_init__(self) -> None:
+        if (self.budget is not None and self.budget <= 0) or self.hand_over <= 0:
+            raise ValueError("deadlines must be positive")
+
+    def share(self, remaining: float, candidates_after: int) -> float:
+        """Seconds the current candidate may take to its first token, with ``remaining`` seconds
+        of the budget left and ``candidates_after`` candidates that could still answer."""
+        remaining = max(0.0, remaining)
+        if candidates_after <= 0:
+            return remaining
+        return min(self.hand_over, remaining / (1 + candidates_after))
+
+
+DEFAULT_DEADLINE = FirstTokenDeadline()
+NO_DEADLINE = FirstTokenDeadline(budget=None)
 
 
 class CircuitState(StrEnum):
@@ -208,6 +246,7 @@ class ResilientBackend:
         timeouts: StreamTimeouts = StreamTimeouts(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        on_retry: Callable[[str, str], None] | None = None,
     ) -> None:
         self.inner = inner
         self.name = inner.name
@@ -216,6 +255,7 @@ class ResilientBackend:
         self.timeouts = timeouts
         self._sleep = sleep
         self._rand = rand
+        self._on_retry = on_retry  # called with (model, reason: the failure's code) before each retry
 
     # -- what the fleet and the router see --------------------------------
     @property
@@ -249,7 +289,12 @@ class ResilientBackend:
         return health
 
     # -- generation ---------------------------------------------------------
-    async def chat(self, request: GenerationRequest) -> Completion:
+    async def chat(self, request: GenerationRequest, *, first_token_by: float | None = None) -> Completion:
+        """The whole answer. With ``first_token_by`` (a ``time.monotonic()`` instant: this model's
+        share of the request's deadline) it is read as a stream, so that a model that sends no
+        first token by then is abandoned (:class:`DeadlineExceeded`) whatever its answer's length."""
+        if first_token_by is not None:
+            return await self._collect(request, first_token_by)
         deadline = asyncio.get_running_loop().time() + self.timeouts.total
         retry = 0
         while True:
@@ -267,25 +312,11 @@ class ResilientBackend:
             self._succeed()
             return completion
 
-    async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeouts.total
-        retry = 0
-        while True:
-            self._admit()
-            chunks = self.inner.stream_chat(request)
-            try:
-                first = await self._next(chunks, self.timeouts.first_token, deadline)
-            except BaseException as exc:
-                await _close(chunks)
-                if not isinstance(exc, SmallfleetError):
-                    self._release()
-                    raise
-                self._record(exc)
-                await self._wait_to_retry(retry, exc, deadline)
-                retry += 1
-                continue
-            break
+    async def stream_chat(
+        self, request: GenerationRequest, *, first_token_by: float | None = None
+    ) -> AsyncIterator[StreamChunk]:
+        deadline = asyncio.get_running_loop().time() + self.timeouts.total
+        chunks, first = await self._open(request, deadline, first_token_by)
         # The first chunk is out: from here a failure is raised, never retried.
         verdict: SmallfleetError | None = None
         try:
@@ -298,13 +329,69 @@ class ResilientBackend:
             verdict = exc
             raise
         finally:
-            await _close(chunks)
-            if verdict is not None:
-                self._record(verdict)
-            elif chunk.finish_reason is not None:
-                self._succeed()
-            else:
-                self._release()  # closed early by the consumer (a client gone): no verdict
+            await self._end(chunks, verdict, chunk.finish_reason is not None)
+
+    async def _collect(self, request: GenerationRequest, first_token_by: float) -> Completion:
+        """A whole answer read as a stream: the first chunk under the deadline, the rest within
+        ``total`` (no ``idle`` limit: a whole answer may hold its text back, as a tool call does)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeouts.total
+        chunks, first = await self._open(request, deadline, first_token_by)
+        answer = _Assembly(request)
+        verdict: SmallfleetError | None = None
+        chunk = first
+        try:
+            answer.add(chunk)
+            while chunk.finish_reason is None:
+                chunk = await self._next(chunks, deadline - loop.time(), deadline, first=False)
+                answer.add(chunk)
+        except SmallfleetError as exc:
+            verdict = exc
+            raise
+        finally:
+            await self._end(chunks, verdict, chunk.finish_reason is not None)
+        return answer.completion()
+
+    async def _open(
+        self, request: GenerationRequest, deadline: float, first_token_by: float | None
+    ) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
+        """Start a stream and wait for its first chunk, retrying failures before it; within
+        ``first_token`` per attempt, the call's ``deadline`` (total) and ``first_token_by``."""
+        loop = asyncio.get_running_loop()
+        share_end, share = deadline, None
+        if first_token_by is not None:
+            share = first_token_by - time.monotonic()
+            share_end = min(deadline, loop.time() + share)
+        retry = 0
+        while True:
+            if share is not None and loop.time() >= share_end:
+                raise self._deadline_exceeded(share)  # spent before this try: nothing to blame it on
+            self._admit()
+            chunks = self.inner.stream_chat(request)
+            try:
+                first = await self._next(chunks, self.timeouts.first_token, deadline, share_end, share)
+            except BaseException as exc:
+                await _close(chunks)
+                if not isinstance(exc, SmallfleetError):
+                    self._release()
+                    raise
+                self._record(exc)
+                await self._wait_to_retry(retry, exc, share_end)
+                retry += 1
+                continue
+            return chunks, first
+
+    async def _end(
+        self, chunks: AsyncIterator[StreamChunk], verdict: SmallfleetError | None, done: bool
+    ) -> None:
+        """Close a stream that had started, and tell the breaker how it went."""
+        await _close(chunks)
+        if verdict is not None:
+            self._record(verdict)
+        elif done:
+            self._succeed()
+        else:
+            self._release()  # closed early by the consumer (a client gone): no verdict
 
     # -- helpers ------------------------------------------------------------
     def _admit(self) -> None:
@@ -334,12 +421,16 @@ class ResilientBackend:
             self.breaker.release()
 
     async def _wait_to_retry(self, retry: int, failure: SmallfleetError, deadline: float) -> None:
-        """Sleep before the next try, or raise ``failure`` when there is none."""
+        """Sleep before the next try, or raise ``failure`` when there is none (no retries left,
+        or the wait would reach ``deadline``: the call's total, or the share of a first-token
+        deadline)."""
         delay = self.retry.delay(retry, failure, self._rand())
         if delay is None or asyncio.get_running_loop().time() + delay >= deadline:
             raise failure
         if self.breaker is not None and not self.breaker.available:
             raise failure  # that failure opened the circuit: say what went wrong, not "open"
+        if self._on_retry is not None:
+            self._on_retry(self.name, failure.code or failure.error_type)
         await self._sleep(delay)
 
     async def _before(self, deadline: float, work: Awaitable[T], what: str) -> T:
@@ -351,17 +442,36 @@ class ResilientBackend:
                 f"model {self.name!r} sent no {what} within {self.timeouts.total:g} s", retryable=False
             ) from None
 
+    def _deadline_exceeded(self, share: float) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"model {self.name!r} sent no first token within its {max(share, 0):.1f} s share of the "
+            "request's first-token deadline"
+        )
+
     async def _next(
-        self, chunks: AsyncIterator[StreamChunk], limit: float, deadline: float, *, first: bool = True
+        self,
+        chunks: AsyncIterator[StreamChunk],
+        limit: float,
+        deadline: float,
+        share_end: float | None = None,
+        share: float | None = None,
+        *,
+        first: bool = True,
     ) -> StreamChunk:
-        """The next chunk within ``limit`` seconds and before ``deadline`` (the call's total)."""
+        """The next chunk within ``limit`` seconds and before ``deadline`` (the call's total) and
+        ``share_end`` (the end of this model's share of a first-token deadline)."""
         loop = asyncio.get_running_loop()
+        until = min(loop.time() + limit, deadline)
+        if share_end is not None:
+            until = min(until, share_end)
         try:
-            async with asyncio.timeout_at(min(loop.time() + limit, deadline)):
+            async with asyncio.timeout_at(until):
                 return await anext(chunks)
         except TimeoutError:
             if loop.time() >= deadline:
                 message = f"model {self.name!r} did not finish within {self.timeouts.total:g} s"
+            elif share is not None and share_end is not None and loop.time() >= share_end:
+                raise self._deadline_exceeded(share) from None
             elif first:
                 message = f"model {self.name!r} sent no first token within {limit:g} s"
             else:
@@ -375,3 +485,33 @@ async def _close(chunks: AsyncIterator[StreamChunk]) -> None:
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+class _Assembly:
+    """A whole answer put together from a stream's chunks."""
+
+    def __init__(self, request: GenerationRequest) -> None:
+        self._request = request
+        self._text: list[str] = []
+        self._logprobs: list[TokenLogprob] = []
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+        self._last: StreamChunk | None = None
+
+    def add(self, chunk: StreamChunk) -> None:
+        self._text.append(chunk.text)
+        self._logprobs.extend(chunk.logprobs)
+        for delta in chunk.tool_calls:
+            call = self._calls.setdefault(delta.index, ["", "", ""])
+            call[0] = call[0] or delta.id or ""
+            call[1] = call[1] or delta.name or ""
+            call[2] += delta.arguments
+        self._last = chunk
+
+    def completion(self) -> Completion:
+        last = self._last
+        assert last is not None and last.finish_reason is not None
+        calls = tuple(ToolCall(*self._calls[index]) for index in sorted(self._calls))
+        logprobs = tuple(self._logprobs) if self._request.params.logprobs else None
+        usage = last.usage if last.usage is not None else Usage()
+        return Completion("".join(self._text), last.finish_reason, usage, trace=last.trace,
+                          logprobs=logprobs, tool_calls=calls)

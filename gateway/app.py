@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backends.base import Backend
 from backends.embeddings import Embedder
 from backends.errors import RequestError, SmallfleetError
+from backends.resilience import FirstTokenDeadline
 from gateway.access import AccessPolicy, parse_networks
 from gateway.auth import ApiKeyMiddleware
 from gateway.config import FleetConfig
@@ -157,11 +158,14 @@ def create_app(
         admin_loopback=config.access.admin_loopback,
         trusted_proxies=parse_networks(config.access.trusted_proxies, "access.trusted_proxies"),
     )
-    fleet = Fleet.from_config(config, backends)
+    metrics = GatewayMetrics()
+    fleet = Fleet.from_config(config, backends, on_retry=metrics.observe_retry)
+    metrics.watch_circuits(fleet.circuit_states)
     log = request_log or open_request_log(
         config.request_log.resolved_url(), store_prompts=config.request_log.store_prompts
     )
-    gateway = Gateway(fleet, GatewayMetrics(), log)
+    deadline = FirstTokenDeadline(config.deadline.first_token, config.deadline.hand_over)
+    gateway = Gateway(fleet, metrics, log, deadline)
     keys = api_keys if api_keys is not None else KeyStore()
     log_table = _key_table(log)
     state_url = config.state.resolved_url()

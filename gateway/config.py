@@ -82,6 +82,24 @@ class ResilienceConfig(_Strict):
     )
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     timeouts: StreamTimeoutsConfig = StreamTimeoutsConfig()
+    deadline: bool | None = Field(
+        default=None,
+        description="held to the request's first-token deadline (deadline: in the fleet config); "
+        "default: true for openai models, false for llama_cpp (in process a slow first token is a "
+        "busy model, and abandoning it wastes its work)",
+    )
+
+
+class DeadlineConfig(_Strict):
+    """A request's time budget to its first token, across retries and fallbacks (docs/resilience.md)."""
+
+    first_token: float | None = Field(
+        default=60.0, gt=0, le=86_400, description="seconds from arrival to the first token; null: none"
+    )
+    hand_over: float = Field(
+        default=15.0, gt=0, le=86_400,
+        description="longest wait for one model's first token while another candidate could answer",
+    )
 
 
 NO_RETRIES = RetryConfig(attempts=1)
@@ -106,6 +124,10 @@ class _ModelBase(_Strict):
         """The configured retries, else this kind of backend's default."""
         return self.resilience.retry or RetryConfig()
 
+    def held_to_deadline(self) -> bool:
+        """Whether the request's first-token deadline may cut this model short (else its own timeouts)."""
+        return self.resilience.deadline if self.resilience.deadline is not None else True
+
     @model_validator(mode="after")
     def _name_not_reserved(self) -> _ModelBase:
         _check_not_reserved(self.name)
@@ -123,6 +145,10 @@ class LlamaCppModel(_ModelBase):
     def retry_config(self) -> RetryConfig:
         # In process, a failure is a bug or a full queue: retrying it soon does not help.
         return self.resilience.retry or NO_RETRIES
+
+    def held_to_deadline(self) -> bool:
+        # In process, a slow first token is a busy model: it cannot hang, only queue.
+        return bool(self.resilience.deadline)
 
 
 class Timeouts(_Strict):
@@ -443,6 +469,7 @@ class FleetConfig(_Strict):
     request_log: RequestLogConfig = RequestLogConfig()
     limits: Limits = Limits()
     state: StateConfig = StateConfig()
+    deadline: DeadlineConfig = DeadlineConfig()
     access: AccessConfig = AccessConfig()
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from backends.base import Backend
@@ -19,6 +19,7 @@ from backends.resilience import (
     RetryPolicy,
     StreamTimeouts,
 )
+from backends.types import Completion, GenerationRequest, StreamChunk
 from gateway.composites import StaticEmbedding, build_route
 from gateway.config import FleetConfig, LlamaCppModel, ModelConfig, OpenAIModel, Price
 
@@ -60,7 +61,10 @@ BACKEND_FACTORIES: dict[str, Callable[[ModelConfig], Backend]] = {
 }
 
 
-def with_resilience(backend: Backend, config: ModelConfig) -> Backend:
+RetryObserver = Callable[[str, str], None]  # (model, reason) for each retry: the metrics
+
+
+def with_resilience(backend: Backend, config: ModelConfig, on_retry: RetryObserver | None = None) -> Backend:
     """``backend`` wrapped in the retries, timeouts and circuit breaker ``config`` asks for."""
     settings = config.resilience
     if not settings.enabled or isinstance(backend, ResilientBackend):
@@ -76,6 +80,7 @@ def with_resilience(backend: Backend, config: ModelConfig) -> Backend:
         retry=RetryPolicy(**config.retry_config().model_dump()),
         breaker=breaker,
         timeouts=StreamTimeouts(**settings.timeouts.model_dump()),
+        on_retry=on_retry,
     )
 
 
@@ -90,6 +95,22 @@ class FleetMember:
     owned_by: str  # llama_cpp, openai, or a route's type (plan_solve, diverse)
     fallbacks: tuple[str, ...] = ()  # from the fleet config: who answers, in order, when this one fails
     composite: bool = False
+    deadline: bool = False  # held to the request's first-token deadline (a model with resilience on)
+
+    def chat(self, request: GenerationRequest, first_token_by: float | None = None) -> Awaitable[Completion]:
+        """The whole answer; ``first_token_by`` (``time.monotonic()``) is this member's share of
+        the request's first-token deadline, for a member held to it (else ignored)."""
+        if first_token_by is not None and self.deadline and isinstance(self.backend, ResilientBackend):
+            return self.backend.chat(request, first_token_by=first_token_by)
+        return self.backend.chat(request)
+
+    def stream_chat(
+        self, request: GenerationRequest, first_token_by: float | None = None
+    ) -> AsyncIterator[StreamChunk]:
+        """The answer's chunks; ``first_token_by`` as for :meth:`chat`."""
+        if first_token_by is not None and self.deadline and isinstance(self.backend, ResilientBackend):
+            return self.backend.stream_chat(request, first_token_by=first_token_by)
+        return self.backend.stream_chat(request)
 
     @property
     def max_choices(self) -> int:
@@ -130,18 +151,23 @@ class Fleet:
         *,
         resilience: bool = True,
         embed: Embed | None = None,
+        on_retry: RetryObserver | None = None,
     ) -> Fleet:
         """Build every model's backend, wrapped as its ``resilience`` section says (unless
         ``resilience=False``), then every route's from those; ``backends`` overrides some models
         by name (tests), and those are wrapped too. ``embed`` is the diverse routes' dedupe
-        embedding (default: the router's static embedding, loaded on first use)."""
+        embedding (default: the router's static embedding, loaded on first use). ``on_retry`` is
+        told of every retry (the metrics)."""
         members = {}
         for model in config.models:
             backend = (backends or {}).get(model.name) or BACKEND_FACTORIES[model.backend](model)
             if resilience:
-                backend = with_resilience(backend, model)
+                backend = with_resilience(backend, model, on_retry)
             fallbacks = tuple(model.fallbacks)
-            members[model.name] = FleetMember(model.name, backend, model.price, model.backend, fallbacks)
+            deadline = isinstance(backend, ResilientBackend) and model.held_to_deadline()
+            members[model.name] = FleetMember(
+                model.name, backend, model.price, model.backend, fallbacks, deadline=deadline
+            )
         if config.routes:
             models = {name: member.backend for name, member in members.items()}
             embed = embed or StaticEmbedding()
@@ -158,6 +184,10 @@ class Fleet:
 
     def names(self) -> list[str]:
         return list(self._members)
+
+    def circuit_states(self) -> dict[str, str]:
+        """Each model's circuit state (``closed`` without a breaker); routes have none of their own."""
+        return {m.name: m.circuit_state.value for m in self._members.values() if not m.composite}
 
     def get(self, name: str) -> FleetMember:
         member = self._members.get(name)

@@ -3,7 +3,8 @@
 Names carry base units (``_seconds``, ``_total``). Labels: ``route`` (a fleet
 member's name, or an ``auto`` mode), ``model`` (a fleet member), ``cluster``
 (the router's cluster id, ``ood`` or ``none``), and ``status``, ``code``,
-``direction``, ``fallback`` or ``version`` where they apply. Label values only
+``direction``, ``fallback``, ``reason`` (an error code), ``state`` (a circuit's) or
+``version`` where they apply. Label values only
 ever come from the fleet's own names, the router artifact, HTTP statuses and the
 error tree (or ``unknown``), never from raw client input, so cardinality stays
 bounded whatever clients send. The per-key series' ``key`` label is a
@@ -23,10 +24,12 @@ count against the API key's in the ``smallfleet_key_*`` series.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from backends.types import CompositeTrace, InnerCall
 
@@ -37,6 +40,7 @@ UNKNOWN = "unknown"
 MAX_KEY_LABELS = 100
 OTHER_KEYS = "other"
 RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+CIRCUIT_STATES = ("closed", "open", "half_open")
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "MAX_KEY_LABELS", "OTHER_KEYS", "UNKNOWN"]
 
@@ -133,10 +137,19 @@ class GatewayMetrics:
         )
         self.fallbacks = Counter(
             "smallfleet_fallbacks",
-            "Requests answered by another model after the chosen one failed.",
-            ["route", "model", "fallback"],
+            "Requests handed to another model (fallback) after model failed before answering, by the "
+            "failure's code (reason: backend_timeout, deadline_exceeded, context_length_exceeded, ...).",
+            ["route", "model", "fallback", "reason"],
             registry=r,
         )
+        self.retries = Counter(
+            "smallfleet_retries",
+            "Retries of a model's call before its first token, by the failure's code (reason).",
+            ["model", "reason"],
+            registry=r,
+        )
+        self._circuits = _CircuitCollector()
+        r.register(self._circuits)
 
         self.key_requests = Counter(
             "smallfleet_key_requests",
@@ -264,6 +277,13 @@ class GatewayMetrics:
     def observe_key_rejection(self, key_id: str, code: str) -> None:
         self.key_rejections.labels(self.key_label(key_id), code).inc()
 
+    def observe_retry(self, model: str, reason: str) -> None:
+        self.retries.labels(model, reason).inc()
+
+    def watch_circuits(self, states: Callable[[], Mapping[str, str]]) -> None:
+        """Report ``states()`` (model -> circuit state) as ``smallfleet_circuit_state`` at each scrape."""
+        self._circuits.states = states
+
     def observe_state_error(self, operation: str) -> None:
         self.state_errors.labels(operation).inc()
 
@@ -359,3 +379,25 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _CircuitCollector(Collector):
+    """``smallfleet_circuit_state{model, state}``: 1 for each model's current state, 0 for the
+    others, read when scraped (a breaker changes state on its own clock, between requests)."""
+
+    def __init__(self) -> None:
+        self.states: Callable[[], Mapping[str, str]] = dict
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "smallfleet_circuit_state",
+            "Each model's circuit breaker: 1 for its current state (closed, open, half_open), else 0.",
+            labels=["model", "state"],
+        )
+        for model, current in sorted(self.states().items()):
+            for state in CIRCUIT_STATES:
+                family.add_metric([model, state], 1.0 if state == current else 0.0)
+        yield family
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("smallfleet_circuit_state", "", labels=["model", "state"])

@@ -29,6 +29,7 @@ from backends.errors import (
     UnsupportedParameter,
 )
 from backends.features import Feature
+from backends.resilience import DEFAULT_DEADLINE, FirstTokenDeadline
 from backends.types import Completion, CompositeTrace, GenerationRequest, InnerCall, StreamChunk, Usage
 from gateway.fleet import Fleet, FleetMember
 from gateway.metrics import GatewayMetrics
@@ -88,6 +89,7 @@ class Answer:
     spent: Usage = field(default_factory=Usage)  # inner calls of routes that failed on it
     spent_cost: float = 0.0  # what those calls cost; its record adds both
     ledger: list[InnerCall] = field(default_factory=list)  # the current attempt's finished inner calls
+    deadline: float | None = None  # time.monotonic() by which the first token is due; set by respond
 
     @property
     def headers(self) -> dict[str, str]:
@@ -108,10 +110,17 @@ class Answer:
 
 
 class Gateway:
-    def __init__(self, fleet: Fleet, metrics: GatewayMetrics, request_log: RequestLog) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        metrics: GatewayMetrics,
+        request_log: RequestLog,
+        deadline: FirstTokenDeadline = DEFAULT_DEADLINE,
+    ) -> None:
         self.fleet = fleet
         self.metrics = metrics
         self.request_log = request_log
+        self.deadline = deadline  # each request's budget to its first token (docs/resilience.md)
         self.router: FleetRouter | None = None
         # Called with every record the request log gets (per-key usage accounting, ...).
         self.record_hooks: list[Callable[[RequestRecord], None]] = []
@@ -291,12 +300,16 @@ class Gateway:
         shape: AnswerShape,
     ) -> Response | EventStreamResponse:
         """Answer ``request`` with ``answer``'s member (or its fallbacks), written as ``shape`` says."""
+        if self.deadline.budget is not None and answer.deadline is None:
+            waited = time.perf_counter() - answer.started  # the budget counts from the request's arrival
+            answer.deadline = time.monotonic() + self.deadline.budget - waited
         try:
             while True:
+                by = self._first_token_by(answer)
                 try:
                     if stream:
-                        return await self._respond_stream(answer, request, receive, shape)
-                    return await self._respond_whole(answer, request, receive, shape)
+                        return await self._respond_stream(answer, request, receive, shape, by)
+                    return await self._respond_whole(answer, request, receive, shape, by)
                 except (BackendError, Overloaded, ContextLengthExceeded) as exc:
                     if not self._fall_back(answer, exc):
                         raise
@@ -323,26 +336,51 @@ class Gateway:
             return False
         self._charge_unanswered(answer)
         answer.member = successor
-        self.metrics.errors.labels(answer.route.name, failed.name, failure.code or failure.error_type).inc()
-        self.metrics.fallbacks.labels(answer.route.name, failed.name, successor.name).inc()
+        reason = failure.code or failure.error_type
+        self.metrics.errors.labels(answer.route.name, failed.name, reason).inc()
+        self.metrics.fallbacks.labels(answer.route.name, failed.name, successor.name, reason).inc()
         return True
+
+    def _first_token_by(self, answer: Answer) -> float | None:
+        """When ``answer.member``'s first token is due (``time.monotonic()``): its share of what is
+        left of the request's deadline, given the candidates that could still answer after it;
+        None for a member not held to the deadline (a route, an in-process model by default)."""
+        if answer.deadline is None or not answer.member.deadline:
+            return None
+        now = time.monotonic()
+        failed = answer.member
+        after = sum(1 for name in answer.fallbacks if self._can_take(answer, self.fleet.get(name), failed))
+        return now + self.deadline.share(answer.deadline - now, after)
+
+    def _can_take(
+        self,
+        answer: Answer,
+        member: FleetMember,
+        failed: FleetMember,
+        needs_longer_context: bool = False,
+        unknown_may_fit: bool = True,
+    ) -> bool:
+        """Whether ``member`` could answer in ``failed``'s place."""
+        if not member.available or member.name == failed.name or member.max_choices < answer.n:
+            return False
+        if not answer.needs <= member.features:
+            return False
+        if member.deadline and answer.deadline is not None and time.monotonic() >= answer.deadline:
+            return False  # the first-token deadline is spent: it would be abandoned before it began
+        if not needs_longer_context:
+            return True
+        # a context known to be no longer cannot help; in the declared chain (fallbacks,
+        # router runners-up) an unknown one may, elsewhere only one known to be longer
+        mine, theirs = member.context_length, failed.context_length
+        if mine is None or theirs is None:
+            return unknown_may_fit
+        return mine > theirs
 
     def _successor(
         self, answer: Answer, failed: FleetMember, needs_longer_context: bool
     ) -> FleetMember | None:
         def fits(member: FleetMember, unknown_may_fit: bool = True) -> bool:
-            if not member.available or member.name == failed.name or member.max_choices < answer.n:
-                return False
-            if not answer.needs <= member.features:
-                return False
-            if not needs_longer_context:
-                return True
-            # a context known to be no longer cannot help; in the declared chain (fallbacks,
-            # router runners-up) an unknown one may, elsewhere only one known to be longer
-            mine, theirs = member.context_length, failed.context_length
-            if mine is None or theirs is None:
-                return unknown_may_fit
-            return mine > theirs
+            return self._can_take(answer, member, failed, needs_longer_context, unknown_may_fit)
 
         chain = [self.fleet.get(name) for name in answer.fallbacks]
         for index, member in enumerate(chain):
@@ -359,32 +397,48 @@ class Gateway:
         return None
 
     async def _respond_whole(
-        self, answer: Answer, request: GenerationRequest, receive: Receive, shape: AnswerShape
+        self,
+        answer: Answer,
+        request: GenerationRequest,
+        receive: Receive,
+        shape: AnswerShape,
+        first_token_by: float | None = None,
     ) -> Response:
-        completion = await self._whole(answer, request, receive)
+        completion = await self._whole(answer, request, receive, first_token_by)
         trace = completion.trace
         smallfleet = answer.smallfleet_json(trace)
         payload = shape.whole(answer.request_id, answer.member.name, completion, smallfleet)
         self._record(answer, 200, completion.usage, trace=trace)
         return Response(orjson.dumps(payload), media_type=JSON_MEDIA_TYPE, headers=answer.headers_with(trace))
 
-    async def _whole(self, answer: Answer, request: GenerationRequest, receive: Receive) -> Completion:
+    async def _whole(
+        self,
+        answer: Answer,
+        request: GenerationRequest,
+        receive: Receive,
+        first_token_by: float | None = None,
+    ) -> Completion:
         in_flight = self.metrics.backend_in_flight.labels(answer.member.name)
         in_flight.inc()
         answer.ledger = open_ledger()
         try:
-            return await until_disconnect(answer.member.backend.chat(request), receive)
+            return await until_disconnect(answer.member.chat(request, first_token_by), receive)
         finally:
             in_flight.dec()
 
     async def _respond_stream(
-        self, answer: Answer, request: GenerationRequest, receive: Receive, shape: AnswerShape
+        self,
+        answer: Answer,
+        request: GenerationRequest,
+        receive: Receive,
+        shape: AnswerShape,
+        first_token_by: float | None = None,
     ) -> EventStreamResponse:
         if answer.n > 1:
             assert isinstance(shape, CompletionShape)  # only completions ask for n
             return await self._respond_choices_stream(answer, request, receive, shape.include_usage)
         answer.ledger = open_ledger()  # the stream's tasks inherit it, to its last chunk
-        chunks = answer.member.backend.stream_chat(request)
+        chunks = answer.member.stream_chat(request, first_token_by)
         in_flight = self.metrics.backend_in_flight.labels(answer.member.name)
         in_flight.inc()  # the stream's end (in _events) takes it back
         # Peek at the first chunk so an early failure is an HTTP error, not a broken stream.

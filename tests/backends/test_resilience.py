@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -13,6 +14,7 @@ from backends.errors import (
     CircuitOpen,
     ContentPolicyViolation,
     ContextLengthExceeded,
+    DeadlineExceeded,
     Overloaded,
     SmallfleetError,
 )
@@ -21,11 +23,12 @@ from backends.resilience import (
     CircuitBreaker,
     CircuitBreakerPolicy,
     CircuitState,
+    FirstTokenDeadline,
     ResilientBackend,
     RetryPolicy,
     StreamTimeouts,
 )
-from backends.types import GenerationRequest, Message, StreamChunk
+from backends.types import GenerationRequest, Message, StreamChunk, ToolCall, ToolCallDelta, Usage
 
 REQUEST = GenerationRequest(messages=(Message("user", "hi"),))
 
@@ -331,3 +334,94 @@ async def test_the_wrapper_is_a_backend_that_delegates() -> None:
     assert (await backend.health()).ok
     await backend.aclose()
     assert fake.closed
+
+
+# -- a first-token deadline ------------------------------------------------------
+
+
+def test_a_deadline_shares_what_is_left_among_the_candidates_capped_by_hand_over() -> None:
+    deadline = FirstTokenDeadline(budget=60, hand_over=15)
+    assert deadline.share(60, candidates_after=1) == 15  # half would be 30: the cap wins
+    assert deadline.share(20, candidates_after=1) == 10
+    assert deadline.share(24, candidates_after=2) == 8
+    assert deadline.share(42, candidates_after=0) == 42  # the last candidate gets all that is left
+    assert deadline.share(-3, candidates_after=2) == 0
+    with pytest.raises(ValueError):
+        FirstTokenDeadline(budget=0)
+
+
+def _by(seconds: float) -> float:
+    return time.monotonic() + seconds
+
+
+async def test_a_stream_with_no_first_token_in_its_share_is_abandoned_and_not_retried() -> None:
+    fake = FakeBackend(first_chunk_delay=10)
+    breaker = CircuitBreaker(CircuitBreakerPolicy(failure_threshold=1, cool_down=30))
+    retried: list[tuple[str, str]] = []
+    backend, sleeps = resilient(fake, breaker=breaker, on_retry=lambda *seen: retried.append(seen))
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="share of the request's first-token deadline") as raised:
+        await collect(backend.stream_chat(REQUEST, first_token_by=_by(0.1)))
+    assert 0.1 <= time.monotonic() - started < 1.0
+    assert raised.value.status_code == 504 and raised.value.code == "deadline_exceeded"
+    assert fake.calls == 1 and sleeps.waits == [] and retried == []  # the share is spent: no retry
+    assert fake.stream_closed_early  # the abandoned attempt was closed
+    assert breaker.state is CircuitState.OPEN  # a model that sends nothing in time counts as failing
+
+
+async def test_fast_failures_are_retried_within_the_share_and_reported() -> None:
+    fake = FakeBackend(error=BackendUnavailable("reset"), fail_times=2)
+    retried: list[tuple[str, str]] = []
+    backend, sleeps = resilient(fake, on_retry=lambda *seen: retried.append(seen))
+    chunks = await collect(backend.stream_chat(REQUEST, first_token_by=_by(5)))
+    assert "".join(c.text for c in chunks) == fake.reply
+    assert fake.calls == 3 and len(sleeps.waits) == 2
+    assert retried == [("fake", "backend_unavailable")] * 2
+
+
+async def test_no_retry_whose_backoff_would_pass_the_share() -> None:
+    fake = FakeBackend(error=Overloaded("429", retry_after=3.0))
+    backend, sleeps = resilient(fake, retry=RetryPolicy(attempts=3))
+    with pytest.raises(Overloaded):
+        await collect(backend.stream_chat(REQUEST, first_token_by=_by(1.0)))
+    assert fake.calls == 1 and sleeps.waits == []
+
+
+async def test_a_spent_share_fails_at_once_without_asking_the_model() -> None:
+    fake = FakeBackend()
+    breaker = CircuitBreaker(CircuitBreakerPolicy(failure_threshold=1, cool_down=30))
+    backend, _ = resilient(fake, breaker=breaker)
+    with pytest.raises(DeadlineExceeded):
+        await backend.chat(REQUEST, first_token_by=_by(-1))
+    assert fake.calls == 0 and breaker.state is CircuitState.CLOSED
+
+
+async def test_a_whole_answer_under_a_deadline_is_read_as_a_stream() -> None:
+    fake = FakeBackend(chunk_delay=0.01)
+    backend, _ = resilient(fake)
+    completion = await backend.chat(REQUEST, first_token_by=_by(5))
+    assert completion.text == fake.reply and completion.finish_reason == "stop"
+    assert completion.usage.completion_tokens == len(fake.reply.split())
+    assert fake.requests and not fake.stream_closed_early
+    hung = FakeBackend(first_chunk_delay=10)
+    backend, _ = resilient(hung)
+    with pytest.raises(DeadlineExceeded):
+        await backend.chat(REQUEST, first_token_by=_by(0.05))
+
+
+async def test_a_long_whole_answer_is_not_cut_once_its_first_token_came() -> None:
+    """The deadline is for the first token; the rest of a whole answer has ``total``, no ``idle``."""
+    fake = FakeBackend()
+
+    async def slow_after_first(request: GenerationRequest):  # type: ignore[no-untyped-def]
+        yield StreamChunk("")  # the first token, its text held back (a tool call, say)
+        await asyncio.sleep(0.3)
+        yield StreamChunk("", tool_calls=(ToolCallDelta(0, "c1", "get_weather", '{"city": '),))
+        yield StreamChunk("", tool_calls=(ToolCallDelta(0, None, None, '"Paris"}'),))
+        yield StreamChunk("", finish_reason="tool_calls", usage=Usage(3, 4))
+
+    fake.stream_chat = slow_after_first  # type: ignore[method-assign]
+    backend, _ = resilient(fake, timeouts=StreamTimeouts(first_token=1, idle=0.1, total=10))
+    completion = await backend.chat(REQUEST, first_token_by=_by(0.2))
+    assert completion.finish_reason == "tool_calls" and completion.usage == Usage(3, 4)
+    assert completion.tool_calls == (ToolCall("c1", "get_weather", '{"city": "Paris"}'),)

@@ -64,7 +64,14 @@ def test_a_failing_model_hands_over_to_its_declared_chain(gateway: str, fault_ur
     assert whole.json()["model"] == "secondary"
     assert streamed.text.endswith("data: [DONE]\n\n") and '"error"' not in streamed.text
     metrics = httpx.get(gateway + "/metrics").text
-    assert 'smallfleet_fallbacks_total{fallback="broken-too",model="primary",route="primary"}' in metrics
+    assert (
+        'smallfleet_fallbacks_total{fallback="broken-too",model="primary",reason="backend_error",route="primary"}'
+        in metrics
+    )
+    assert (
+        'smallfleet_fallbacks_total{fallback="secondary",model="broken-too",reason="backend_unavailable",'
+        'route="primary"}' in metrics
+    )
 
 
 def test_a_prompt_too_long_goes_to_a_model_with_a_longer_context(gateway: str, fault_url: str) -> None:  # noqa: F811

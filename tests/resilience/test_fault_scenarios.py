@@ -191,6 +191,8 @@ def test_500_is_retried_then_a_502(client: httpx.Client, fault_url: str) -> None
     error = error_of(chat(client, "f-500"), 502)
     assert error["code"] == "backend_error" and "500" in error["message"]
     assert attempts(fault_url, "f-500") == 3
+    metrics = client.get("/metrics").text
+    assert 'smallfleet_retries_total{model="f-500",reason="backend_error"} 2.0' in metrics
     assert_still_serving(client)
 
 
@@ -357,12 +359,17 @@ def test_breaker_opens_fails_fast_then_probes_and_recovers(client: httpx.Client,
     error = error_of(refused, 503)
     assert error["code"] == "circuit_open" and time.monotonic() - started < 0.2
     assert refused.headers["retry-after"] == "1"  # the rest of the 0.5 s cool-down, rounded up
+    metrics = client.get("/metrics").text
+    assert 'smallfleet_circuit_state{model="f-breaker",state="open"} 1.0' in metrics
+    assert 'smallfleet_circuit_state{model="f-breaker",state="closed"} 0.0' in metrics
     response, _ = stream(client, "f-breaker")
     assert error_of(response, 503)["code"] == "circuit_open"
     assert attempts(fault_url, "f-breaker") == 3  # nothing sent while open
     assert_still_serving(client)
     time.sleep(0.6)
+    assert 'smallfleet_circuit_state{model="f-breaker",state="half_open"} 1.0' in client.get("/metrics").text
     assert chat(client, "f-breaker").status_code == 200  # the probe: the upstream has healed
+    assert 'smallfleet_circuit_state{model="f-breaker",state="closed"} 1.0' in client.get("/metrics").text
     assert stream(client, "f-breaker")[0].status_code == 200
     assert attempts(fault_url, "f-breaker") == 5
 
