@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_TOTAL_TIMEOUT = 600.0
 DEFAULT_MAX_CONNECTIONS = 512
+log = logging.getLogger(__name__)
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 _RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 _CONTENT_POLICY_CODES = frozenset({"content_filter", "content_policy_violation"})
@@ -367,6 +369,26 @@ def _tool_call_deltas(delta: dict[str, Any]) -> tuple[ToolCallDelta, ...]:
     return tuple(deltas)
 
 
+_WARNED_NO_STREAM_USAGE: set[str] = set()
+
+
+def _stream_usage(name: str, usage: Usage | None, pieces: int) -> Usage:
+    """The stream's usage; a server that reports none (llama-cpp-python's ignores
+    ``stream_options.include_usage``) is counted by its pieces, with no prompt tokens, and said
+    once in the log."""
+    if usage is not None:
+        return usage
+    if name not in _WARNED_NO_STREAM_USAGE:
+        _WARNED_NO_STREAM_USAGE.add(name)
+        log.warning(
+            "model %r reports no usage in streams: its streamed answers (and whole answers held to the "
+            "first-token deadline, which are read as streams) are counted without prompt tokens; set "
+            "resilience.deadline: false on it to count its whole answers exactly",
+            name,
+        )
+    return Usage(completion_tokens=pieces)
+
+
 async def _parse_sse(
     name: str, lines: AsyncIterator[str], request: GenerationRequest
 ) -> AsyncIterator[StreamChunk]:
@@ -387,9 +409,9 @@ async def _parse_sse(
         if data == "[DONE]":
             if finish is None:
                 # llama-cpp-python's server, for one, ends an interrupted generation this way
-                raise BackendError(f"model {name!r} ended its stream without a finish reason")
-            final_usage = usage or Usage(completion_tokens=pieces)
-            yield StreamChunk("", finish_reason=_finish(finish), usage=final_usage)
+                message = f"model {name!r} ended its stream without a finish reason"
+                raise BackendError(message, retryable=pieces == 0)  # nothing sent yet: try again
+            yield StreamChunk("", finish_reason=_finish(finish), usage=_stream_usage(name, usage, pieces))
             return
         try:
             event = orjson.loads(data)
@@ -413,6 +435,6 @@ async def _parse_sse(
                 pieces += 1
                 yield StreamChunk(text or "", logprobs=logprobs, tool_calls=calls)
     if finish is not None:  # a complete answer whose server closed cleanly without [DONE]
-        yield StreamChunk("", finish_reason=_finish(finish), usage=usage or Usage(completion_tokens=pieces))
+        yield StreamChunk("", finish_reason=_finish(finish), usage=_stream_usage(name, usage, pieces))
         return
-    raise BackendError(f"model {name!r} ended its stream without a finish reason")
+    raise BackendError(f"model {name!r} ended its stream without a finish reason", retryable=pieces == 0)

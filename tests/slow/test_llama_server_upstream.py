@@ -36,6 +36,10 @@ def llama_server(smollm2_gguf):
             "1024",
             "--verbose",
             "False",
+            # by default it stops a generation when another request (the gateway's health poll)
+            # arrives, and ends the stream as if it were done
+            "--interrupt_requests",
+            "False",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -60,6 +64,9 @@ def gateway_client(llama_server):
                     "base_url": llama_server,
                     "upstream_model": "smollm2-upstream",
                     "context_length": 1024,
+                    # llama-cpp-python's server reports no usage in streams; not held to the
+                    # first-token deadline, whole answers are asked for whole and counted exactly
+                    "resilience": {"deadline": False},
                 }
             ]
         }
