@@ -53,9 +53,19 @@ class _Request(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
+    # fields the API defines that smallfleet does not honour: refused when they carry a value
+    unsupported_fields: ClassVar[tuple[str, ...]] = ()
+
+    def refuse_unsupported(self) -> None:
+        """A 400 naming the first field OpenAI defines that smallfleet does not honour."""
+        for key in self.unsupported_fields:
+            if (self.model_extra or {}).get(key) is not None:
+                raise UnsupportedParameter(f"smallfleet does not support {key!r}", param=key)
+
     def vendor_fields(self) -> dict[str, Any]:
         """Fields OpenAI does not define, with a value (a null asks for nothing)."""
-        return {key: value for key, value in (self.model_extra or {}).items() if value is not None}
+        extra = self.model_extra or {}
+        return {k: v for k, v in extra.items() if v is not None and k not in self.unsupported_fields}
 
 
 class TextPart(_Part):
@@ -184,19 +194,6 @@ class _SamplingFields(_Request):
     prompt_cache_key: str | None = None  # a caching hint; llama.cpp reuses cached prefixes anyway
     # -- smallfleet's extras --
     smallfleet: SmallfleetOptions | None = None
-
-    unsupported_fields: ClassVar[tuple[str, ...]] = ()
-
-    def refuse_unsupported(self) -> None:
-        """A 400 naming the first field OpenAI defines that smallfleet does not honour."""
-        for key in self.unsupported_fields:
-            if (self.model_extra or {}).get(key) is not None:
-                raise UnsupportedParameter(f"smallfleet does not support {key!r}", param=key)
-
-    def vendor_fields(self) -> dict[str, Any]:
-        """Fields OpenAI does not define, with a value (a null asks for nothing)."""
-        extra = super().vendor_fields()
-        return {key: value for key, value in extra.items() if key not in self.unsupported_fields}
 
     def token_bias(self) -> dict[int, float] | None:
         """``logit_bias`` with integer token ids (its keys are ids as strings, as OpenAI's are)."""

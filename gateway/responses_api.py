@@ -33,7 +33,14 @@ from backends.types import (
     Usage,
 )
 from gateway.errors import error_payload
-from gateway.protocol import MAX_TOOLS, MAX_TOP_LOGPROBS, SmallfleetOptions, _Part, _Request
+from gateway.protocol import (
+    MAX_TOOLS,
+    MAX_TOP_LOGPROBS,
+    SmallfleetOptions,
+    _Part,
+    _Request,
+    chat_logprobs_json,
+)
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 UNSUPPORTED_FIELDS = (
@@ -155,10 +162,10 @@ class ResponsesRequest(_Request):
         return value
 
     def refuse_unsupported(self) -> None:
-        for key in self.unsupported_fields:
-            if (self.model_extra or {}).get(key) is not None:
-                hint = "; send the whole conversation as input items" if key == "previous_response_id" else ""
-                raise UnsupportedParameter(f"smallfleet does not support {key!r}{hint}", param=key)
+        if (self.model_extra or {}).get("previous_response_id") is not None:
+            message = "smallfleet does not support 'previous_response_id'; send the conversation as input"
+            raise UnsupportedParameter(message, param="previous_response_id")
+        super().refuse_unsupported()
         if self.store:
             message = "smallfleet does not store responses: set 'store' to false"
             raise UnsupportedParameter(message, param="store")
@@ -166,10 +173,6 @@ class ResponsesRequest(_Request):
             raise UnsupportedParameter(
                 "'metadata' tags stored responses; smallfleet stores none", param="metadata"
             )
-
-    def vendor_fields(self) -> dict[str, Any]:
-        extra = super().vendor_fields()
-        return {key: value for key, value in extra.items() if key not in self.unsupported_fields}
 
     @property
     def token_limit(self) -> int | None:
@@ -246,15 +249,8 @@ class ResponsesRequest(_Request):
 
 # -- the answer ---------------------------------------------------------------------------------
 def _logprobs_json(tokens: tuple[TokenLogprob, ...]) -> list[dict[str, Any]]:
-    return [
-        {
-            "token": t.token,
-            "logprob": t.logprob,
-            "bytes": list(t.token.encode()),
-            "top_logprobs": [{"token": s, "logprob": lp, "bytes": list(s.encode())} for s, lp in t.top],
-        }
-        for t in tokens
-    ]
+    """An output_text part's ``logprobs``: the entries of chat's ``logprobs.content``."""
+    return chat_logprobs_json(tokens)["content"]
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
