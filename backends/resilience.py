@@ -460,6 +460,8 @@ class ResilientBackend:
     ) -> StreamChunk:
         """The next chunk within ``limit`` seconds and before ``deadline`` (the call's total) and
         ``share_end`` (the end of this model's share of a first-token deadline)."""
+        # Which bound ends the wait is decided before waiting: the event loop may wake a timer up
+        # to its clock resolution early, so comparing times afterwards could name the wrong one.
         loop = asyncio.get_running_loop()
         until = min(loop.time() + limit, deadline)
         if share_end is not None:
@@ -468,9 +470,9 @@ class ResilientBackend:
             async with asyncio.timeout_at(until):
                 return await anext(chunks)
         except TimeoutError:
-            if loop.time() >= deadline:
+            if until >= deadline:
                 message = f"model {self.name!r} did not finish within {self.timeouts.total:g} s"
-            elif share is not None and share_end is not None and loop.time() >= share_end:
+            elif share is not None and share_end is not None and until >= share_end:
                 raise self._deadline_exceeded(share) from None
             elif first:
                 message = f"model {self.name!r} sent no first token within {limit:g} s"
