@@ -84,7 +84,7 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 # -- 1. admission alone --------------------------------------------------------------------------
 async def measure_admission(redis_url: str | None, calls: int) -> dict[str, float]:
-    from gateway.config import StateConfig
+    from fleet.config import StateConfig
     from gateway.keys import KeyStore, Limits
     from gateway.limits import Limiter
     from gateway.metrics import GatewayMetrics

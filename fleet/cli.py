@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fleet.models import FleetLoader, load_fleet_yaml
+from fleet.models import load_eval_models
 from router._errors import DataError
 from router.cli_support import guarded, progress
 
@@ -44,9 +44,8 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def add_fleet_commands(subparsers: Any, fleet_loader: FleetLoader | None = None) -> None:
-    """Register ``fleet eval`` and ``fleet report``; ``fleet_loader`` builds the models for eval
-    (default: a minimal YAML read)."""
+def add_fleet_commands(subparsers: Any) -> None:
+    """Register ``fleet eval``, ``fleet report`` and ``fleet router``."""
     from fleet.report import DEFAULT_CPU_SECOND_PRICE, DEFAULT_GB_SECOND_PRICE
 
     fleet = subparsers.add_parser("fleet", help="measure the fleet's models on labelled benchmarks")
@@ -66,14 +65,12 @@ def add_fleet_commands(subparsers: Any, fleet_loader: FleetLoader | None = None)
     p.add_argument("--price-cpu-second", type=float, default=DEFAULT_CPU_SECOND_PRICE)
     p.add_argument("--price-gb-second", type=float, default=DEFAULT_GB_SECOND_PRICE)
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(fleet_loader=fleet_loader or load_fleet_yaml)
-
     p.set_defaults(func=guarded(run_fleet_eval))
-    _add_report(commands, fleet_loader)
+    _add_report(commands)
     _add_router(commands)
 
 
-def _add_report(commands: Any, fleet_loader: FleetLoader | None) -> None:
+def _add_report(commands: Any) -> None:
 
     p = commands.add_parser(
         "report", help="merge fleet eval outputs run in chunks into one rows.json, queries.json and table"
@@ -83,7 +80,7 @@ def _add_report(commands: Any, fleet_loader: FleetLoader | None) -> None:
     p.add_argument("--out", type=Path, required=True, help="directory for the merged files")
     p.add_argument("--config", type=Path,
                    help="the evaluated fleet: fills in a KV-cache shape and context the runs lack")
-    p.set_defaults(func=guarded(run_fleet_report), fleet_loader=fleet_loader or load_fleet_yaml)
+    p.set_defaults(func=guarded(run_fleet_report))
 
 
 def _add_router(commands: Any) -> None:
@@ -126,7 +123,7 @@ def run_fleet_router(args: argparse.Namespace) -> int:
 def run_fleet_report(args: argparse.Namespace) -> int:
     from fleet.merge import merge_directories
 
-    fleet = args.fleet_loader(args.config) if args.config else None
+    fleet = load_eval_models(args.config) if args.config else None
     print(merge_directories(args.runs, args.out, fleet=fleet))
     return 0
 
@@ -138,7 +135,7 @@ def run_fleet_eval(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise DataError("--limit must be at least 1")
-    models = args.fleet_loader(args.config)
+    models = load_eval_models(args.config)
     if args.models:
         unknown = sorted(set(args.models) - {m.name for m in models})
         if unknown:

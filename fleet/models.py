@@ -1,27 +1,41 @@
-"""The fleet models an evaluation runs: a backend plus what the tables report about it.
+"""The fleet's models and routes as an evaluation runs them: a backend plus what the tables
+report about it.
 
-router/ never imports gateway/, so the CLI gets its models from a :data:`FleetLoader`.
-The gateway can inject one built on its validated config (gateway/fleet_eval.py); without it,
-:func:`load_fleet_yaml` reads the same YAML minimally, building llama_cpp and openai backends
-from ``backends`` alone and ignoring what evaluation does not need (routes, limits, resilience).
+They are built from the fleet config exactly as ``smallfleet serve`` builds them (same
+validation, same backend factories: fleet/config.py, fleet/members.py), without the resilience
+wrappers: an evaluation measures the bare model.
+
+Routes (plan_solve, diverse, cascade) are evaluated too, after the models, built by the same
+function as ``serve`` builds them: from fresh backends of their member models, each in its
+resilience wrapper as ``serve`` wraps it (a route's per-step timeouts and fallbacks are part of
+what it is). A route answer's configured cost is its inner calls' cost at their own models'
+prices; its memory is what its members hold together (they load when the route starts, and close
+with it).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from backends.base import Backend
-from backends.types import Completion
+from backends.composite import Embed
+from backends.features import Feature
+from backends.types import Completion, GenerationRequest, Health, StreamChunk
+from fleet.composites import StaticEmbedding, build_route, member_names
+from fleet.config import (
+    ConfigError,
+    FleetConfig,
+    LlamaCppModel,
+    ModelConfig,
+    RouteConfig,
+    default_fleet,
+    load_fleet,
+)
+from fleet.members import BACKEND_FACTORIES, with_resilience
 from router._errors import DataError
-
-EVALUABLE_BACKENDS = ("llama_cpp", "openai")
 
 
 @dataclass(frozen=True)
@@ -61,93 +75,84 @@ class EvalModel:
         return cost
 
 
-FleetLoader = Callable[[Path | None], list[EvalModel]]
+def _eval_model(model: ModelConfig) -> EvalModel:
+    llama = model if isinstance(model, LlamaCppModel) else None
+    return EvalModel(
+        name=model.name,
+        backend=BACKEND_FACTORIES[model.backend](model),
+        gguf=llama.gguf if llama else None,
+        sha256=llama.sha256 if llama else None,
+        params=model.params,
+        quant=model.quant,
+        price_input=model.price.input,
+        price_output=model.price.output,
+        in_process=llama is not None,
+    )
 
 
-def default_fleet_path() -> Path:
-    """The gateway's embedded default fleet YAML, located without importing the gateway."""
-    spec = importlib.util.find_spec("gateway")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("no --config given and gateway/default_fleet.yaml is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "default_fleet.yaml"
+class RouteWithMembers:
+    """A route's backend that also starts and closes its members (under `serve` the fleet does)."""
+
+    def __init__(self, route: Backend, members: Sequence[Backend]) -> None:
+        self.route = route
+        self.members = tuple(members)
+        self.name = route.name
+
+    @property
+    def context_length(self) -> int | None:
+        return self.route.context_length
+
+    @property
+    def features(self) -> frozenset[Feature]:
+        return self.route.features
+
+    async def start(self) -> None:
+        for member in self.members:
+            await member.start()
+
+    async def aclose(self) -> None:
+        for member in self.members:
+            await member.aclose()
+
+    async def health(self) -> Health:
+        return await self.route.health()
+
+    async def chat(self, request: GenerationRequest) -> Completion:
+        return await self.route.chat(request)
+
+    def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        return self.route.stream_chat(request)
 
 
-def load_fleet_yaml(path: Path | None) -> list[EvalModel]:
-    """The llama_cpp and openai models of a fleet YAML (the default fleet when ``path`` is None)."""
-    source = path or default_fleet_path()
+def route_eval_model(config: FleetConfig, route: RouteConfig, embed: Embed | None = None) -> EvalModel:
+    """An evaluable route, with fresh member backends of its own."""
+    models = {model.name: model for model in config.models}
+    parts = [models[name] for name in member_names(route)]
+    members = {part.name: with_resilience(BACKEND_FACTORIES[part.backend](part), part) for part in parts}
+    backend = build_route(route, members, embed or StaticEmbedding())
+    params = [part.params for part in parts]
+    quants = list(dict.fromkeys(part.quant for part in parts if part.quant))
+    return EvalModel(
+        name=route.name,
+        backend=RouteWithMembers(backend, list(members.values())),
+        params=math.fsum(p for p in params if p is not None) if None not in params else None,
+        quant="+".join(quants) or None,
+        in_process=all(isinstance(part, LlamaCppModel) for part in parts),
+        member_prices={part.name: (part.price.input, part.price.output) for part in parts},
+    )
+
+
+def eval_models(config: FleetConfig) -> list[EvalModel]:
+    """One :class:`EvalModel` per llama_cpp or openai model of ``config``, then one per route."""
+    models = [_eval_model(model) for model in config.models if model.backend in BACKEND_FACTORIES]
+    embed = StaticEmbedding() if config.routes else None
+    return models + [route_eval_model(config, route, embed) for route in config.routes]
+
+
+def load_eval_models(path: Path | None) -> list[EvalModel]:
+    """The evaluable models and routes of the fleet at ``path`` (the embedded default fleet when None)."""
     try:
-        document = yaml.safe_load(source.read_text())
-    except yaml.YAMLError as exc:
-        raise DataError(f"{source}: not valid YAML: {exc}") from None
-    models = document.get("models") if isinstance(document, dict) else None
-    if not isinstance(models, list) or not models:
-        raise DataError(f"{source}: models: a non-empty list is required")
-    return [
-        _eval_model(entry, index, source.parent)
-        for index, entry in enumerate(models)
-        if isinstance(entry, dict) and entry.get("backend") in EVALUABLE_BACKENDS
-    ]
-
-
-def _field(entry: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
-    value = entry.get(key)
-    if value is not None and not isinstance(value, kind):
-        raise DataError(f"{where}.{key}: wrong type {type(value).__name__}")
-    return value
-
-
-def _eval_model(entry: dict[str, Any], index: int, base: Path) -> EvalModel:
-    where = f"models[{index}]"
-    name = _field(entry, "name", where, str)
-    if not name:
-        raise DataError(f"{where}.name: Field required")
-    price = _field(entry, "price", where, dict) or {}
-    common: dict[str, Any] = {
-        "name": name,
-        "params": _field(entry, "params", where, (int, float, str)),
-        "quant": _field(entry, "quant", where, str),
-        "price_input": float(price.get("input", 0.0)),
-        "price_output": float(price.get("output", 0.0)),
-    }
-    if common["params"] is not None:
-        common["params"] = float(common["params"])
-    if entry["backend"] == "llama_cpp":
-        return _llama_cpp_model(entry, where, base, common)
-    return _openai_model(entry, where, common)
-
-
-def _llama_cpp_model(entry: dict[str, Any], where: str, base: Path, common: dict[str, Any]) -> EvalModel:
-    from backends.gguf_store import PACKAGED_PREFIX
-    from backends.llama_cpp import LlamaCppBackend
-
-    gguf = _field(entry, "gguf", where, str)
-    if not gguf:
-        raise DataError(f"{where}.gguf: Field required")
-    if not gguf.startswith(PACKAGED_PREFIX) and not Path(gguf).is_absolute():
-        gguf = str(base / gguf)
-    sha256 = _field(entry, "sha256", where, str)
-    backend = LlamaCppBackend(
-        common["name"],
-        gguf,
-        sha256=sha256,
-        context_length=_field(entry, "context_length", where, int) or 4096,
-        threads=_field(entry, "threads", where, int),
-    )
-    return EvalModel(backend=backend, gguf=gguf, sha256=sha256, in_process=True, **common)
-
-
-def _openai_model(entry: dict[str, Any], where: str, common: dict[str, Any]) -> EvalModel:
-    from backends.openai_http import OpenAIHTTPBackend
-
-    base_url = _field(entry, "base_url", where, str)
-    if not base_url:
-        raise DataError(f"{where}.base_url: Field required")
-    key_env = _field(entry, "api_key_env", where, str)
-    backend = OpenAIHTTPBackend(
-        common["name"],
-        base_url,
-        upstream_model=_field(entry, "upstream_model", where, str),
-        api_key=os.environ.get(key_env) if key_env else None,
-        context_length=_field(entry, "context_length", where, int),
-    )
-    return EvalModel(backend=backend, **common)
+        config = load_fleet(path) if path is not None else default_fleet()
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
+    return eval_models(config)

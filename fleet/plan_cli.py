@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from fleet.models import FleetLoader
+from fleet.models import load_eval_models
 from fleet.plan import (
     DEFAULT_CONTEXT,
     DEFAULT_MAX_LOSS,
@@ -78,12 +78,12 @@ def read_table(path: Path) -> list[dict[str, Any]]:
     return sorted(document["table"], key=lambda entry: order.get(entry.get("task"), len(order)))
 
 
-def fleet_facts(names: list[str], fleet_loader: FleetLoader, config: Path | None) -> dict[str, ModelFacts]:
+def fleet_facts(names: list[str], config: Path | None) -> dict[str, ModelFacts]:
     """KV-cache bytes per token (from the GGUF header) and context length of the fleet's ``names``."""
     from backends.gguf_meta import read_kv_shape
     from backends.gguf_store import resolve_gguf
 
-    ggufs = {m.name: m for m in fleet_loader(config) if m.gguf is not None}
+    ggufs = {m.name: m for m in load_eval_models(config) if m.gguf is not None}
     missing = [name for name in names if name not in ggufs]
     if missing:
         where = config or "the default fleet"
@@ -220,7 +220,7 @@ def run_plan(args: argparse.Namespace) -> int:
         raise DataError("--memory and --context must be positive and --max-loss at least 0")
     entries = [entry for path in args.table for entry in read_table(path)]
     lacking = list(dict.fromkeys(e["model"] for e in entries if needs_facts(e)))
-    facts = fleet_facts(lacking, args.fleet_loader, args.config) if lacking else {}
+    facts = fleet_facts(lacking, args.config) if lacking else {}
     found, skipped = candidates_from_table(entries, facts)
     settings = Settings(args.memory, args.context, args.max_loss, args.overhead)
     plan = make_plan(found, settings)
@@ -229,7 +229,7 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_plan_command(subparsers: Any, fleet_loader: FleetLoader) -> None:
+def add_plan_command(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "plan", help="propose the fleet that fits a memory budget, from measured quality", description=RULE,
@@ -248,4 +248,4 @@ def add_plan_command(subparsers: Any, fleet_loader: FleetLoader) -> None:
     p.add_argument("--config", type=Path,
                    help="fleet YAML whose GGUFs give the KV-cache shape when the table lacks it")
     p.add_argument("--json", action="store_true", help="the plan as JSON")
-    p.set_defaults(func=guarded(run_plan), fleet_loader=fleet_loader)
+    p.set_defaults(func=guarded(run_plan))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
+from fleet.config import ConfigError, FleetConfig, default_fleet, load_fleet
 from gateway.app import create_app
-from gateway.config import ConfigError, FleetConfig, default_fleet, load_fleet
 
 __all__ = ["ConfigError", "FleetConfig", "create_app", "default_fleet", "load_fleet"]

@@ -27,13 +27,13 @@ from backends.base import Backend
 from backends.embeddings import Embedder
 from backends.errors import RequestError, SmallfleetError
 from backends.resilience import FirstTokenDeadline
+from fleet.config import FleetConfig
+from fleet.members import Fleet
 from gateway.access import AccessPolicy, parse_networks
 from gateway.auth import ApiKeyMiddleware
-from gateway.config import FleetConfig
 from gateway.embeddings_api import EmbeddingsApi, build_embedders
 from gateway.endpoints import Endpoints
 from gateway.errors import MethodNotAllowed, NotFound, error_bytes
-from gateway.fleet import Fleet
 from gateway.keys import KeyStore, KeyTable
 from gateway.limits import InputLimits, Limiter, LimitsMiddleware
 from gateway.metrics import GatewayMetrics

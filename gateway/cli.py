@@ -37,10 +37,10 @@ def _without_password(url: str) -> str:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from fleet.config import ConfigError, default_fleet, load_fleet
     from gateway.access import AccessPolicy, admin_key_store, parse_networks
     from gateway.app import create_app
     from gateway.auth import ADMIN_KEYS_ENV, API_KEYS_ENV, KeyStore
-    from gateway.config import ConfigError, default_fleet, load_fleet
     from gateway.routing import FleetRouter
 
     try:
@@ -140,11 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         from fleet.cli import add_fleet_commands
         from fleet.plan_cli import add_plan_command
-        from gateway.fleet_eval import load_eval_models
 
         add_commands(commands)
-        add_fleet_commands(commands, load_eval_models)
-        add_plan_command(commands, load_eval_models)
+        add_fleet_commands(commands)
+        add_plan_command(commands)
         from gateway.retrain import add_log_arguments
 
         add_log_arguments(commands.choices["train"])

@@ -31,7 +31,7 @@ from starlette.routing import Route as HttpRoute
 
 from backends.embeddings import Embedder, Embeddings, check_dimensions
 from backends.errors import ModelNotFound, RequestError, SmallfleetError
-from gateway.config import (
+from fleet.config import (
     EmbeddingModelConfig,
     FleetConfig,
     LlamaCppEmbeddingModel,

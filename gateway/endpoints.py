@@ -17,10 +17,10 @@ from backends.errors import PayloadTooLarge, RequestError, SmallfleetError, Unsu
 from backends.features import Feature, features_used
 from backends.types import GenerationRequest, Health, ResponseFormat, SamplingParams, Tool, ToolChoice
 from backends.types import Message as ChatTurn
+from fleet.composites import member_names
+from fleet.config import ConfigError, FleetConfig, RouteConfig
 from gateway.access import AccessPolicy
 from gateway.auth import Unauthorized, bearer_key
-from gateway.composites import member_names
-from gateway.config import ConfigError, FleetConfig, RouteConfig
 from gateway.errors import request_error_from_validation
 from gateway.keys import ADMIN_KEYS_ENV, ApiKey, KeyStore, KeyTable, Limits
 from gateway.limits import InputLimits, Limiter

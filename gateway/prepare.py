@@ -14,7 +14,7 @@ from pathlib import Path
 
 from backends.gguf_store import ModelFileError, resolve_gguf
 from backends.quantize import QuantizeError
-from gateway.config import ConfigError, FleetConfig, LlamaCppModel, default_fleet, load_fleet
+from fleet.config import ConfigError, FleetConfig, LlamaCppModel, default_fleet, load_fleet
 
 
 def prepare(config: FleetConfig) -> list[tuple[str, Path, float]]:

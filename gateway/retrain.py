@@ -120,7 +120,7 @@ def _fill_base_defaults(args: argparse.Namespace) -> None:
 def _log_url(args: argparse.Namespace) -> str:
     if args.from_log:
         return str(args.from_log)
-    from gateway.config import RequestLogConfig, load_fleet
+    from fleet.config import RequestLogConfig, load_fleet
 
     config = load_fleet(args.config).request_log if args.config else RequestLogConfig()
     return config.resolved_url()
@@ -129,7 +129,7 @@ def _log_url(args: argparse.Namespace) -> str:
 def _check_prompts_are_stored(args: argparse.Namespace) -> None:
     if args.config is None:
         return
-    from gateway.config import load_fleet
+    from fleet.config import load_fleet
 
     if not load_fleet(args.config).request_log.store_prompts:
         print(

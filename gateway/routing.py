@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from backends.errors import RequestError
-from gateway.config import ConfigError
+from fleet.config import ConfigError
 
 AUTO = "auto"
 DEFAULT_PRESETS = {"quality": 1.0, "balanced": 0.7, "cheap": 0.4}

@@ -31,7 +31,7 @@ from backends.errors import (
 from backends.features import Feature
 from backends.resilience import DEFAULT_DEADLINE, FirstTokenDeadline
 from backends.types import Completion, CompositeTrace, GenerationRequest, InnerCall, StreamChunk, Usage
-from gateway.fleet import Fleet, FleetMember
+from fleet.members import Fleet, FleetMember
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import ChunkWriter, route_json
 from gateway.request_log import Feedback, FeedbackResult, RequestLog, RequestRecord

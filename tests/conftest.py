@@ -20,8 +20,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from backends.base import Backend
+from fleet.config import FleetConfig, parse_fleet
 from gateway.app import create_app
-from gateway.config import FleetConfig, parse_fleet
 
 REPO = Path(__file__).resolve().parent.parent
 STUB_UPSTREAM = REPO / "benchmarks" / "stub_upstream.py"

@@ -16,9 +16,9 @@ from collections import Counter
 from pathlib import Path
 
 from fleet.benchmarks import load_benchmarks
+from fleet.config import default_fleet, load_fleet
+from fleet.models import route_eval_model
 from fleet.runner import request_for
-from gateway.config import default_fleet, load_fleet
-from gateway.fleet_eval import route_eval_model
 
 
 async def plan_outcomes(

@@ -24,8 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from gateway.composites import member_names
-from gateway.config import default_fleet, load_fleet
+from fleet.composites import member_names
+from fleet.config import default_fleet, load_fleet
 
 SIGNIFICANCE = 0.05
 

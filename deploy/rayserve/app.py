@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from gateway.config import FleetConfig, LlamaCppModel, default_fleet, load_fleet, parse_fleet
+from fleet.config import FleetConfig, LlamaCppModel, default_fleet, load_fleet, parse_fleet
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.config import FleetConfig, LlamaCppModel
+from fleet.config import FleetConfig, LlamaCppModel
 
 
 class GatewayIngress:

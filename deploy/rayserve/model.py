@@ -55,8 +55,8 @@ class ModelDeployment(ModelServer):
     """The class Ray Serve deploys once per fleet model (see ``deploy.rayserve.app``)."""
 
     async def __init__(self, model: dict[str, Any]) -> None:  # type: ignore[misc]
-        from gateway.config import FleetConfig
-        from gateway.fleet import BACKEND_FACTORIES
+        from fleet.config import FleetConfig
+        from fleet.members import BACKEND_FACTORIES
 
         config = FleetConfig.model_validate({"models": [model]}).models[0]
         super().__init__(BACKEND_FACTORIES[config.backend](config))

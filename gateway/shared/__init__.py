@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway.config import StateConfig
+from fleet.config import StateConfig
 from gateway.keys import KeyStore, KeyTable
 from gateway.metrics import GatewayMetrics
 from gateway.shared.keys import SharedKeyTable

@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from gateway.config import StateConfig
+from fleet.config import StateConfig
 from gateway.errors import StateUnavailable
 from gateway.metrics import GatewayMetrics
 

@@ -16,8 +16,8 @@ from backends.errors import (
 )
 from backends.openai_http import OpenAIHTTPBackend, Timeouts
 from backends.types import GenerationRequest, Message, SamplingParams
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from tests.conftest import free_port, stub_upstream_process
 
 CHAT = GenerationRequest(

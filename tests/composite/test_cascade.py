@@ -16,8 +16,8 @@ from backends.composite.cascade import (
 from backends.errors import BackendError
 from backends.fake import FakeBackend
 from backends.types import GenerationRequest, Message, SamplingParams, TokenLogprob
-from gateway.composites import build_route
-from gateway.config import parse_fleet
+from fleet.composites import build_route
+from fleet.config import parse_fleet
 
 QUESTION = GenerationRequest(
     messages=(Message("user", "Capital of Australia?"),), params=SamplingParams(max_tokens=16, temperature=0.7)

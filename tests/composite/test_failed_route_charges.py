@@ -11,8 +11,8 @@ from starlette.applications import Starlette
 from backends.errors import BackendError, ContextLengthExceeded
 from backends.fake import FakeBackend
 from backends.types import GenerationRequest, Usage
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from gateway.request_log import RequestRecord
 from tests.conftest import asgi_client
 

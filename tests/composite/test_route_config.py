@@ -9,8 +9,8 @@ import pytest
 from backends.composite import DiverseBackend, PlanSolveBackend
 from backends.fake import FakeBackend
 from backends.resilience import ResilientBackend
-from gateway.config import ConfigError, DiverseRoute, PlanSolveRoute, default_fleet, load_fleet, parse_fleet
-from gateway.fleet import Fleet
+from fleet.config import ConfigError, DiverseRoute, PlanSolveRoute, default_fleet, load_fleet, parse_fleet
+from fleet.members import Fleet
 
 MODELS = [
     {"name": "small", "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "context_length": 1024},

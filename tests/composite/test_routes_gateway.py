@@ -7,7 +7,7 @@ import pytest
 
 from backends.errors import BackendError
 from backends.fake import FakeBackend
-from gateway.config import parse_fleet
+from fleet.config import parse_fleet
 
 PLAN = "1. Count the apples.\n2. Add them."
 SOLVED = "three plus five is eight #### 8"

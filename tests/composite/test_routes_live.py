@@ -12,8 +12,8 @@ import pytest
 
 from backends.fake import FakeBackend
 from backends.types import StreamChunk
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 
 PLAN = "1. Count the apples.\n2. Add them."
 MODELS = [{"name": n, "backend": "openai", "base_url": "http://127.0.0.1:9/v1"} for n in ("small", "large")]

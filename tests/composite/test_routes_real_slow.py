@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 
 pytestmark = pytest.mark.slow
 

@@ -30,8 +30,8 @@ import httpx
 import openai
 import pytest
 
+from fleet.config import FleetConfig, parse_fleet
 from gateway.app import create_app
-from gateway.config import FleetConfig, parse_fleet
 from tests.conftest import REPO, LiveServer, free_port, stub_upstream_process
 
 router = pytest.importorskip("router")

@@ -19,7 +19,7 @@ from backends.fake import FakeBackend
 from deploy.rayserve.app import AppArgs, deployment_name, merged, model_options
 from deploy.rayserve.ingress import GatewayIngress
 from deploy.rayserve.model import ModelServer
-from gateway.config import LlamaCppModel, parse_fleet
+from fleet.config import LlamaCppModel, parse_fleet
 from tests.conftest import asgi_client
 
 pytest.importorskip("ray.serve")

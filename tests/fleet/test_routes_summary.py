@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmarks.fleet.routes_summary import mcnemar_p, summary
-from gateway.config import parse_fleet
+from fleet.config import parse_fleet
 
 FLEET = parse_fleet({
     "models": [{"name": n, "backend": "openai", "base_url": "http://127.0.0.1:9/v1"} for n in ("a", "b")],

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
+import fleet.cli
 from backends.errors import BackendError
 from backends.fake import FakeBackend
 from backends.types import Message
 from fleet.benchmarks import BenchmarkItem
 from fleet.cli import add_fleet_commands
-from fleet.models import EvalModel, load_fleet_yaml
+from fleet.models import EvalModel, load_eval_models
 from fleet.report import CostRates, markdown, measured_cost, table, training_rows
 from fleet.runner import evaluate_model
+from router._errors import DataError
 
 
 def _mc(n: int, reference: str) -> BenchmarkItem:
@@ -92,45 +94,59 @@ async def test_table_records_the_kv_cache_shape_from_the_gguf(smollm2_gguf: str)
     assert remote["kv_bytes_per_token"] is None and remote["n_layer"] is None
 
 
-def test_minimal_yaml_reader(tmp_path: Path) -> None:
+def test_eval_models_are_built_from_the_validated_fleet_config(tmp_path: Path) -> None:
     config = tmp_path / "fleet.yaml"
     config.write_text(
         "models:\n"
         "  - {name: local, backend: llama_cpp, gguf: m.gguf, params: 1e6, quant: Q4_0, price: {input: 1}}\n"
         "  - {name: remote, backend: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
-        "  - {name: other, backend: ray, deployment: x}\n"
     )
-    models = load_fleet_yaml(config)
+    models = load_eval_models(config)
     assert [m.name for m in models] == ["local", "remote"]
     assert models[0].gguf == str(tmp_path / "m.gguf") and models[0].in_process and models[0].params == 1e6
     assert models[0].price_input == 1.0 and not models[1].in_process
-    assert [m.name for m in load_fleet_yaml(None)] == ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
-
-
-def test_gateway_loader_builds_the_same_models() -> None:
-    from gateway.fleet_eval import load_eval_models
-
-    models = load_eval_models(None)
-    plain = load_fleet_yaml(None)  # the minimal reader knows no routes; the gateway's loader adds them
-    assert [m.name for m in models] == [m.name for m in plain]  # the default fleet declares none
+    default = load_eval_models(None)  # the embedded default fleet declares no routes
+    assert [m.name for m in default] == ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+    assert default[0].gguf == "packaged:smollm2-135m-instruct-q4_1" and default[0].in_process
     routes = Path(__file__).resolve().parents[2] / "benchmarks" / "fleet" / "routes_fleet.yaml"
     assert [m.name for m in load_eval_models(routes)] == [
-        *[m.name for m in plain], "plan-solve-0.5b", "plan-1.5b-solve-0.5b", "vote-0.5b", "cascade-0.5b-1.5b",
+        *[m.name for m in default], "plan-solve-0.5b", "plan-1.5b-solve-0.5b", "vote-0.5b", "cascade-0.5b-1.5b",
         "vote-1.5b",
     ]
-    assert models[0].gguf == "packaged:smollm2-135m-instruct-q4_1" and models[0].in_process
 
 
-def _parse(argv: list[str], loader: object) -> argparse.Namespace:
+def test_a_fleet_config_that_cannot_be_served_is_one_line_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "fleet.yaml"
+    config.write_text("models:\n  - {name: local, backend: llama_cpp}\n")
+    with pytest.raises(DataError, match=r"models\[0\]\.gguf"):
+        load_eval_models(config)
+    args = _parse(["fleet", "eval", "--config", str(config), "--out", str(tmp_path / "out")])
+    assert args.func(args) == 2
+    assert "models[0].gguf" in capsys.readouterr().err
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_fleet_commands(parser.add_subparsers(dest="command", required=True), loader)  # type: ignore[arg-type]
+    add_fleet_commands(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
-def test_cli_writes_rows_and_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    models = [_model("a", "Answer: A #### 18"), _model("b", "Answer: C")]
+@pytest.fixture
+def fleet_of(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Serve the CLI these models whatever --config says."""
+
+    def use(models: list[EvalModel]) -> None:
+        monkeypatch.setattr(fleet.cli, "load_eval_models", lambda path: models)
+
+    return use
+
+
+def test_cli_writes_rows_and_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str], fleet_of) -> None:  # type: ignore[no-untyped-def]
+    fleet_of([_model("a", "Answer: A #### 18"), _model("b", "Answer: C")])
     args = _parse(["fleet", "eval", "--benchmarks", "mmlu,gsm8k", "--limit", "2", "--out", str(tmp_path),
-                   "--max-tokens", "mmlu=8,gsm8k=16", "--no-progress"], lambda path: models)
+                   "--max-tokens", "mmlu=8,gsm8k=16", "--no-progress"])
     assert args.func(args) == 0
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert len(rows) == 4 and all(set(r["scores"]) == {"a", "b"} for r in rows)
@@ -142,8 +158,8 @@ def test_cli_writes_rows_and_tables(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "cost/query (measured)" in capsys.readouterr().out
 
 
-def test_cli_rejects_unknown_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = _parse(["fleet", "eval", "--models", "zzz", "--limit", "1", "--out", str(tmp_path)],
-                  lambda path: [_model("a", "A")])
+def test_cli_rejects_unknown_models(tmp_path: Path, capsys: pytest.CaptureFixture[str], fleet_of) -> None:  # type: ignore[no-untyped-def]
+    fleet_of([_model("a", "A")])
+    args = _parse(["fleet", "eval", "--models", "zzz", "--limit", "1", "--out", str(tmp_path)])
     assert args.func(args) == 2
     assert "not in the fleet: zzz" in capsys.readouterr().err

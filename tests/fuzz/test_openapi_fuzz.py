@@ -21,8 +21,8 @@ from schemathesis.checks import (
 )
 
 from backends.fake import FakeBackend
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from gateway.openapi import openapi_document
 from tests.conftest import LiveServer, fleet_of
 

@@ -136,7 +136,7 @@ async def test_without_api_keys_only_local_clients_are_answered_unless_anyone_is
 
 
 def test_the_config_section_is_validated_and_used() -> None:
-    from gateway.config import ConfigError, parse_fleet
+    from fleet.config import ConfigError, parse_fleet
 
     base = {"models": [{"name": "a", "backend": "openai", "base_url": "http://127.0.0.1:9/v1"}]}
     config = parse_fleet({**base, "access": {"admin_loopback": True, "trusted_proxies": ["10.0.0.0/8"]}})

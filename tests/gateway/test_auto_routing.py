@@ -9,9 +9,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from fleet.config import ConfigError, parse_fleet
 from gateway.access import AccessPolicy
 from gateway.app import create_app
-from gateway.config import ConfigError, parse_fleet
 from gateway.routing import FleetRouter
 from tests.conftest import free_port
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, LlamaCppModel, OpenAIModel, default_fleet, load_fleet
+from fleet.config import ConfigError, LlamaCppModel, OpenAIModel, default_fleet, load_fleet
 
 
 def write(tmp_path: Path, text: str) -> Path:

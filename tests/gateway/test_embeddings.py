@@ -12,8 +12,7 @@ import pytest
 from backends.embeddings import Embeddings
 from backends.errors import BackendError, RequestError
 from backends.fake import FakeBackend
-from gateway.app import create_app
-from gateway.config import (
+from fleet.config import (
     ConfigError,
     LlamaCppEmbeddingModel,
     StaticEmbeddingModel,
@@ -21,6 +20,7 @@ from gateway.config import (
     load_fleet,
     parse_fleet,
 )
+from gateway.app import create_app
 from gateway.embeddings_api import embeddings_json, encode_vector, parse_request
 from gateway.keys import KeyStore, Limits
 from tests.conftest import asgi_client

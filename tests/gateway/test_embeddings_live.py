@@ -12,8 +12,8 @@ import openai
 import pytest
 
 from backends.fake import FakeBackend
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 
 CHAT_MODEL = {"name": "alpha", "backend": "openai", "base_url": "http://127.0.0.1:9/v1"}
 SIMILAR = ("How do I reset my password?", "I forgot my password and cannot log in.")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from backends.fake import FakeBackend
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from gateway.keys import KeyStore, Limits
 from gateway.limits import InputLimits, SlidingWindow
 from gateway.metrics import MAX_KEY_LABELS, OTHER_KEYS, GatewayMetrics

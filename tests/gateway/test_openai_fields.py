@@ -16,8 +16,8 @@ import pytest
 
 from backends.fake import FakeBackend
 from backends.features import Feature
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from tests.conftest import LiveServer, fleet_of
 from tests.recording_upstream import RecordingUpstream
 

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from fleet.config import parse_fleet
 from gateway.app import create_app
 from gateway.cli import main
-from gateway.config import parse_fleet
 from gateway.keys import KeyStore
 from gateway.request_log import Feedback, RequestRecord
 from gateway.retrain import parse_since, rows_from_feedback

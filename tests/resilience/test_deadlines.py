@@ -18,8 +18,8 @@ import httpx
 import openai
 import pytest
 
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from tests.conftest import FAULT_SERVER, LiveServer, script_server
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from tests.conftest import LiveServer
 from tests.resilience.test_fault_scenarios import fault_url  # noqa: F401 - the module-scoped fixture
 

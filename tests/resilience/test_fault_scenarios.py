@@ -17,8 +17,8 @@ import httpx
 import orjson
 import pytest
 
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from tests.conftest import FAULT_SERVER, LiveServer, script_server
 
 FAST = {

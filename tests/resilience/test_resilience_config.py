@@ -8,8 +8,8 @@ import pytest
 
 from backends.fake import FakeBackend
 from backends.resilience import CircuitState, ResilientBackend
-from gateway.config import ConfigError, parse_fleet
-from gateway.fleet import Fleet
+from fleet.config import ConfigError, parse_fleet
+from fleet.members import Fleet
 
 
 def openai_model(name: str, **extra: Any) -> dict[str, Any]:

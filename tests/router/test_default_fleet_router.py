@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fleet.config import default_fleet
 from fleet.routing_tasks import NAMES
-from gateway.config import default_fleet
 from router.routing import load_router
 from tests.routing_examples import KINDS
 

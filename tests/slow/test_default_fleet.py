@@ -69,7 +69,7 @@ def test_smollm2_chats_and_metrics_count_it(default_gateway, openai_client):
 
 def test_auto_sends_kinds_of_questions_where_the_fleets_own_router_says(default_gateway, openai_client):
     """A fresh `smallfleet serve` routes `auto` with the artifact trained on the fleet's own eval."""
-    from gateway.config import default_fleet
+    from fleet.config import default_fleet
     from router.routing import load_router
     from tests.routing_examples import KINDS
 

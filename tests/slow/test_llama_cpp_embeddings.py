@@ -12,8 +12,8 @@ import openai
 import pytest
 
 from backends.fake import FakeBackend
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import sys
 import openai
 import pytest
 
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from tests.conftest import LiveServer, free_port, wait_until_serving
 
 pytestmark = pytest.mark.slow

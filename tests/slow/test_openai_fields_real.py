@@ -13,8 +13,8 @@ import openai
 import pydantic
 import pytest
 
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from gateway.config import FleetConfig, parse_fleet
+from fleet.config import FleetConfig, parse_fleet
 from tests.conftest import asgi_client
 from tests.gateway.shared_state.redis_server import RedisServer, RedisUnavailable, running_redis
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from backends.fake import FakeBackend
+from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.config import parse_fleet
 from gateway.keys import KeyStore
 from tests.gateway.shared_state.conftest import ADMIN, metric, replicas
 

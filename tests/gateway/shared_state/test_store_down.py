@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from backends.fake import FakeBackend
+from fleet.config import ConfigError, StateConfig
 from gateway.app import create_app
-from gateway.config import ConfigError, StateConfig
 from gateway.keys import KeyStore, Limits
 from tests.conftest import free_port
 from tests.gateway.shared_state.conftest import ADMIN, metric, replicas, shared_fleet

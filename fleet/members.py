@@ -20,8 +20,8 @@ from backends.resilience import (
     StreamTimeouts,
 )
 from backends.types import Completion, GenerationRequest, StreamChunk
-from gateway.composites import StaticEmbedding, build_route
-from gateway.config import FleetConfig, LlamaCppModel, ModelConfig, OpenAIModel, Price
+from fleet.composites import StaticEmbedding, build_route
+from fleet.config import FleetConfig, LlamaCppModel, ModelConfig, OpenAIModel, Price
 
 
 def _llama_cpp(config: ModelConfig) -> Backend:

@@ -25,7 +25,7 @@ from backends.composite import (
     PlanSolveSettings,
     Sampler,
 )
-from gateway.config import CascadeRoute, DiverseRoute, PlanSolveRoute, RouteConfig
+from fleet.config import CascadeRoute, DiverseRoute, PlanSolveRoute, RouteConfig
 
 
 class StaticEmbedding:

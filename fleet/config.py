@@ -610,9 +610,9 @@ def load_fleet(path: str | Path) -> FleetConfig:
 def default_fleet() -> FleetConfig:
     """The embedded default fleet: small GGUF models shipped by PyPI packages.
 
-    Relative paths in it (the router artifact) are relative to the gateway package, so the
+    Relative paths in it (the router artifact) are relative to the fleet package, so the
     fleet's router, shipped in router/artifacts/, is found in a checkout and an install alike.
     """
-    package = importlib.resources.files("gateway")
+    package = importlib.resources.files("fleet")
     text = package.joinpath("default_fleet.yaml").read_text()
     return parse_fleet(yaml.safe_load(text), base_dir=Path(str(package)), source="embedded default fleet")
