@@ -2,7 +2,7 @@
 
 In one run on one machine this script
 
-1. starts the stub upstream (``benchmarks/stub_upstream.py``),
+1. starts the stub upstream (``tests/stub_upstream.py``, shared with the tests),
 2. measures three targets, one after the other, each started alone:
    ``direct`` (the stub itself), ``gateway`` (smallfleet through its ``openai``
    backend, in front of the stub) and ``litellm`` (LiteLLM's proxy, one worker,
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STUB_SCRIPT = Path(__file__).resolve().parent / "stub_upstream.py"
+STUB_SCRIPT = REPO_ROOT / "tests" / "stub_upstream.py"
 HOST = "127.0.0.1"
 MODEL = "stub"
 REQUEST_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}],

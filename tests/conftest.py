@@ -24,8 +24,7 @@ from fleet.config import FleetConfig, parse_fleet
 from gateway.app import create_app
 
 REPO = Path(__file__).resolve().parent.parent
-STUB_UPSTREAM = REPO / "benchmarks" / "stub_upstream.py"
-FAULT_SERVER = REPO / "tests" / "fault_server.py"
+STUB_UPSTREAM = REPO / "tests" / "stub_upstream.py"
 
 
 @pytest.fixture(autouse=True)
@@ -128,20 +127,14 @@ def script_server(script: Path, *args: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def stub_upstream_process(*args: str) -> Iterator[str]:
-    """benchmarks/stub_upstream.py on a free port; yields its OpenAI base URL (…/v1)."""
+    """tests/stub_upstream.py on a free port; yields its OpenAI base URL (…/v1)."""
     with script_server(STUB_UPSTREAM, *args) as url:
         yield url + "/v1"
 
 
 @pytest.fixture
-def fault_server() -> Iterator[str]:
-    """tests/fault_server.py on a free port; yields its OpenAI base URL (…/v1)."""
-    with script_server(FAULT_SERVER) as url:
-        yield url + "/v1"
-
-
-@pytest.fixture
 def stub_upstream() -> Iterator[str]:
+    """The stub upstream's OpenAI base URL (…/v1): plain answers, or the fault a model names."""
     with stub_upstream_process() as url:
         yield url
 

@@ -166,14 +166,14 @@ def test_the_max_tokens_ceiling_comes_from_the_environment():
         InputLimits.from_env({"SMALLFLEET_MAX_TOKENS": "-1"})
 
 
-async def test_an_openai_upstreams_context_length_400_maps_through(make_client, fault_server):
+async def test_an_openai_upstreams_context_length_400_maps_through(make_client, stub_upstream):
     fleet = parse_fleet(
         {
             "models": [
                 {
                     "name": "up",
                     "backend": "openai",
-                    "base_url": fault_server,
+                    "base_url": stub_upstream,
                     "upstream_model": "fault:context-length",
                 }
             ]

@@ -1,4 +1,4 @@
-"""The first-token deadline, through a live gateway in front of the real fault server, with the
+"""The first-token deadline, through a live gateway in front of the stub upstream's faults, with the
 official ``openai`` client: a model that never answers hands over to its declared fallback
 within 20 s at default settings (issue 16: it took 180 s, three attempts of 60 s each), whole or
 streamed; and the deadline is a budget, configurable, that ends a request with no one left.
@@ -20,7 +20,8 @@ import pytest
 
 from fleet.config import parse_fleet
 from gateway.app import create_app
-from tests.conftest import FAULT_SERVER, LiveServer, script_server
+from tests.conftest import STUB_UPSTREAM, LiveServer, script_server
+from tests.stub_upstream import ANSWER
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 HAND_OVER_WITHIN = 20.0  # seconds: the issue's bar at default settings
@@ -28,7 +29,7 @@ HAND_OVER_WITHIN = 20.0  # seconds: the issue's bar at default settings
 
 @pytest.fixture(scope="module")
 def fault_url() -> Iterator[str]:
-    with script_server(FAULT_SERVER) as url:
+    with script_server(STUB_UPSTREAM) as url:
         yield url
 
 
@@ -87,7 +88,7 @@ def test_a_never_answering_model_hands_over_to_its_fallback_within_20_s(gateway:
         (whole_s, whole_model, whole_text), (stream_s, stream_model, stream_text) = whole.result(), streamed.result()
     print(f"\nfallback answer after: whole {whole_s:.2f} s, streamed {stream_s:.2f} s")
     for seconds, model, text in ((whole_s, whole_model, whole_text), (stream_s, stream_model, stream_text)):
-        assert model == "good" and text == "Hello from the fault server."
+        assert model == "good" and text == ANSWER
         assert 14.0 <= seconds < HAND_OVER_WITHIN  # the 15 s hand-over, then the fallback's answer
     assert _attempts(fault_url, "hung", "fault:hang") == 2  # one attempt each: a hang spends the share
     deadline = time.monotonic() + 5

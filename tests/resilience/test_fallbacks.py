@@ -1,4 +1,4 @@
-"""Fallbacks through a live gateway and the fault server: a model's declared chain, a longer
+"""Fallbacks through a live gateway and the stub upstream's faults: a model's declared chain, a longer
 context for a prompt that is too long, and the router skipping a model whose circuit is open."""
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Every fault of tests/fault_server.py, through a live gateway: what the client gets, how many
+"""Every fault of the stub upstream (tests/stub_upstream.py), through a live gateway: what the client gets, how many
 upstream attempts were made, and that the gateway still answers the next request.
 
 One gateway serves the whole module; each scenario is a fleet member of its own whose
 ``upstream_model`` names its fault (tagged with the member's name, so each keeps its own
-counters on the fault server). Timeouts and delays are tiny so the module runs in seconds.
+counters on the stub upstream). Timeouts and delays are tiny so the module runs in seconds.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pytest
 
 from fleet.config import parse_fleet
 from gateway.app import create_app
-from tests.conftest import FAULT_SERVER, LiveServer, script_server
+from tests.conftest import STUB_UPSTREAM, LiveServer, script_server
+from tests.stub_upstream import ANSWER
 
 FAST = {
     "retry": {"attempts": 3, "base_delay": 0.01, "max_delay": 0.05, "max_retry_after": 2.0},
@@ -69,7 +70,7 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture(scope="module")
 def fault_url() -> Iterator[str]:
-    with script_server(FAULT_SERVER) as url:
+    with script_server(STUB_UPSTREAM) as url:
         yield url
 
 
@@ -150,7 +151,7 @@ def assert_broken_stream(events: list[str], code: str) -> str:
 def assert_still_serving(client: httpx.Client) -> None:
     response = chat(client, "healthy")
     assert response.status_code == 200, response.text
-    assert response.json()["choices"][0]["message"]["content"] == "Hello from the fault server."
+    assert response.json()["choices"][0]["message"]["content"] == ANSWER
     _, events = stream(client, "healthy")
     assert events[-1] == "[DONE]" and orjson.loads(events[-2])["choices"][0]["finish_reason"] == "stop"
 
@@ -322,9 +323,7 @@ def test_missing_done_after_a_finish_reason_is_a_complete_answer(client: httpx.C
     assert events[-1] == "[DONE]"  # the gateway's own
     chunks = [orjson.loads(event) for event in events[:-1]]
     assert not any("error" in chunk for chunk in chunks)
-    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == (
-        "Hello from the fault server."
-    )
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == ANSWER
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
     assert attempts(fault_url, "f-no-done") == 1
     assert chat(client, "f-no-done").status_code == 200
@@ -402,4 +401,4 @@ def test_graceful_shutdown_drains_in_flight_requests(
     server.__exit__()  # asks uvicorn to shut down, and waits for it
     worker.join(timeout=10)
     assert results and results[0].status_code == 200
-    assert results[0].text.rstrip().endswith("data: [DONE]") and "server." in results[0].text
+    assert results[0].text.rstrip().endswith("data: [DONE]") and "upstream." in results[0].text

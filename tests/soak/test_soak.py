@@ -1,6 +1,6 @@
-"""Soak: steady concurrency through a subprocess gateway to the fault server, for a bounded time.
+"""Soak: steady concurrency through a subprocess gateway to the stub upstream, for a bounded time.
 
-The gateway (``python -m gateway serve``) sits in front of ``tests/fault_server.py``
+The gateway (``python -m gateway serve``) sits in front of ``tests/stub_upstream.py``
 (model ``ok``) with a SQLite request log. ``CONCURRENCY`` clients send
 completions back to back for ``SMALLFLEET_SOAK_SECONDS`` (default 20; the long
 form is e.g. 1800). The gateway's own RSS and open file descriptors are
@@ -46,14 +46,14 @@ def _open_fds(pid: int) -> int:
 
 
 @pytest.fixture
-def gateway(fault_server: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+def gateway(stub_upstream: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     db = tmp_path / "requests.db"
     config = tmp_path / "fleet.yaml"
     config.write_text(
         "models:\n"
         "  - name: ok\n"
         "    backend: openai\n"
-        f"    base_url: {fault_server}\n"
+        f"    base_url: {stub_upstream}\n"
         "    price: {input: 1.0, output: 2.0}\n"
         f"request_log: {{url: 'sqlite:///{db}'}}\n"
     )
