@@ -46,7 +46,7 @@ def _names(text: str) -> list[str]:
 
 def add_fleet_commands(subparsers: Any) -> None:
     """Register ``fleet eval``, ``fleet report`` and ``fleet router``."""
-    from fleet.report import DEFAULT_CPU_SECOND_PRICE, DEFAULT_GB_SECOND_PRICE
+    from fleet.tables import DEFAULT_CPU_SECOND_PRICE, DEFAULT_GB_SECOND_PRICE
 
     fleet = subparsers.add_parser("fleet", help="measure the fleet's models on labelled benchmarks")
     commands = fleet.add_subparsers(dest="fleet_command", required=True)
@@ -130,8 +130,8 @@ def run_fleet_report(args: argparse.Namespace) -> int:
 
 def run_fleet_eval(args: argparse.Namespace) -> int:
     from fleet.benchmarks import load_benchmarks, shard_items
-    from fleet.report import CostRates, write_outputs
     from fleet.runner import evaluate_model
+    from fleet.tables import CostRates, write_outputs
 
     if args.limit is not None and args.limit < 1:
         raise DataError("--limit must be at least 1")

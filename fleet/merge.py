@@ -29,8 +29,8 @@ from backends.base import Backend
 from backends.gguf_meta import KvShape
 from fleet.benchmarks import BenchmarkItem, expand_names, load_benchmarks
 from fleet.models import EvalModel
-from fleet.report import CostRates, training_rows, write_outputs
 from fleet.runner import ModelRun, QueryResult
+from fleet.tables import CostRates, training_rows, write_outputs
 from router._errors import DataError
 
 ItemLoader = Callable[[Sequence[str], int | None, int], list[BenchmarkItem]]
@@ -123,7 +123,7 @@ def _shape(facts: dict[str, Any]) -> KvShape | None:
 
 
 def _replayed_model(name: str, params: float | None, quant: str | None, in_process: bool) -> EvalModel:
-    """A model as the report code sees it. A replayed run is never asked anything: no backend."""
+    """A model as the table code sees it. A replayed run is never asked anything: no backend."""
     return EvalModel(name, cast(Backend, None), params=params, quant=quant, in_process=in_process)
 
 

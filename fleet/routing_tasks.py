@@ -5,7 +5,7 @@ router is trained on (``router/data/train.json``), its task, ground truth and me
 the fleet on those questions gives rows keyed by the benchmark's own question text, so a fleet
 model's scores join the nine models' scores for the same questions.
 
-Gradeable here (each scored by its task's metric, see :mod:`fleet.scoring`):
+Gradeable here (each scored by its task's metric, see :mod:`fleet.grading`):
 
 - ``routing:trivia_qa``, ``routing:natural_qa`` (f1_score): a short answer only;
 - ``routing:commonsense_qa``, ``routing:openbook_qa``, ``routing:arc_challenge``, ``routing:mmlu``

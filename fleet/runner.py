@@ -23,8 +23,8 @@ from backends.features import Feature
 from backends.gguf_meta import KvShape
 from backends.types import GenerationRequest, SamplingParams
 from fleet.benchmarks import BenchmarkItem
+from fleet.grading import score
 from fleet.models import EvalModel
-from fleet.scoring import score
 
 DEFAULT_MAX_TOKENS = {
     "mmlu": 64, "gsm8k": 384, "humaneval": 384,

@@ -5,7 +5,7 @@
 - a letter A-D: the option a multiple-choice answer commits to (:func:`extract_letter`);
 - else the text itself, lower-cased with its whitespace and trailing punctuation squeezed.
 
-Pure functions, no I/O: ``fleet.scoring`` scores benchmarks with the same ones.
+Pure functions, no I/O: ``fleet.grading`` grades benchmark answers with the same ones.
 """
 
 from __future__ import annotations

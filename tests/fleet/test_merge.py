@@ -1,6 +1,6 @@
 """`fleet report`: eval outputs run in chunks merge into what one run over everything writes.
 
-The fixtures are written by the real report code (report.write_outputs, as `fleet eval` does)
+The fixtures are written by the real table code (tables.write_outputs, as `fleet eval` does)
 from synthetic runs over real benchmark items, so the merge is checked against the very files a
 single evaluation would have produced.
 """
@@ -20,8 +20,8 @@ from backends.gguf_meta import KvShape
 from fleet.benchmarks import BenchmarkItem, load_benchmarks
 from fleet.merge import merge, merge_directories, read_output
 from fleet.models import EvalModel
-from fleet.report import CostRates, write_outputs
 from fleet.runner import ModelRun, QueryResult
+from fleet.tables import CostRates, write_outputs
 from gateway.cli import main
 from router._errors import DataError
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from fleet.benchmarks import expand_names, load_benchmarks, shard_items
+from fleet.grading import F1_THRESHOLD, score, short_answer, token_f1
 from fleet.routing_tasks import GRADEABLE, NAMES, TRAIN_FILE, load_routing_task
-from fleet.scoring import F1_THRESHOLD, score, short_answer, token_f1
 from router._errors import DataError
 
 

@@ -15,8 +15,8 @@ from backends.types import Message
 from fleet.benchmarks import BenchmarkItem
 from fleet.cli import add_fleet_commands
 from fleet.models import EvalModel, load_eval_models
-from fleet.report import CostRates, markdown, measured_cost, table, training_rows
 from fleet.runner import evaluate_model
+from fleet.tables import CostRates, markdown, measured_cost, table, training_rows
 from router._errors import DataError
 
 

@@ -1,4 +1,4 @@
-"""The fleet evaluation's scorers: letters, final numbers, HumanEval in the sandbox."""
+"""The fleet evaluation's grading: letters, final numbers, HumanEval in the sandbox."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 
 from backends.types import Message
 from fleet.benchmarks import BenchmarkItem
-from fleet.sandbox import network_isolation, run_python
-from fleet.scoring import (
+from fleet.grading import (
     extract_code,
     extract_final_number,
     extract_letter,
@@ -18,6 +17,7 @@ from fleet.scoring import (
     score_letter,
     score_number,
 )
+from fleet.sandbox import network_isolation, run_python
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Scoring a model's answer against a benchmark's label: 1 correct, 0 not.
+"""Grading a model's answer against a benchmark's label: 1 correct, 0 not.
 
 - multiple choice (mmlu): the letter the answer commits to, found by :func:`extract_letter`;
 - gsm8k: the final number (:func:`extract_final_number`) equals the reference numerically;
