@@ -37,10 +37,12 @@ import orjson
 from backends.errors import BackendError, BackendTimeout, ContextLengthExceeded, Overloaded, RequestError
 from backends.openai_http import Timeouts, _error_for_status, _map_transport_errors
 
+Pooling = Literal["auto", "mean", "cls", "last"]
 DEFAULT_MAX_QUEUE = 16
 DEFAULT_LLAMA_CONTEXT = 512
+DEFAULT_POOLING: Pooling = "auto"  # the GGUF's own, or mean for a GGUF that declares none
+DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_TIMEOUTS = Timeouts()
-Pooling = Literal["auto", "mean", "cls", "last"]
 T = TypeVar("T")
 
 
@@ -224,7 +226,7 @@ class LlamaCppEmbedder:
         *,
         sha256: str | None = None,
         context_length: int = DEFAULT_LLAMA_CONTEXT,
-        pooling: Pooling = "auto",
+        pooling: Pooling = DEFAULT_POOLING,
         matryoshka: bool = False,
         threads: int | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
@@ -305,7 +307,7 @@ class OpenAIEmbedder:
         dimensions: int | None = None,
         matryoshka: bool = False,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
-        max_connections: int = 64,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name

@@ -19,10 +19,18 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from backends import embeddings, llama_cpp, openai_http, resilience
+from backends.composite import cascade, diverse, plan_solve
 from backends.features import Feature
 
+# Every default a backend also has is imported from the backend that uses it (written once).
+# These are the config's own: nothing below the gateway uses them.
 RESERVED_MODEL_PREFIX = "auto"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_MAX_MESSAGES = 1024
+DEFAULT_STATE_PREFIX = "smallfleet"
+DEFAULT_STATE_TIMEOUT = 0.25  # seconds per store operation
+DEFAULT_STATE_POLL_INTERVAL = 0.5
 DB_URL_ENV = "SMALLFLEET_DB_URL"
 STATE_URL_ENV = "SMALLFLEET_STATE_URL"
 STATE_URL_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -52,25 +60,44 @@ class Price(_Strict):
 class RetryConfig(_Strict):
     """Retries of failures before the first token (see docs/resilience.md)."""
 
-    attempts: int = Field(default=3, ge=1, le=10, description="tries in all; 1 never retries")
-    base_delay: float = Field(default=0.2, ge=0, le=60, description="seconds before the first retry")
-    max_delay: float = Field(default=2.0, ge=0, le=600, description="longest backoff, seconds")
-    jitter: float = Field(default=0.5, ge=0, le=1, description="random fraction of each backoff")
+    attempts: int = Field(
+        default=resilience.DEFAULT_RETRY_ATTEMPTS, ge=1, le=10, description="tries in all; 1 never retries"
+    )
+    base_delay: float = Field(
+        default=resilience.DEFAULT_RETRY_BASE_DELAY, ge=0, le=60, description="seconds before the first retry"
+    )
+    max_delay: float = Field(
+        default=resilience.DEFAULT_RETRY_MAX_DELAY, ge=0, le=600, description="longest backoff, seconds"
+    )
+    jitter: float = Field(
+        default=resilience.DEFAULT_RETRY_JITTER, ge=0, le=1, description="random fraction of each backoff"
+    )
     max_retry_after: float = Field(
-        default=10.0, ge=0, le=3600, description="a longer Retry-After is not waited for"
+        default=resilience.DEFAULT_MAX_RETRY_AFTER, ge=0, le=3600,
+        description="a longer Retry-After is not waited for",
     )
 
 
 class CircuitBreakerConfig(_Strict):
     enabled: bool = True
-    failure_threshold: int = Field(default=5, ge=1, le=10_000, description="failures in a row to open")
-    cool_down: float = Field(default=30.0, ge=0, le=86_400, description="seconds open before a probe")
+    failure_threshold: int = Field(
+        default=resilience.DEFAULT_FAILURE_THRESHOLD, ge=1, le=10_000, description="failures in a row to open"
+    )
+    cool_down: float = Field(
+        default=resilience.DEFAULT_COOL_DOWN, ge=0, le=86_400, description="seconds open before a probe"
+    )
 
 
 class StreamTimeoutsConfig(_Strict):
-    first_token: float = Field(default=60.0, gt=0, description="seconds to the first chunk")
-    idle: float = Field(default=30.0, gt=0, description="longest gap between two stream chunks")
-    total: float = Field(default=600.0, gt=0, description="whole call, retries included")
+    first_token: float = Field(
+        default=resilience.DEFAULT_FIRST_TOKEN_TIMEOUT, gt=0, description="seconds to the first chunk"
+    )
+    idle: float = Field(
+        default=resilience.DEFAULT_IDLE_TIMEOUT, gt=0, description="longest gap between two stream chunks"
+    )
+    total: float = Field(
+        default=resilience.DEFAULT_TOTAL_TIMEOUT, gt=0, description="whole call, retries included"
+    )
 
 
 class ResilienceConfig(_Strict):
@@ -78,7 +105,9 @@ class ResilienceConfig(_Strict):
 
     enabled: bool = True
     retry: RetryConfig | None = Field(
-        default=None, description="default: 3 attempts for openai models, 1 (no retries) for llama_cpp"
+        default=None,
+        description=f"default: {resilience.DEFAULT_RETRY_ATTEMPTS} attempts for openai models, "
+        "1 (no retries) for llama_cpp",
     )
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     timeouts: StreamTimeoutsConfig = StreamTimeoutsConfig()
@@ -94,10 +123,13 @@ class DeadlineConfig(_Strict):
     """A request's time budget to its first token, across retries and fallbacks (docs/resilience.md)."""
 
     first_token: float | None = Field(
-        default=60.0, gt=0, le=86_400, description="seconds from arrival to the first token; null: none"
+        default=resilience.DEFAULT_FIRST_TOKEN_DEADLINE,
+        gt=0,
+        le=86_400,
+        description="seconds from arrival to the first token; null: none",
     )
     hand_over: float = Field(
-        default=15.0, gt=0, le=86_400,
+        default=resilience.DEFAULT_HAND_OVER, gt=0, le=86_400,
         description="longest wait for one model's first token while another candidate could answer",
     )
 
@@ -138,9 +170,9 @@ class LlamaCppModel(_ModelBase):
     backend: Literal["llama_cpp"]
     gguf: str = Field(min_length=1, description="a path, or packaged:<name>")
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    context_length: int = Field(default=4096, gt=0, le=1 << 20)
+    context_length: int = Field(default=llama_cpp.DEFAULT_CONTEXT_LENGTH, gt=0, le=1 << 20)
     threads: int | None = Field(default=None, gt=0)
-    max_queue: int = Field(default=16, ge=0, le=10_000)
+    max_queue: int = Field(default=llama_cpp.DEFAULT_MAX_QUEUE, ge=0, le=10_000)
 
     def retry_config(self) -> RetryConfig:
         # In process, a failure is a bug or a full queue: retrying it soon does not help.
@@ -152,9 +184,9 @@ class LlamaCppModel(_ModelBase):
 
 
 class Timeouts(_Strict):
-    connect: float = Field(default=5.0, gt=0)
-    read: float = Field(default=60.0, gt=0)
-    total: float = Field(default=600.0, gt=0)
+    connect: float = Field(default=openai_http.DEFAULT_CONNECT_TIMEOUT, gt=0)
+    read: float = Field(default=openai_http.DEFAULT_READ_TIMEOUT, gt=0)
+    total: float = Field(default=openai_http.DEFAULT_TOTAL_TIMEOUT, gt=0)
 
 
 class OpenAIModel(_ModelBase):
@@ -164,7 +196,7 @@ class OpenAIModel(_ModelBase):
     api_key_env: str | None = Field(default=None, description="environment variable with its key")
     context_length: int | None = Field(default=None, gt=0)
     timeouts: Timeouts = Timeouts()
-    max_connections: int = Field(default=512, gt=0)
+    max_connections: int = Field(default=openai_http.DEFAULT_MAX_CONNECTIONS, gt=0)
     features: list[Feature] | None = Field(
         default=None,
         description="what the server honours beyond text (default: all; docs/api.md): requests using "
@@ -193,8 +225,13 @@ class _RouteBase(_Strict):
 
 
 class PlanSolveTimeouts(_Strict):
-    planner: float = Field(default=30.0, gt=0, description="seconds for the plan; then it solves directly")
-    solver: float = Field(default=300.0, gt=0, description="seconds for the whole answer")
+    planner: float = Field(
+        default=plan_solve.DEFAULT_PLANNER_TIMEOUT, gt=0,
+        description="seconds for the plan; then it solves directly"
+    )
+    solver: float = Field(
+        default=plan_solve.DEFAULT_SOLVER_TIMEOUT, gt=0, description="seconds for the whole answer"
+    )
 
 
 class PlanSolveRoute(_RouteBase):
@@ -203,9 +240,13 @@ class PlanSolveRoute(_RouteBase):
     type: Literal["plan_solve"]
     planner: ModelName
     solver: ModelName
-    plan_max_tokens: int = Field(default=128, ge=8, le=4096, description="a longer plan is dropped")
-    max_steps: int = Field(default=8, ge=1, le=50, description="a plan with more steps is dropped")
-    planner_temperature: float = Field(default=0.0, ge=0, le=2)
+    plan_max_tokens: int = Field(
+        default=plan_solve.DEFAULT_PLAN_MAX_TOKENS, ge=8, le=4096, description="a longer plan is dropped"
+    )
+    max_steps: int = Field(
+        default=plan_solve.DEFAULT_MAX_STEPS, ge=1, le=50, description="a plan with more steps is dropped"
+    )
+    planner_temperature: float = Field(default=plan_solve.DEFAULT_PLANNER_TEMPERATURE, ge=0, le=2)
     planner_prompt: str | None = Field(default=None, min_length=1, description="may use {max_steps}")
     solver_prompt: str | None = Field(default=None, min_length=1, description="must use {plan}")
     timeouts: PlanSolveTimeouts = PlanSolveTimeouts()
@@ -237,12 +278,18 @@ class DiverseRoute(_RouteBase):
     type: Literal["diverse"]
     samples: list[DiverseSample] = Field(min_length=1)
     dedupe_threshold: float = Field(
-        default=0.95, gt=0, le=1, description="cosine similarity at which two samples are duplicates"
+        default=diverse.DEFAULT_DEDUPE_THRESHOLD,
+        gt=0,
+        le=1,
+        description="cosine similarity at which two samples are duplicates",
     )
     count_duplicates: bool = Field(
-        default=True, description="every sample votes; false: near-duplicates vote once"
+        default=diverse.DEFAULT_COUNT_DUPLICATES,
+        description="every sample votes; false: near-duplicates vote once"
     )
-    timeout: float = Field(default=120.0, gt=0, description="seconds per sample, queueing included")
+    timeout: float = Field(
+        default=diverse.DEFAULT_SAMPLE_TIMEOUT, gt=0, description="seconds per sample, queueing included"
+    )
 
     @field_validator("samples")
     @classmethod
@@ -270,10 +317,13 @@ class CascadeRoute(_RouteBase):
     threshold: float = Field(
         le=0, description="token log-probability (by signal) under which the first answer is escalated"
     )
-    signal: Literal["mean", "min"] = Field(
-        default="mean", description="mean: over the first answer's tokens; min: its least likely token"
+    signal: cascade.Signal = Field(
+        default=cascade.DEFAULT_SIGNAL,
+        description="mean: over the first answer's tokens; min: its least likely token"
     )
-    timeout: float = Field(default=300.0, gt=0, description="seconds for each model's answer")
+    timeout: float = Field(
+        default=cascade.DEFAULT_STEP_TIMEOUT, gt=0, description="seconds for each model's answer"
+    )
 
     def member_names(self) -> list[tuple[str, str]]:
         return [("first", self.first), ("then", self.then)]
@@ -333,13 +383,16 @@ class LlamaCppEmbeddingModel(_EmbeddingBase):
     backend: Literal["llama_cpp"]
     gguf: str = Field(min_length=1, description="a path, or packaged:<name>")
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    context_length: int = Field(default=512, gt=0, le=1 << 20, description="longest text, in tokens")
-    pooling: Literal["auto", "mean", "cls", "last"] = Field(
-        default="auto", description="auto: the GGUF's own, or mean for a GGUF that declares none"
+    context_length: int = Field(
+        default=embeddings.DEFAULT_LLAMA_CONTEXT, gt=0, le=1 << 20, description="longest text, in tokens"
+    )
+    pooling: embeddings.Pooling = Field(
+        default=embeddings.DEFAULT_POOLING,
+        description="auto: the GGUF's own, or mean for a GGUF that declares none"
     )
     matryoshka: bool = Field(default=False, description="trained so fewer dimensions may be asked for")
     threads: int | None = Field(default=None, gt=0)
-    max_queue: int = Field(default=16, ge=0, le=10_000)
+    max_queue: int = Field(default=embeddings.DEFAULT_MAX_QUEUE, ge=0, le=10_000)
 
 
 class OpenAIEmbeddingModel(_EmbeddingBase):
@@ -352,7 +405,7 @@ class OpenAIEmbeddingModel(_EmbeddingBase):
     dimensions: int | None = Field(default=None, gt=0, description="the model's own number of dimensions")
     matryoshka: bool = Field(default=False, description="pass a request's dimensions on to the server")
     timeouts: Timeouts = Timeouts()
-    max_connections: int = Field(default=64, gt=0)
+    max_connections: int = Field(default=embeddings.DEFAULT_MAX_CONNECTIONS, gt=0)
 
 
 EmbeddingModelConfig = Annotated[
@@ -407,11 +460,16 @@ class StateConfig(_Strict):
         default="open",
         description="store unreachable: open = per-process limits, closed = 503 for keyed requests",
     )
-    timeout: float = Field(default=0.25, gt=0, le=10, description="seconds per store operation")
-    poll_interval: float = Field(
-        default=0.5, gt=0, le=60, description="seconds between checks for new keys and router versions"
+    timeout: float = Field(
+        default=DEFAULT_STATE_TIMEOUT, gt=0, le=10, description="seconds per store operation"
     )
-    prefix: str = Field(default="smallfleet", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="key prefix")
+    poll_interval: float = Field(
+        default=DEFAULT_STATE_POLL_INTERVAL, gt=0, le=60,
+        description="seconds between checks for new keys and router versions"
+    )
+    prefix: str = Field(
+        default=DEFAULT_STATE_PREFIX, pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="key prefix"
+    )
 
     @field_validator("url")
     @classmethod
@@ -457,7 +515,7 @@ class AccessConfig(_Strict):
 
 class Limits(_Strict):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
-    max_messages: int = Field(default=1024, gt=0)
+    max_messages: int = Field(default=DEFAULT_MAX_MESSAGES, gt=0)
     max_embedding_inputs: int = Field(default=MAX_EMBEDDING_INPUTS, gt=0, description="texts per request")
 
 

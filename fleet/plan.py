@@ -36,13 +36,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from backends.llama_cpp import DEFAULT_CONTEXT_LENGTH
 from router._errors import DataError
 
 # The overhead of a model whose peak memory was not measured: Qwen2.5-Coder-0.5B Q4_K_M's in fleet
 # eval at context 4096 (259 MB). Others measured (docs/fleet-eval.md): SmolLM2-135M about 56 MB;
 # Qwen2.5-Coder-1.5B Q2_K 515 MB, 284 MB of it weights llama.cpp repacks for the CPU.
 DEFAULT_OVERHEAD_BYTES = 260_000_000
-DEFAULT_CONTEXT = 4096
+DEFAULT_CONTEXT = DEFAULT_CONTEXT_LENGTH  # the context a llama_cpp model is served with by default
 DEFAULT_MAX_LOSS = 0.02
 _EPSILON = 1e-9
 # The rule in one paragraph: printed with every plan, in --json and in --help.

@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from backends.base import Backend
 from backends.composite.calls import (
@@ -45,6 +46,8 @@ from backends.types import (
 
 KIND = "cascade"
 DEFAULT_STEP_TIMEOUT = 300.0
+Signal = Literal["mean", "min"]
+DEFAULT_SIGNAL: Signal = "mean"
 
 # Why the route escalated (the trace's ``escalated``), or None when the first answer stood.
 LOW_CONFIDENCE = "low_confidence"
@@ -83,7 +86,7 @@ def escalation_reason(
 @dataclass(frozen=True, slots=True)
 class CascadeSettings:
     threshold: float  # token log-probability (by ``signal``) under which the first answer is escalated
-    signal: str = "mean"  # mean: over the answer's tokens; min: its least likely token
+    signal: str = DEFAULT_SIGNAL  # mean: over the answer's tokens; min: its least likely token
     step_timeout: float = DEFAULT_STEP_TIMEOUT
 
     def __post_init__(self) -> None:

@@ -39,6 +39,7 @@ from backends.types import (
 KIND = "diverse"
 DEFAULT_DEDUPE_THRESHOLD = 0.95
 DEFAULT_SAMPLE_TIMEOUT = 120.0
+DEFAULT_COUNT_DUPLICATES = True  # every sample votes; False: near-duplicates vote once
 
 Embed = Callable[[list[str]], Any]  # texts -> an array-like of shape (len(texts), dim)
 
@@ -62,7 +63,7 @@ class Sampler:
 class DiverseSettings:
     dedupe_threshold: float = DEFAULT_DEDUPE_THRESHOLD
     sample_timeout: float = DEFAULT_SAMPLE_TIMEOUT
-    count_duplicates: bool = True  # False: near-duplicates vote once
+    count_duplicates: bool = DEFAULT_COUNT_DUPLICATES
 
     def __post_init__(self) -> None:
         if not 0.0 < self.dedupe_threshold <= 1.0:

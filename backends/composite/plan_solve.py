@@ -44,6 +44,7 @@ from backends.types import (
 KIND = "plan_solve"
 DEFAULT_PLAN_MAX_TOKENS = 128
 DEFAULT_MAX_STEPS = 8
+DEFAULT_PLANNER_TEMPERATURE = 0.0
 DEFAULT_PLANNER_TIMEOUT = 30.0
 DEFAULT_SOLVER_TIMEOUT = 300.0
 DEFAULT_PLANNER_PROMPT = (
@@ -70,7 +71,7 @@ _STEP = re.compile(r"^\s*(?:(?:step\s*)?\d{1,2}\s*[.):]|[-*\u2022])\s*(.*\S)", r
 class PlanSolveSettings:
     plan_max_tokens: int = DEFAULT_PLAN_MAX_TOKENS
     max_steps: int = DEFAULT_MAX_STEPS
-    planner_temperature: float = 0.0
+    planner_temperature: float = DEFAULT_PLANNER_TEMPERATURE
     planner_timeout: float = DEFAULT_PLANNER_TIMEOUT
     solver_timeout: float = DEFAULT_SOLVER_TIMEOUT
     planner_prompt: str = DEFAULT_PLANNER_PROMPT  # may use {max_steps}

@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from fleet.config import StateConfig
+from fleet.config import DEFAULT_STATE_PREFIX, DEFAULT_STATE_TIMEOUT, StateConfig
 from gateway.errors import StateUnavailable
 from gateway.metrics import GatewayMetrics
 
@@ -43,8 +43,8 @@ class SharedStore:
         client: aioredis.Redis,
         metrics: GatewayMetrics,
         *,
-        prefix: str = "smallfleet",
-        timeout: float = 0.25,
+        prefix: str = DEFAULT_STATE_PREFIX,
+        timeout: float = DEFAULT_STATE_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
