@@ -85,12 +85,12 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
 # -- 1. admission alone --------------------------------------------------------------------------
 async def measure_admission(redis_url: str | None, calls: int) -> dict[str, float]:
     from fleet.config import StateConfig
-    from gateway.keys import KeyStore, Limits
+    from gateway.keys import KeyLimits, KeyStore
     from gateway.limits import Limiter
     from gateway.metrics import GatewayMetrics
     from gateway.shared import SharedLimiter, SharedStore
 
-    keys = KeyStore([f"bench:{KEY}"], limits={"bench": Limits(rpm=10**9, tpm=10**12)})
+    keys = KeyStore([f"bench:{KEY}"], limits={"bench": KeyLimits(rpm=10**9, tpm=10**12)})
     key = keys.get("bench")
     assert key is not None
     store = None

@@ -513,7 +513,10 @@ class AccessConfig(_Strict):
         return entries
 
 
-class Limits(_Strict):
+class RequestLimitsConfig(_Strict):
+    """The fleet YAML's ``limits:``: how large one request may be. Per-key limits (rpm, tpm, budget)
+    are gateway/keys.py's ``KeyLimits``; the ``max_tokens`` ceiling is ``SMALLFLEET_MAX_TOKENS``."""
+
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     max_messages: int = Field(default=DEFAULT_MAX_MESSAGES, gt=0)
     max_embedding_inputs: int = Field(default=MAX_EMBEDDING_INPUTS, gt=0, description="texts per request")
@@ -525,7 +528,7 @@ class FleetConfig(_Strict):
     embeddings: list[EmbeddingModelConfig] = Field(default_factory=list)
     router: RouterConfig = RouterConfig()
     request_log: RequestLogConfig = RequestLogConfig()
-    limits: Limits = Limits()
+    limits: RequestLimitsConfig = RequestLimitsConfig()
     state: StateConfig = StateConfig()
     deadline: DeadlineConfig = DeadlineConfig()
     access: AccessConfig = AccessConfig()

@@ -35,7 +35,7 @@ from gateway.embeddings_api import EmbeddingsApi, build_embedders
 from gateway.endpoints import Endpoints
 from gateway.errors import MethodNotAllowed, NotFound, error_bytes
 from gateway.keys import KeyStore, KeyTable
-from gateway.limits import InputLimits, Limiter, LimitsMiddleware
+from gateway.limits import InputLimits, KeyLimitsMiddleware, Limiter
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.request_log import RequestLog, open_request_log
@@ -84,7 +84,7 @@ def _middleware(api_keys: KeyStore, limiter: Limiter, access: AccessPolicy) -> l
     return [
         Middleware(RequestIdMiddleware),
         Middleware(ApiKeyMiddleware, keys=api_keys, access=access),
-        Middleware(LimitsMiddleware, limiter=limiter),
+        Middleware(KeyLimitsMiddleware, limiter=limiter),
     ]
 
 

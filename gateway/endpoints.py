@@ -22,7 +22,8 @@ from fleet.config import ConfigError, FleetConfig, RouteConfig
 from gateway.access import AccessPolicy
 from gateway.auth import Unauthorized, bearer_key
 from gateway.errors import request_error_from_validation
-from gateway.keys import ADMIN_KEYS_ENV, ApiKey, KeyStore, KeyTable, Limits
+from gateway.keys import ADMIN_KEYS_ENV, ApiKey, KeyStore, KeyTable
+from gateway.keys import KeyLimits as Limits
 from gateway.limits import InputLimits, Limiter
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.protocol import (

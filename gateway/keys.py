@@ -55,23 +55,23 @@ def digest_of(secret: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class KeyLimits:
     """Per-key limits; ``None`` is unlimited. ``budget`` is in the fleet's cost units."""
 
     rpm: int | None = None
     tpm: int | None = None
     budget: float | None = None
 
-    def over(self, defaults: Limits) -> Limits:
+    def over(self, defaults: KeyLimits) -> KeyLimits:
         """These limits, with ``defaults`` filling the unset ones."""
-        return Limits(
+        return KeyLimits(
             rpm=self.rpm if self.rpm is not None else defaults.rpm,
             tpm=self.tpm if self.tpm is not None else defaults.tpm,
             budget=self.budget if self.budget is not None else defaults.budget,
         )
 
     @classmethod
-    def parse(cls, raw: Any, where: str) -> Limits:
+    def parse(cls, raw: Any, where: str) -> KeyLimits:
         if not isinstance(raw, dict) or set(raw) - {"rpm", "tpm", "budget"}:
             raise ValueError(f"{where}: expected an object with rpm, tpm and/or budget")
         for field in ("rpm", "tpm"):
@@ -90,7 +90,7 @@ class Limits:
 class ApiKey:
     id: str
     digest: str  # sha256, hex
-    limits: Limits  # as configured; the store's defaults fill the gaps
+    limits: KeyLimits  # as configured; the store's defaults fill the gaps
     source: Source
     created_at: float
     revoked_at: float | None = None
@@ -107,7 +107,7 @@ class KeyTable(Protocol):
     async def keys(self) -> list[StoredKey]: ...
 
 
-def _parse_limits(raw: str) -> dict[str, Limits]:
+def _parse_limits(raw: str) -> dict[str, KeyLimits]:
     if not raw.strip():
         return {}
     try:
@@ -116,7 +116,7 @@ def _parse_limits(raw: str) -> dict[str, Limits]:
         raise ValueError(f"{KEY_LIMITS_ENV} is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise ValueError(f"{KEY_LIMITS_ENV}: expected a JSON object keyed by key id (or '*')")
-    return {str(k): Limits.parse(v, f"{KEY_LIMITS_ENV}[{k!r}]") for k, v in parsed.items()}
+    return {str(k): KeyLimits.parse(v, f"{KEY_LIMITS_ENV}[{k!r}]") for k, v in parsed.items()}
 
 
 def split_key_entry(entry: str) -> tuple[str | None, str]:
@@ -130,9 +130,9 @@ def split_key_entry(entry: str) -> tuple[str | None, str]:
 class KeyStore:
     """Every known key by digest and by id; checks a presented key in constant time per digest."""
 
-    def __init__(self, entries: Iterable[str] = (), *, limits: Mapping[str, Limits] | None = None) -> None:
+    def __init__(self, entries: Iterable[str] = (), *, limits: Mapping[str, KeyLimits] | None = None) -> None:
         limits = dict(limits or {})
-        self.defaults = limits.pop(DEFAULT_LIMITS_ID, Limits())
+        self.defaults = limits.pop(DEFAULT_LIMITS_ID, KeyLimits())
         self._by_id: dict[str, ApiKey] = {}
         self._by_digest: dict[str, ApiKey] = {}
         now = time.time()
@@ -143,7 +143,7 @@ class KeyStore:
             name, secret = split_key_entry(entry)
             digest = digest_of(secret)
             key_id = name or f"key-{digest[:8]}"
-            self._add(ApiKey(key_id, digest, limits.get(key_id, Limits()), "env", now))
+            self._add(ApiKey(key_id, digest, limits.get(key_id, KeyLimits()), "env", now))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, variable: str = API_KEYS_ENV) -> KeyStore:
@@ -177,7 +177,7 @@ class KeyStore:
     def get(self, key_id: str) -> ApiKey | None:
         return self._by_id.get(key_id)
 
-    def limits_of(self, key: ApiKey) -> Limits:
+    def limits_of(self, key: ApiKey) -> KeyLimits:
         return key.limits.over(self.defaults)
 
     def all(self) -> list[ApiKey]:
@@ -190,7 +190,7 @@ class KeyStore:
         different key under a known id or digest is refused (ValueError)."""
         known, changed = self._by_id.get(row.id), False
         if known is None:
-            limits = Limits(row.rpm, row.tpm, row.budget)
+            limits = KeyLimits(row.rpm, row.tpm, row.budget)
             self._add(ApiKey(row.id, row.digest, limits, "admin", row.created_at))
             known, changed = self._by_id[row.id], True
         elif known.source != "admin" or not hmac.compare_digest(known.digest, row.digest):
@@ -212,10 +212,10 @@ class KeyStore:
     async def load(self, table: KeyTable) -> None:
         """Add the keys made through ``/admin/keys`` in earlier runs."""
         for row in await table.keys():
-            limits = Limits(row.rpm, row.tpm, row.budget)
+            limits = KeyLimits(row.rpm, row.tpm, row.budget)
             self._add(ApiKey(row.id, row.digest, limits, "admin", row.created_at, row.revoked_at))
 
-    async def create(self, table: KeyTable, name: str, limits: Limits) -> tuple[ApiKey, str]:
+    async def create(self, table: KeyTable, name: str, limits: KeyLimits) -> tuple[ApiKey, str]:
         """A new key named ``name``; returns it and its secret (shown once, never stored)."""
         if name in self._by_id:
             raise KeyConflict(f"a key named {name!r} exists already", param="name")

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.errors import RequestError, SmallfleetError
 from gateway.auth import send_error
-from gateway.keys import ApiKey, KeyStore, Limits
+from gateway.keys import ApiKey, KeyLimits, KeyStore
 from gateway.metrics import GatewayMetrics
 from gateway.request_log import RequestRecord
 
@@ -211,7 +211,7 @@ class Limiter:
         }
 
 
-class LimitsMiddleware:
+class KeyLimitsMiddleware:
     """Admits keyed completion requests against their limits and adds the limit headers."""
 
     def __init__(self, app: ASGIApp, limiter: Limiter) -> None:
@@ -270,8 +270,8 @@ __all__ = [
     "InputLimits",
     "KeyUsage",
     "Limiter",
-    "Limits",
-    "LimitsMiddleware",
+    "KeyLimits",
+    "KeyLimitsMiddleware",
     "RateLimited",
     "Refusal",
     "SlidingWindow",

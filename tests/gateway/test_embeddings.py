@@ -22,7 +22,7 @@ from fleet.config import (
 )
 from gateway.app import create_app
 from gateway.embeddings_api import embeddings_json, encode_vector, parse_request
-from gateway.keys import KeyStore, Limits
+from gateway.keys import KeyLimits, KeyStore
 from tests.conftest import asgi_client
 
 CHAT_MODEL = {"name": "alpha", "backend": "openai", "base_url": "http://127.0.0.1:9/v1"}
@@ -226,7 +226,7 @@ async def test_a_fleet_without_embedding_models_says_how_to_declare_them():
 
 
 async def test_embeddings_need_a_key_and_count_against_its_limits():
-    keys = KeyStore(["a:sk-a"], limits={"a": Limits(rpm=3, tpm=5)})
+    keys = KeyStore(["a:sk-a"], limits={"a": KeyLimits(rpm=3, tpm=5)})
     config = fleet({"name": "fake", "backend": "static"})
     app = create_app(
         config, backends={"alpha": FakeBackend("alpha")}, embedders={"fake": FakeEmbedder()}, api_keys=keys

@@ -7,7 +7,7 @@ import pytest
 from backends.fake import FakeBackend
 from fleet.config import parse_fleet
 from gateway.app import create_app
-from gateway.keys import KeyStore, Limits
+from gateway.keys import KeyLimits, KeyStore
 from gateway.limits import InputLimits, SlidingWindow
 from gateway.metrics import MAX_KEY_LABELS, OTHER_KEYS, GatewayMetrics
 from tests.conftest import asgi_client, fleet_of
@@ -16,12 +16,12 @@ CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "one two thre
 AUTH = {"authorization": "Bearer sk-a"}
 
 
-def keys_with(**limits: Limits) -> KeyStore:
+def keys_with(**limits: KeyLimits) -> KeyStore:
     return KeyStore(["a:sk-a", "b:sk-b"], limits=limits)
 
 
 async def test_requests_per_minute_give_429_with_retry_after_and_openai_headers(make_client):
-    keys = keys_with(a=Limits(rpm=2))
+    keys = keys_with(a=KeyLimits(rpm=2))
     async with make_client(fleet_of("alpha"), {"alpha": FakeBackend("alpha")}, api_keys=keys) as client:
         first = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
         second = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
@@ -44,7 +44,7 @@ async def test_requests_per_minute_give_429_with_retry_after_and_openai_headers(
 
 
 async def test_tokens_are_charged_after_the_answer_and_refuse_admission_once_spent(make_client):
-    keys = keys_with(a=Limits(tpm=10))
+    keys = keys_with(a=KeyLimits(tpm=10))
     backend = FakeBackend("alpha", reply="w1 w2 w3 w4 w5 w6 w7 w8")  # 3 prompt + 8 completion tokens
     async with make_client(fleet_of("alpha"), {"alpha": backend}, api_keys=keys) as client:
         first = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
@@ -59,7 +59,7 @@ async def test_tokens_are_charged_after_the_answer_and_refuse_admission_once_spe
 
 
 async def test_a_spent_budget_is_refused_and_the_remaining_budget_is_a_header(make_client):
-    keys = keys_with(a=Limits(budget=1e-5))  # fleet_of prices: 1 per 1M input, 2 per 1M output tokens
+    keys = keys_with(a=KeyLimits(budget=1e-5))  # fleet_of prices: 1 per 1M input, 2 per 1M output tokens
     async with make_client(fleet_of("alpha"), {"alpha": FakeBackend("alpha")}, api_keys=keys) as client:
         first = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
         second = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
@@ -112,8 +112,8 @@ def test_key_limits_come_from_the_environment_with_a_default():
     team_a = keys.authenticate("sk-a")
     anon = keys.authenticate("sk-anon")
     assert team_a is not None and anon is not None
-    assert keys.limits_of(team_a) == Limits(rpm=60, tpm=1000, budget=2.5)
-    assert anon.id.startswith("key-") and len(anon.id) == 12 and keys.limits_of(anon) == Limits(rpm=60)
+    assert keys.limits_of(team_a) == KeyLimits(rpm=60, tpm=1000, budget=2.5)
+    assert anon.id.startswith("key-") and len(anon.id) == 12 and keys.limits_of(anon) == KeyLimits(rpm=60)
     with pytest.raises(ValueError, match=r"SMALLFLEET_KEY_LIMITS\['x'\].rpm"):
         KeyStore.from_env({"SMALLFLEET_API_KEYS": "x:k", "SMALLFLEET_KEY_LIMITS": '{"x": {"rpm": 0}}'})
 

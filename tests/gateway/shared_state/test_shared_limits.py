@@ -9,7 +9,7 @@ import pytest
 
 from backends.fake import FakeBackend
 from gateway.app import create_app
-from gateway.keys import KeyStore, Limits
+from gateway.keys import KeyLimits, KeyStore
 from gateway.metrics import GatewayMetrics
 from gateway.shared import SharedLimiter, SharedStore
 from gateway.shared.limits import usage_from_reply
@@ -19,7 +19,7 @@ CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "one two thre
 AUTH = {"authorization": "Bearer sk-a"}
 
 
-def _replica(url: str, **limits: Limits):
+def _replica(url: str, **limits: KeyLimits):
     keys = KeyStore(["a:sk-a", "b:sk-b"], limits=limits)
     backend = FakeBackend("alpha", reply="w1 w2 w3 w4 w5 w6 w7 w8")  # 3 prompt + 8 completion tokens
     return create_app(
@@ -31,7 +31,7 @@ def _replica(url: str, **limits: Limits):
 
 
 async def test_an_rpm_limit_holds_across_two_replicas(redis_server):
-    apps = [_replica(redis_server.url, a=Limits(rpm=4)) for _ in range(2)]  # replicas share a config
+    apps = [_replica(redis_server.url, a=KeyLimits(rpm=4)) for _ in range(2)]  # replicas share a config
     async with replicas(*apps) as (a, b):
         answers = [
             await (a, b)[i % 2].post("/v1/chat/completions", json=CHAT, headers=AUTH) for i in range(6)
@@ -46,7 +46,7 @@ async def test_an_rpm_limit_holds_across_two_replicas(redis_server):
 
 
 async def test_concurrent_requests_on_both_replicas_never_pass_the_limit(redis_server):
-    apps = [_replica(redis_server.url, a=Limits(rpm=10)) for _ in range(2)]
+    apps = [_replica(redis_server.url, a=KeyLimits(rpm=10)) for _ in range(2)]
     async with replicas(*apps) as clients:
         answers = await asyncio.gather(
             *(clients[i % 2].post("/v1/chat/completions", json=CHAT, headers=AUTH) for i in range(30))
@@ -65,7 +65,7 @@ async def _until_refused(client, deadline_s: float = 1.0):
 
 async def test_tokens_charged_on_one_replica_refuse_on_the_other(redis_server):
     url = redis_server.url
-    async with replicas(_replica(url, a=Limits(tpm=10)), _replica(url, a=Limits(tpm=10))) as (a, b):
+    async with replicas(_replica(url, a=KeyLimits(tpm=10)), _replica(url, a=KeyLimits(tpm=10))) as (a, b):
         first = await a.post("/v1/chat/completions", json=CHAT, headers=AUTH)
         refused = await _until_refused(b)  # the charge lands in the store just after A's answer
     assert first.status_code == 200 and first.json()["usage"]["total_tokens"] == 11
@@ -74,7 +74,7 @@ async def test_tokens_charged_on_one_replica_refuse_on_the_other(redis_server):
 
 async def test_a_budget_spent_on_one_replica_is_spent_on_the_other(redis_server):
     url = redis_server.url
-    async with replicas(_replica(url, a=Limits(budget=1e-5)), _replica(url, a=Limits(budget=1e-5))) as (a, b):
+    async with replicas(_replica(url, a=KeyLimits(budget=1e-5)), _replica(url, a=KeyLimits(budget=1e-5))) as (a, b):
         first = await a.post("/v1/chat/completions", json=CHAT, headers=AUTH)  # costs 1.9e-5
         spent = await _until_refused(b)
     assert first.status_code == 200
@@ -108,7 +108,7 @@ async def test_budgets_are_seeded_from_the_request_log_without_double_counting(r
     store = SharedStore.connect(
         redis_server.url, shared_fleet(redis_server.url, "alpha").state, GatewayMetrics()
     )
-    keys = KeyStore(["a:sk-a"], limits={"a": Limits(budget=1.0)})
+    keys = KeyStore(["a:sk-a"], limits={"a": KeyLimits(budget=1.0)})
     limiters = [SharedLimiter(keys, GatewayMetrics(), store) for _ in range(2)]
     try:
         for limiter in limiters:  # two replicas whose logs (one shared database) say 0.6 spent

@@ -14,7 +14,7 @@ import pytest
 from backends.fake import FakeBackend
 from fleet.config import ConfigError, StateConfig
 from gateway.app import create_app
-from gateway.keys import KeyStore, Limits
+from gateway.keys import KeyLimits, KeyStore
 from tests.conftest import free_port
 from tests.gateway.shared_state.conftest import ADMIN, metric, replicas, shared_fleet
 
@@ -26,7 +26,7 @@ def _replica(url: str, rpm: int = 3, **state):
     return create_app(
         shared_fleet(url, "alpha", **state),
         backends={"alpha": FakeBackend("alpha")},
-        api_keys=KeyStore(["a:sk-a"], limits={"a": Limits(rpm=rpm)}),
+        api_keys=KeyStore(["a:sk-a"], limits={"a": KeyLimits(rpm=rpm)}),
         admin_keys=KeyStore(["sk-admin"]),
     )
 
