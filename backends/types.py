@@ -118,6 +118,9 @@ class GenerationRequest:
     # fields of the client's request that OpenAI does not define, for servers that take them
     # (vLLM's top_k, min_p, ...); only backends with Feature.VENDOR_FIELDS get any
     vendor_fields: Mapping[str, Any] = field(default_factory=dict)
+    # where a composite route writes the inner calls it finished (for charging one that does not
+    # answer); handed down with the request to the route's members, ignored by models
+    ledger: InnerCallLedger | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -163,6 +166,29 @@ class InnerCall:
     usage: Usage
     seconds: float
     error: str | None = None
+
+
+class InnerCallLedger:
+    """The inner calls a composite route finished for one attempt at a request.
+
+    A route that answers reports its inner calls in its trace. One that fails, or that the client
+    abandons (a cancellation carries nothing), leaves them here: whoever handed the route the
+    request (the gateway, one ledger per attempt in ``GenerationRequest.ledger``) takes them and
+    charges them. A call cut short by a cancellation is not written."""
+
+    __slots__ = ("_calls",)
+
+    def __init__(self) -> None:
+        self._calls: list[InnerCall] = []
+
+    def record(self, call: InnerCall) -> InnerCall:
+        self._calls.append(call)
+        return call
+
+    def take(self) -> tuple[InnerCall, ...]:
+        """The calls written since the last take, and an empty ledger."""
+        calls, self._calls = tuple(self._calls), []
+        return calls
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from fleet.config import FleetConfig
 from fleet.members import Fleet
 from gateway.access import AccessPolicy, parse_networks
 from gateway.auth import ApiKeyMiddleware
+from gateway.auto import FleetRouter
 from gateway.embeddings_api import EmbeddingsApi, build_embedders
 from gateway.endpoints import Endpoints
 from gateway.errors import MethodNotAllowed, NotFound, error_bytes
@@ -39,7 +40,6 @@ from gateway.limits import InputLimits, KeyLimitsMiddleware, Limiter
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.request_log import RequestLog, open_request_log
-from gateway.routing import FleetRouter
 from gateway.service import JSON_MEDIA_TYPE, Gateway
 from gateway.shared import SharedState
 

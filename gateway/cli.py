@@ -41,7 +41,7 @@ def serve(args: argparse.Namespace) -> int:
     from gateway.access import AccessPolicy, admin_key_store, parse_networks
     from gateway.app import create_app
     from gateway.auth import ADMIN_KEYS_ENV, API_KEYS_ENV, KeyStore
-    from gateway.routing import FleetRouter
+    from gateway.auto import FleetRouter
 
     try:
         config = load_fleet(args.config) if args.config else default_fleet()

@@ -254,9 +254,7 @@ class EmbeddingsApi:
             status=status,
             api_key_id=getattr(request.state, "api_key_id", None),
         )
-        self.gateway.request_log.record(record)
-        for hook in self.gateway.record_hooks:
-            hook(record)
+        self.gateway.accounting.log(record)
 
     # -- GET /v1/models --------------------------------------------------------------------------
     def model_json(self, name: str, created: int) -> dict[str, Any]:

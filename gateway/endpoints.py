@@ -20,7 +20,9 @@ from backends.types import Message as ChatTurn
 from fleet.composites import member_names
 from fleet.config import ConfigError, FleetConfig, RouteConfig
 from gateway.access import AccessPolicy
+from gateway.answer import Ask
 from gateway.auth import Unauthorized, bearer_key
+from gateway.auto import ALPHA_HEADER, FleetRouter, is_auto
 from gateway.errors import request_error_from_validation
 from gateway.keys import ADMIN_KEYS_ENV, ApiKey, KeyStore, KeyTable
 from gateway.keys import KeyLimits as Limits
@@ -39,8 +41,7 @@ from gateway.protocol import (
 )
 from gateway.request_log import Feedback
 from gateway.responses_api import ResponsesRequest, ResponsesShape
-from gateway.routing import ALPHA_HEADER, FleetRouter, is_auto
-from gateway.service import JSON_MEDIA_TYPE, Answer, Gateway
+from gateway.service import JSON_MEDIA_TYPE, Gateway
 from gateway.shapes import CompletionShape
 
 M = TypeVar("M", bound=BaseModel)
@@ -65,6 +66,15 @@ def parse(model: type[M], body: bytes) -> M:
         return model.model_validate_json(body)
     except ValidationError as exc:
         raise request_error_from_validation(exc) from None
+
+
+def _chosen_on(request: Request) -> Callable[[str], None]:
+    """Keeps the chosen model's name on the request, for the headers of an error answer."""
+
+    def keep(name: str) -> None:
+        request.state.model = name
+
+    return keep
 
 
 def _sampling(parsed: ChatCompletionRequest | CompletionRequest) -> SamplingParams:
@@ -172,81 +182,73 @@ class Endpoints:
         self.on_router_reload: Callable[[str, str], Awaitable[None]] | None = None
 
     # -- completions ------------------------------------------------------
-    async def _answer(
-        self,
+    @staticmethod
+    def _ask(
         request: Request,
         parsed: ChatCompletionRequest | CompletionRequest | ResponsesRequest,
         question: str,
         started: float,
         needs: dict[Feature, str],
-    ) -> Answer:
-        route, member, fallbacks = await self.gateway.choose(
-            parsed.model, question, request.headers.get(ALPHA_HEADER), parsed.n, needs, parsed.token_limit
-        )
-        request.state.model = member.name
-        self.gateway.check_token_limit(member, parsed.token_limit)
-        self.gateway.check_choices(member, parsed.n)
-        api_key_id = getattr(request.state, "api_key_id", None)
-        return Answer(
-            request.state.request_id,
-            route,
-            member,
-            question,
-            started,
-            fallbacks,
-            api_key_id,
+    ) -> Ask:
+        return Ask(
+            request_id=request.state.request_id,
+            model=parsed.model,
+            question=question,
+            started=started,
+            alpha_header=request.headers.get(ALPHA_HEADER),
             n=parsed.n,
+            needs=needs,
+            max_tokens=parsed.token_limit,
+            api_key_id=getattr(request.state, "api_key_id", None),
             details=parsed.wants_details,
-            needs=frozenset(needs),
         )
 
     async def chat_completions(self, request: Request) -> Any:
+        started = time.perf_counter()
         try:
-            answer, generation, parsed = await self._prepare_chat(request)
+            parsed = parse(ChatCompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
+            if len(parsed.messages) > self.config.limits.max_messages:
+                raise RequestError(
+                    f"{len(parsed.messages)} messages; the limit is {self.config.limits.max_messages}",
+                    param="messages",
+                )
+            self._check_max_tokens(parsed)
+            parsed.refuse_unsupported()
+            generation = _chat_generation(parsed)
         except SmallfleetError as exc:
-            self._count_rejection(request, exc)
+            self._count_rejection(exc)
             raise
-        return await self.gateway.respond(
-            answer, generation, request.receive, stream=parsed.stream, shape=_shape(parsed)
+        ask = self._ask(request, parsed, _last_user_text(parsed), started, features_used(generation))
+        shape = _shape(parsed)
+        return await self.gateway.answer(
+            ask, generation, request.receive, stream=parsed.stream, shape=shape, chosen=_chosen_on(request)
         )
 
     async def completions(self, request: Request) -> Any:
-        try:
-            answer, generation, parsed = await self._prepare_completion(request)
-        except SmallfleetError as exc:
-            self._count_rejection(request, exc)
-            raise
-        return await self.gateway.respond(
-            answer, generation, request.receive, stream=parsed.stream, shape=_shape(parsed)
-        )
-
-    def _count_rejection(self, request: Request, exc: SmallfleetError) -> None:
-        model = getattr(request.state, "model", None)
-        self.gateway.metrics.observe_rejection(
-            model=model, status=exc.status_code, code=exc.code or exc.error_type
-        )
-
-    async def _prepare_chat(
-        self, request: Request
-    ) -> tuple[Answer, GenerationRequest, ChatCompletionRequest]:
         started = time.perf_counter()
-        parsed = parse(ChatCompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
-        if len(parsed.messages) > self.config.limits.max_messages:
-            raise RequestError(
-                f"{len(parsed.messages)} messages; the limit is {self.config.limits.max_messages}",
-                param="messages",
+        try:
+            parsed = parse(CompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
+            self._check_max_tokens(parsed)
+            parsed.refuse_unsupported()
+            generation = GenerationRequest(
+                prompt=parsed.prompt_text(),
+                params=_sampling(parsed),
+                n=parsed.n,
+                vendor_fields=parsed.vendor_fields(),
             )
-        self._check_max_tokens(parsed)
-        parsed.refuse_unsupported()
-        generation = _chat_generation(parsed)
-        needs = features_used(generation)
-        answer = await self._answer(request, parsed, _last_user_text(parsed), started, needs)
-        return answer, generation, parsed
+        except SmallfleetError as exc:
+            self._count_rejection(exc)
+            raise
+        ask = self._ask(request, parsed, parsed.prompt_text(), started, features_used(generation))
+        shape = _shape(parsed)
+        return await self.gateway.answer(
+            ask, generation, request.receive, stream=parsed.stream, shape=shape, chosen=_chosen_on(request)
+        )
 
     async def responses(self, request: Request) -> Any:
         """``POST /v1/responses`` (gateway/responses_api.py): the chat path, in the Responses shape."""
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
             parsed = parse(ResponsesRequest, await read_body(request, self.config.limits.max_body_bytes))
             items = 1 if isinstance(parsed.input, str) else len(parsed.input)
             if items > self.config.limits.max_messages:
@@ -255,31 +257,19 @@ class Endpoints:
             self.input_limits.check_max_tokens(parsed.token_limit, "max_output_tokens")
             parsed.refuse_unsupported()
             generation = parsed.generation()
-            needs = features_used(generation)
-            answer = await self._answer(request, parsed, parsed.question(), started, needs)
         except SmallfleetError as exc:
-            self._count_rejection(request, exc)
+            self._count_rejection(exc)
             raise
+        ask = self._ask(request, parsed, parsed.question(), started, features_used(generation))
         shape = ResponsesShape(parsed)
-        receive = request.receive
-        return await self.gateway.respond(answer, generation, receive, stream=parsed.stream, shape=shape)
-
-    async def _prepare_completion(
-        self, request: Request
-    ) -> tuple[Answer, GenerationRequest, CompletionRequest]:
-        started = time.perf_counter()
-        parsed = parse(CompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
-        self._check_max_tokens(parsed)
-        parsed.refuse_unsupported()
-        generation = GenerationRequest(
-            prompt=parsed.prompt_text(),
-            params=_sampling(parsed),
-            n=parsed.n,
-            vendor_fields=parsed.vendor_fields(),
+        return await self.gateway.answer(
+            ask, generation, request.receive, stream=parsed.stream, shape=shape, chosen=_chosen_on(request)
         )
-        needs = features_used(generation)
-        answer = await self._answer(request, parsed, parsed.prompt_text(), started, needs)
-        return answer, generation, parsed
+
+    def _count_rejection(self, exc: SmallfleetError) -> None:
+        """A request refused before the gateway chose a member for it (it counts its own)."""
+        code = exc.code or exc.error_type
+        self.gateway.metrics.observe_rejection(model=None, status=exc.status_code, code=code)
 
     def _check_max_tokens(self, parsed: ChatCompletionRequest | CompletionRequest) -> None:
         chat_limit = parsed.max_completion_tokens if isinstance(parsed, ChatCompletionRequest) else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from router._errors import ArtifactError, DataError, RouterError, RoutingError
 from router.decision import RoutingDecision
-from router.routing import ROUTERS, BlendRouter, load_router
+from router.routing import ROUTERS, BlendRouter, Router, load_router
 
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "default"
 
@@ -24,6 +24,7 @@ __all__ = [
     "ArtifactError",
     "BlendRouter",
     "DataError",
+    "Router",
     "RouterError",
     "RoutingDecision",
     "RoutingError",

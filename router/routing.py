@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -16,6 +16,27 @@ from router.embedding import StaticEmbedder, embedding_path
 from router.features import format_matrix
 from router.model import Prediction
 from router.scoring import rank
+
+
+class Router(Protocol):
+    """What a loaded router artifact offers to those who route with it (the gateway's ``auto``).
+
+    ``models`` are the models the artifact knows, ``presets`` its named alphas
+    (``quality``, ``balanced``, ``cheap``...), ``version`` the artifact's version.
+    :meth:`route` is synchronous CPU work and safe to call from another thread."""
+
+    @property
+    def models(self) -> Sequence[str]: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def presets(self) -> Mapping[str, float]: ...
+
+    def route(
+        self, question: str, alpha: float | None = None, candidates: Collection[str] | None = None
+    ) -> RoutingDecision: ...
 
 
 class BlendRouter:
@@ -97,7 +118,7 @@ class BlendRouter:
         )
 
 
-ROUTERS: dict[str, Callable[[Artifact], BlendRouter]] = {"blend": BlendRouter}
+ROUTERS: dict[str, Callable[[Artifact], BlendRouter]] = {"blend": BlendRouter}  # by manifest "kind"
 
 
 def load_router(path: str | Path) -> BlendRouter:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import Backend
-from backends.composite.ledger import record
 from backends.errors import BackendError, BackendTimeout, SmallfleetError
 from backends.features import NO_FEATURES
 from backends.types import Completion, GenerationRequest, Health, InnerCall, StreamChunk, Usage
@@ -51,9 +50,19 @@ async def call_member(
         error = BackendError(f"route {route!r}: {step} {member.name!r} failed: {type(exc).__name__}: {exc}")
     else:
         seconds = time.perf_counter() - started
-        return CallResult(record(InnerCall(member.name, step, completion.usage, seconds)), completion)
+        call = InnerCall(member.name, step, completion.usage, seconds)
+        return CallResult(written(request, call), completion)
     seconds = time.perf_counter() - started
-    return CallResult(record(InnerCall(member.name, step, Usage(), seconds, error_code(error))), error=error)
+    call = InnerCall(member.name, step, Usage(), seconds, error_code(error))
+    return CallResult(written(request, call), error=error)
+
+
+def written(request: GenerationRequest, call: InnerCall) -> InnerCall:
+    """``call``, written to the ledger the request carries (if any: a route used outside the
+    gateway has none), so a route that fails is still charged for the calls it finished."""
+    if request.ledger is not None:
+        request.ledger.record(call)
+    return call
 
 
 def error_code(error: SmallfleetError) -> str:

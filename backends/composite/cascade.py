@@ -30,8 +30,8 @@ from backends.composite.calls import (
     close_stream,
     error_code,
     next_before,
+    written,
 )
-from backends.composite.ledger import record
 from backends.errors import SmallfleetError
 from backends.features import Feature
 from backends.types import (
@@ -179,11 +179,11 @@ class CascadeBackend(MemberPair):
                 yield replace(chunk, trace=early) if first else chunk
                 first = False
                 chunk = await self._next(chunks, deadline)
-            then_call = self._then_call(chunk.usage or Usage(), started)
+            then_call = self._then_call(request, chunk.usage or Usage(), started)
             trace = self._trace(score, reason, first_call, then_call)
             yield replace(chunk, usage=trace.usage, trace=trace)
         except SmallfleetError as exc:
-            self._then_call(Usage(), started, error_code(exc))
+            self._then_call(request, Usage(), started, error_code(exc))
             raise
         finally:
             await close_stream(chunks)
@@ -192,8 +192,11 @@ class CascadeBackend(MemberPair):
         limit = self.settings.step_timeout
         return await next_before(chunks, deadline, self.name, "then", self.then.name, limit)
 
-    def _then_call(self, usage: Usage, started: float, error: str | None = None) -> InnerCall:
-        return record(InnerCall(self.then.name, "then", usage, time.perf_counter() - started, error))
+    def _then_call(
+        self, request: GenerationRequest, usage: Usage, started: float, error: str | None = None
+    ) -> InnerCall:
+        seconds = time.perf_counter() - started
+        return written(request, InnerCall(self.then.name, "then", usage, seconds, error))
 
     def _trace(self, score: float | None, reason: str | None, *calls: InnerCall) -> CompositeTrace:
         summary = {

@@ -8,7 +8,7 @@ the composite's answer: streamed chunk by chunk, after the planner has finished.
 A plan that is unusable (the planner failed or timed out, wrote nothing, wrote no steps, or wrote
 too many or ran out of tokens) is dropped and the solver answers the original request directly;
 the trace says why (``plan_fallback``). A solver failure is the answer's failure; the calls
-made so far are in the request's ledger (backends/composite/ledger.py), so the plan is still
+made so far are in the request's ledger (``GenerationRequest.ledger``), so the plan is still
 charged. Nothing of the plan reaches the answer's text; the trace carries it for clients that ask.
 """
 
@@ -27,8 +27,8 @@ from backends.composite.calls import (
     close_stream,
     error_code,
     next_before,
+    written,
 )
-from backends.composite.ledger import record
 from backends.errors import ContextLengthExceeded, SmallfleetError
 from backends.types import (
     Completion,
@@ -198,7 +198,7 @@ class PlanSolveBackend(MemberPair):
                     raise
                 await close_stream(chunks)
                 plan = self._overflowed(plan, exc)
-                failed = (self._solver_call(Usage(), started, exc.code),)
+                failed = (self._solver_call(request, Usage(), started, exc.code),)
                 chunks = self.solver.stream_chat(request)
                 chunk = await self._next(chunks, deadline)
             early = self._trace(plan, *failed)  # known before the answer: the plan, or why there is none
@@ -207,10 +207,10 @@ class PlanSolveBackend(MemberPair):
                 yield replace(chunk, trace=early) if first else chunk
                 first = False
                 chunk = await self._next(chunks, deadline)
-            trace = self._trace(plan, *failed, self._solver_call(chunk.usage or Usage(), started))
+            trace = self._trace(plan, *failed, self._solver_call(request, chunk.usage or Usage(), started))
             yield StreamChunk(chunk.text, chunk.finish_reason, trace.usage, trace=trace)
         except SmallfleetError as exc:
-            self._solver_call(Usage(), started, error_code(exc))  # into the ledger, with the plan's
+            self._solver_call(request, Usage(), started, error_code(exc))  # into the ledger, with the plan's
             raise
         finally:
             await close_stream(chunks)
@@ -219,8 +219,11 @@ class PlanSolveBackend(MemberPair):
         limit = self.settings.solver_timeout
         return await next_before(chunks, deadline, self.name, "solver", self.solver.name, limit)
 
-    def _solver_call(self, usage: Usage, started: float, error: str | None = None) -> InnerCall:
-        return record(InnerCall(self.solver.name, "solver", usage, time.perf_counter() - started, error))
+    def _solver_call(
+        self, request: GenerationRequest, usage: Usage, started: float, error: str | None = None
+    ) -> InnerCall:
+        seconds = time.perf_counter() - started
+        return written(request, InnerCall(self.solver.name, "solver", usage, seconds, error))
 
     # -- the plan -----------------------------------------------------------
     def planner_request(self, request: GenerationRequest) -> GenerationRequest:
@@ -232,7 +235,7 @@ class PlanSolveBackend(MemberPair):
             seed=request.params.seed,
         )
         messages = (Message("system", system), Message("user", task_of(request)))
-        return GenerationRequest(messages=messages, params=params)
+        return GenerationRequest(messages=messages, params=params, ledger=request.ledger)
 
     async def plan(self, request: GenerationRequest) -> PlanOutcome:
         """Ask the planner; a usable plan, or the reason there is none (never raises a model error)."""

@@ -12,7 +12,7 @@ import pytest
 from fleet.config import ConfigError, parse_fleet
 from gateway.access import AccessPolicy
 from gateway.app import create_app
-from gateway.routing import FleetRouter
+from gateway.auto import FleetRouter
 from tests.conftest import free_port
 
 router = pytest.importorskip("router")

@@ -12,10 +12,10 @@ import asyncio
 import math
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from backends.errors import RequestError
 from fleet.config import ConfigError
+from router import Router, RoutingDecision
 
 AUTO = "auto"
 DEFAULT_PRESETS = {"quality": 1.0, "balanced": 0.7, "cheap": 0.4}
@@ -29,11 +29,11 @@ def is_auto(model: str) -> bool:
 class FleetRouter:
     """A router artifact bound to the fleet's models."""
 
-    def __init__(self, router: Any, candidates: Sequence[str]) -> None:
+    def __init__(self, router: Router, candidates: Sequence[str]) -> None:
         self.router = router
         self.candidates = tuple(candidates)
         self.version: str = router.version
-        self.presets = {**DEFAULT_PRESETS, **getattr(router, "presets", {})}
+        self.presets = {**DEFAULT_PRESETS, **router.presets}
         self.routes = (AUTO, *(f"{AUTO}:{name}" for name in self.presets))
         # Routing is CPU work: it runs off the event loop, one decision at a time.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router")
@@ -75,7 +75,7 @@ class FleetRouter:
 
     async def decide(
         self, question: str, alpha: float | None, available: Collection[str] | None = None
-    ) -> Any:
+    ) -> RoutingDecision:
         """Route ``question``; ``available`` narrows the candidates (e.g. skip open circuits)."""
         candidates = self.candidates
         if available is not None:
