@@ -31,6 +31,14 @@ class Backend(Protocol):
     def context_length(self) -> int | None:
         """Tokens of context, if known (some backends learn it when they start)."""
 
+    @property
+    def max_choices(self) -> int:
+        """Choices one request may ask for (``n``): 1, but for a route that draws several samples."""
+
+    @property
+    def available(self) -> bool:
+        """False while it should not be asked (its circuit is open): routers and fallbacks skip it."""
+
     async def start(self) -> None:
         """Acquire resources (load weights, open connection pools)."""
 

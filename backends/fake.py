@@ -27,6 +27,9 @@ from backends.types import (
 
 
 class FakeBackend:
+    max_choices = 1  # one choice per request
+    available = True  # no circuit of its own (ResilientBackend adds one)
+
     def __init__(
         self,
         name: str = "fake",

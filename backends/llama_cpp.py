@@ -86,6 +86,9 @@ _FEATURES = frozenset({Feature.STRUCTURED_OUTPUT, Feature.LOGPROBS, Feature.PENA
 class LlamaCppBackend:
     """One GGUF model loaded in this process."""
 
+    max_choices = 1  # one choice per request
+    available = True  # no circuit of its own (ResilientBackend adds one)
+
     def __init__(
         self,
         name: str,

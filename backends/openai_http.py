@@ -74,6 +74,9 @@ class OpenAIHTTPBackend:
     answer 400, which reaches the client as the server's error). ``features`` narrows what is
     sent for a server known to lack something (the fleet config's ``features``)."""
 
+    max_choices = 1  # one choice per request
+    available = True  # no circuit of its own (ResilientBackend adds one)
+
     def __init__(
         self,
         name: str,

@@ -81,6 +81,9 @@ def translate_ray_error(name: str, exc: BaseException) -> BaseException:
 class RayHandleBackend:
     """The Backend protocol over a Ray Serve ``DeploymentHandle`` to a model deployment."""
 
+    max_choices = 1  # one choice per request
+    available = True  # no circuit of its own (ResilientBackend adds one)
+
     def __init__(self, name: str, handle: Any, *, context_length: int | None = None) -> None:
         self.name = name
         self.context_length = context_length

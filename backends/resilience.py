@@ -268,6 +268,10 @@ class ResilientBackend:
         return self.inner.features
 
     @property
+    def max_choices(self) -> int:
+        return self.inner.max_choices
+
+    @property
     def circuit_state(self) -> CircuitState:
         return CircuitState.CLOSED if self.breaker is None else self.breaker.state
 

@@ -96,6 +96,7 @@ class FleetMember:
     fallbacks: tuple[str, ...] = ()  # from the fleet config: who answers, in order, when this one fails
     composite: bool = False
     deadline: bool = False  # held to the request's first-token deadline (a model with resilience on)
+    in_process: bool = False  # generates in this process: its health (queue depth) is free to read
 
     def chat(self, request: GenerationRequest, first_token_by: float | None = None) -> Awaitable[Completion]:
         """The whole answer; ``first_token_by`` (``time.monotonic()``) is this member's share of
@@ -115,7 +116,7 @@ class FleetMember:
     @property
     def max_choices(self) -> int:
         """Choices one request may ask for (``n``): more than one only from a diverse route."""
-        return int(getattr(self.backend, "max_choices", 1))
+        return self.backend.max_choices
 
     @property
     def context_length(self) -> int | None:
@@ -129,12 +130,13 @@ class FleetMember:
     @property
     def circuit_state(self) -> CircuitState:
         """``closed`` for a backend without a breaker."""
-        return getattr(self.backend, "circuit_state", CircuitState.CLOSED)
+        backend = self.backend
+        return backend.circuit_state if isinstance(backend, ResilientBackend) else CircuitState.CLOSED
 
     @property
     def available(self) -> bool:
         """False while the member's circuit is open: routers and fallbacks should skip it."""
-        return bool(getattr(self.backend, "available", True))
+        return self.backend.available
 
 
 class Fleet:
@@ -166,7 +168,13 @@ class Fleet:
             fallbacks = tuple(model.fallbacks)
             deadline = isinstance(backend, ResilientBackend) and model.held_to_deadline()
             members[model.name] = FleetMember(
-                model.name, backend, model.price, model.backend, fallbacks, deadline=deadline
+                model.name,
+                backend,
+                model.price,
+                model.backend,
+                fallbacks,
+                deadline=deadline,
+                in_process=isinstance(model, LlamaCppModel),
             )
         if config.routes:
             models = {name: member.backend for name, member in members.items()}

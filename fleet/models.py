@@ -106,6 +106,14 @@ class RouteWithMembers:
     def features(self) -> frozenset[Feature]:
         return self.route.features
 
+    @property
+    def max_choices(self) -> int:
+        return self.route.max_choices
+
+    @property
+    def available(self) -> bool:
+        return self.route.available
+
     async def start(self) -> None:
         for member in self.members:
             await member.start()

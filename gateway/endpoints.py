@@ -368,7 +368,7 @@ class Endpoints:
     async def metrics(self, request: Request) -> Response:
         for member in self.gateway.fleet:
             # A local queue depth is free to read; a remote backend's waits for the health poller.
-            if member.owned_by == "llama_cpp":
+            if member.in_process:
                 health = await member.backend.health()
                 self.gateway.metrics.backend_queue_depth.labels(member.name).set(health.queue_depth)
         return Response(self.gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)

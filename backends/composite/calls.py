@@ -98,7 +98,7 @@ async def member_health(member: Backend) -> Health:
 
 def member_available(member: Backend) -> bool:
     """False while a member's circuit is open (a bare backend is always available)."""
-    return bool(getattr(member, "available", True))
+    return member.available
 
 
 class MemberPair:
