@@ -12,7 +12,7 @@ import pytest
 from fleet.config import parse_fleet
 from gateway.app import create_app
 from tests.conftest import LiveServer
-from tests.resilience.test_fault_scenarios import fault_url  # noqa: F401 - the module-scoped fixture
+from tests.gateway.resilience.test_fault_scenarios import fault_url  # noqa: F401 - the module-scoped fixture
 
 ONE_TRY = {"retry": {"attempts": 1}, "circuit_breaker": {"failure_threshold": 1, "cool_down": 60}}
 MESSAGES = [{"role": "user", "content": "Janet has 3 apples and buys 5 more. How many apples now?"}]
