@@ -131,7 +131,8 @@ DERIVED_MODELS: dict[str, DerivedModel] = {
 
 
 def cache_dir() -> Path:
-    """Where assembled multi-part models are kept (``SMALLFLEET_CACHE`` overrides)."""
+    """Where assembled multi-part models are kept (``SMALLFLEET_CACHE`` overrides; the one variable
+    backends/ reads, listed with the gateway's in gateway/settings.py)."""
     root = os.environ.get("SMALLFLEET_CACHE") or Path.home() / ".cache" / "smallfleet"
     return Path(root) / "models"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.resources
 import ipaddress
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,8 +30,6 @@ DEFAULT_MAX_MESSAGES = 1024
 DEFAULT_STATE_PREFIX = "smallfleet"
 DEFAULT_STATE_TIMEOUT = 0.25  # seconds per store operation
 DEFAULT_STATE_POLL_INTERVAL = 0.5
-DB_URL_ENV = "SMALLFLEET_DB_URL"
-STATE_URL_ENV = "SMALLFLEET_STATE_URL"
 STATE_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -417,27 +414,16 @@ class RouterConfig(_Strict):
     artifact: str | None = None
 
 
-def state_dir() -> Path:
-    """Where the gateway keeps its state (``SMALLFLEET_STATE`` overrides)."""
-    root = os.environ.get("SMALLFLEET_STATE")
-    return Path(root) if root else Path.home() / ".local" / "state" / "smallfleet"
-
-
 class RequestLogConfig(_Strict):
+    """Where requests are logged; with no ``url`` the gateway's settings choose (gateway/settings.py:
+    ``SMALLFLEET_DB_URL``, else SQLite in the state directory)."""
+
     url: str | None = Field(
-        default=None, description="sqlite:///path or postgresql://...; default: SQLite in the state dir"
+        default=None,
+        description="sqlite:///path or postgresql://...; default: SMALLFLEET_DB_URL, else SQLite in the "
+        "state dir",
     )
     store_prompts: bool = Field(default=False, description="keep the prompt text (needed to retrain)")
-
-    def resolved_url(self) -> str:
-        """The configured URL, else ``SMALLFLEET_DB_URL``, else SQLite in the state dir."""
-        if self.url:
-            return self.url
-        if os.environ.get(DB_URL_ENV):
-            return os.environ[DB_URL_ENV]
-        directory = state_dir()
-        directory.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{directory / 'requests.db'}"
 
 
 def check_state_url(url: str, where: str) -> str:
@@ -454,7 +440,7 @@ class StateConfig(_Strict):
     url: str | None = Field(
         default=None,
         repr=False,  # it may carry a password
-        description=f"redis://host:port/db (or rediss://, unix://); default: {STATE_URL_ENV}",
+        description="redis://host:port/db (or rediss://, unix://); default: SMALLFLEET_STATE_URL",
     )
     on_error: Literal["open", "closed"] = Field(
         default="open",
@@ -480,13 +466,6 @@ class StateConfig(_Strict):
             return check_state_url(url, "url")
         except ConfigError as exc:
             raise ValueError(str(exc).removeprefix("url: ")) from None
-
-    def resolved_url(self) -> str | None:
-        """The configured URL, else ``SMALLFLEET_STATE_URL``, else None (state per process)."""
-        if self.url:
-            return self.url
-        from_env = os.environ.get(STATE_URL_ENV, "").strip()
-        return check_state_url(from_env, STATE_URL_ENV) if from_env else None
 
 
 class AccessConfig(_Strict):

@@ -24,6 +24,12 @@ from fleet.composites import StaticEmbedding, build_route
 from fleet.config import FleetConfig, LlamaCppModel, ModelConfig, OpenAIModel, Price
 
 
+def model_api_key(variable: str | None) -> str | None:
+    """The key a model's ``api_key_env`` names, from the environment (None: no variable, or unset).
+    The one place a fleet config's variables are read, for chat and embedding models alike."""
+    return os.environ.get(variable) if variable else None
+
+
 def _llama_cpp(config: ModelConfig) -> Backend:
     from backends.llama_cpp import LlamaCppBackend
 
@@ -42,12 +48,11 @@ def _openai(config: ModelConfig) -> Backend:
     from backends.openai_http import REMOTE_FEATURES, OpenAIHTTPBackend, Timeouts
 
     assert isinstance(config, OpenAIModel)
-    api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
     return OpenAIHTTPBackend(
         config.name,
         config.base_url,
         upstream_model=config.upstream_model,
-        api_key=api_key,
+        api_key=model_api_key(config.api_key_env),
         context_length=config.context_length,
         timeouts=Timeouts(**config.timeouts.model_dump()),
         max_connections=config.max_connections,

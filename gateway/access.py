@@ -24,21 +24,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from starlette.types import Scope
 
-from gateway.keys import ADMIN_KEYS_ENV, KeyStore, split_key_entry
+from gateway.keys import KeyStore, split_key_entry
+from gateway.settings import ADMIN_KEYS_ENV, DEPRECATED_ADMIN_KEY_ENV, Settings
 
 logger = logging.getLogger("smallfleet")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 FORWARDED_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
-DEPRECATED_ADMIN_KEY_ENV = "SMALLFLEET_ADMIN_KEY"  # one key; SMALLFLEET_ADMIN_KEYS replaces it
 
 __all__ = [
     "DEPRECATED_ADMIN_KEY_ENV",
@@ -149,27 +148,25 @@ def origin(scope: Scope, policy: AccessPolicy) -> Origin:
     return Origin(address, proxied=True)
 
 
-def admin_key_store(environ: Mapping[str, str] | None = None) -> KeyStore:
+def admin_key_store(settings: Settings) -> KeyStore:
     """The admin keys: ``SMALLFLEET_ADMIN_KEYS``; the older ``SMALLFLEET_ADMIN_KEY`` (one key) is
     still read when that is unset, with a deprecation warning."""
-    env = os.environ if environ is None else environ
-    if not env.get(ADMIN_KEYS_ENV, "").strip() and env.get(DEPRECATED_ADMIN_KEY_ENV, "").strip():
+    if not settings.admin_keys.strip() and settings.deprecated_admin_key.strip():
         logger.warning(
             "%s is deprecated: set %s (a comma list) instead", DEPRECATED_ADMIN_KEY_ENV, ADMIN_KEYS_ENV
         )
-        return KeyStore([env[DEPRECATED_ADMIN_KEY_ENV]])
-    return KeyStore.from_env(env, variable=ADMIN_KEYS_ENV)
+        return KeyStore([settings.deprecated_admin_key])
+    return KeyStore(settings.admin_keys.split(","))
 
 
-def admin_secret(environ: Mapping[str, str] | None = None) -> str | None:
+def admin_secret(settings: Settings) -> str | None:
     """The admin key a client (``smallfleet train --reload-url``) sends: the first of
     ``SMALLFLEET_ADMIN_KEYS`` (``NAME:KEY`` entries give their KEY), else the deprecated
     ``SMALLFLEET_ADMIN_KEY`` with a warning; None when neither is set."""
-    env = os.environ if environ is None else environ
-    for entry in env.get(ADMIN_KEYS_ENV, "").split(","):
+    for entry in settings.admin_keys.split(","):
         if entry.strip():
             return split_key_entry(entry.strip())[1]
-    legacy = env.get(DEPRECATED_ADMIN_KEY_ENV, "").strip()
+    legacy = settings.deprecated_admin_key.strip()
     if legacy:
         logger.warning("%s is deprecated: set %s instead", DEPRECATED_ADMIN_KEY_ENV, ADMIN_KEYS_ENV)
         return legacy

@@ -41,6 +41,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.request_log import RequestLog, open_request_log
 from gateway.service import JSON_MEDIA_TYPE, Gateway
+from gateway.settings import Settings
 from gateway.shared import SharedState
 
 logger = logging.getLogger("smallfleet")
@@ -140,6 +141,7 @@ def create_app(
     input_limits: InputLimits | None = None,
     embedders: Mapping[str, Embedder] | None = None,
     access: AccessPolicy | None = None,
+    settings: Settings | None = None,
 ) -> Starlette:
     """Build the gateway for ``config``.
 
@@ -149,11 +151,14 @@ def create_app(
     ``request_log`` defaults to the one ``config.request_log`` describes; keys
     made through ``/admin/keys`` persist in it. With ``config.state`` (or
     ``SMALLFLEET_STATE_URL``) limits, admin-made keys and the router version are shared
-    through that store (gateway/shared). ``input_limits`` defaults to
-    :meth:`InputLimits.from_env`. ``embedders`` replaces some embedding models by name (tests).
+    through that store (gateway/shared). ``settings`` are the environment's (gateway/settings.py),
+    read here when not given; API and admin keys are not taken from them here (the caller builds
+    the key stores). ``input_limits`` defaults to the settings' ``max_tokens``. ``embedders``
+    replaces some embedding models by name (tests).
     ``access`` says who is answered without keys (gateway/access.py); by default
     ``config.access``, with no API key local clients only.
     """
+    settings = settings or Settings.from_environ()
     access = access or AccessPolicy(
         admin_loopback=config.access.admin_loopback,
         trusted_proxies=parse_networks(config.access.trusted_proxies, "access.trusted_proxies"),
@@ -162,13 +167,13 @@ def create_app(
     fleet = Fleet.from_config(config, backends, on_retry=metrics.observe_retry)
     metrics.watch_circuits(fleet.circuit_states)
     log = request_log or open_request_log(
-        config.request_log.resolved_url(), store_prompts=config.request_log.store_prompts
+        settings.request_log_url(config.request_log), store_prompts=config.request_log.store_prompts
     )
     deadline = FirstTokenDeadline(config.deadline.first_token, config.deadline.hand_over)
     gateway = Gateway(fleet, metrics, log, deadline)
     keys = api_keys if api_keys is not None else KeyStore()
     log_table = _key_table(log)
-    state_url = config.state.resolved_url()
+    state_url = settings.state_store_url(config.state)
     shared: SharedState | None = None
     if state_url is not None:
         shared = SharedState.connect(
@@ -189,7 +194,7 @@ def create_app(
         keys=keys,
         limiter=limiter,
         key_table=shared.keys if shared is not None else log_table,
-        input_limits=input_limits or InputLimits.from_env(),
+        input_limits=input_limits or InputLimits(settings.max_tokens),
         openapi=openapi_document(config.models[0].name),
         access=access,
     )

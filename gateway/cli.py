@@ -42,10 +42,12 @@ def serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
     from gateway.auth import ADMIN_KEYS_ENV, API_KEYS_ENV, KeyStore
     from gateway.auto import FleetRouter
+    from gateway.settings import Settings
 
     try:
         config = load_fleet(args.config) if args.config else default_fleet()
-        state_url = config.state.resolved_url()
+        settings = Settings.from_environ()
+        state_url = settings.state_store_url(config.state)
         router = None
         if config.router.artifact:
             router = FleetRouter.load(config.router.artifact, [m.name for m in config.models])
@@ -53,7 +55,7 @@ def serve(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"smallfleet: {exc}", file=sys.stderr)
         return 2
-    keys = KeyStore.from_env()
+    keys = KeyStore.from_settings(settings)
     if not keys:
         if not _is_loopback(args.host) and not args.insecure_no_auth:
             print(
@@ -65,7 +67,7 @@ def serve(args: argparse.Namespace) -> int:
         whom = "anyone" if args.insecure_no_auth else "clients on this machine only, not through a proxy"
         print(f"smallfleet: no API keys set ({API_KEYS_ENV}); serving without auth to {whom}",
               file=sys.stderr)
-    admin_keys = admin_key_store()
+    admin_keys = admin_key_store(settings)
     admin_loopback = config.access.admin_loopback or args.admin_loopback
     if not admin_keys:
         state = "open to clients on this machine (not through a proxy)" if admin_loopback else "closed"
@@ -85,7 +87,9 @@ def serve(args: argparse.Namespace) -> int:
         admin_loopback=admin_loopback,
         trusted_proxies=proxies,
     )
-    app = create_app(config, api_keys=keys, admin_keys=admin_keys, router=router, access=access)
+    app = create_app(
+        config, api_keys=keys, admin_keys=admin_keys, router=router, access=access, settings=settings
+    )
     uvicorn.run(
         app,
         host=args.host,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -38,6 +37,7 @@ from fleet.config import (
     OpenAIEmbeddingModel,
     StaticEmbeddingModel,
 )
+from fleet.members import model_api_key
 from gateway.endpoints import Endpoints, read_body
 from gateway.errors import request_error_from_validation
 from gateway.request_log import RequestRecord
@@ -151,7 +151,7 @@ def _openai(config: EmbeddingModelConfig) -> Embedder:
         config.name,
         config.base_url,
         upstream_model=config.upstream_model,
-        api_key=os.environ.get(config.api_key_env) if config.api_key_env else None,
+        api_key=model_api_key(config.api_key_env),
         dimensions=config.dimensions,
         matryoshka=config.matryoshka,
         timeouts=Timeouts(**config.timeouts.model_dump()),

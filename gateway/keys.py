@@ -3,7 +3,7 @@
 A key is kept only as its sha256 digest; what identifies it everywhere else
 (request log, metrics, headers, admin listings) is its short, non-secret id.
 
-Sources:
+Sources (the variables are read once, by gateway/settings.py):
 
 - ``SMALLFLEET_API_KEYS``: a comma list of ``KEY`` or ``NAME:KEY`` entries.
   A named key's id is ``NAME``; an unnamed key's id is ``key-`` plus the first
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import time
@@ -34,10 +33,9 @@ from typing import Any, Literal, Protocol
 from backends.errors import RequestError
 from gateway.errors import NotFound
 from gateway.request_log import StoredKey
+from gateway.settings import ADMIN_KEYS_ENV as ADMIN_KEYS_ENV  # named here too: auth and endpoints use it
+from gateway.settings import API_KEYS_ENV, KEY_LIMITS_ENV, Settings
 
-API_KEYS_ENV = "SMALLFLEET_API_KEYS"
-ADMIN_KEYS_ENV = "SMALLFLEET_ADMIN_KEYS"
-KEY_LIMITS_ENV = "SMALLFLEET_KEY_LIMITS"
 DEFAULT_LIMITS_ID = "*"
 KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 SECRET_PREFIX = "sk-sf-"
@@ -146,10 +144,10 @@ class KeyStore:
             self._add(ApiKey(key_id, digest, limits.get(key_id, KeyLimits()), "env", now))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, variable: str = API_KEYS_ENV) -> KeyStore:
-        env = os.environ if environ is None else environ
-        limits = _parse_limits(env.get(KEY_LIMITS_ENV, "")) if variable == API_KEYS_ENV else {}
-        return cls(env.get(variable, "").split(","), limits=limits)
+    def from_settings(cls, settings: Settings) -> KeyStore:
+        """The API keys of ``SMALLFLEET_API_KEYS`` with the limits of ``SMALLFLEET_KEY_LIMITS``
+        (a malformed entry is a ValueError naming it)."""
+        return cls(settings.api_keys.split(","), limits=_parse_limits(settings.key_limits))
 
     def _add(self, key: ApiKey) -> None:
         if key.id in self._by_id or key.digest in self._by_digest:

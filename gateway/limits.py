@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,7 +35,6 @@ from gateway.request_log import RequestRecord
 
 WINDOW_S = 60.0
 LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings"})
-MAX_TOKENS_ENV = "SMALLFLEET_MAX_TOKENS"
 Refusal = Literal["budget", "rpm", "tpm"]
 
 
@@ -247,18 +245,10 @@ class KeyLimitsMiddleware:
 
 @dataclass(frozen=True, slots=True)
 class InputLimits:
-    """Input limits not in the fleet config (yet): a ceiling on ``max_tokens`` for every model."""
+    """Input limits not in the fleet config (yet): a ceiling on ``max_tokens`` for every model
+    (``SMALLFLEET_MAX_TOKENS``, :attr:`gateway.settings.Settings.max_tokens`)."""
 
     max_tokens: int | None = None
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> InputLimits:
-        raw = (os.environ if environ is None else environ).get(MAX_TOKENS_ENV, "").strip()
-        if not raw:
-            return cls()
-        if not raw.isdigit() or int(raw) < 1:
-            raise ValueError(f"{MAX_TOKENS_ENV} must be a positive integer, got {raw!r}")
-        return cls(int(raw))
 
     def check_max_tokens(self, value: int | None, param: str) -> None:
         if self.max_tokens is not None and value is not None and value > self.max_tokens:

@@ -121,9 +121,10 @@ def _log_url(args: argparse.Namespace) -> str:
     if args.from_log:
         return str(args.from_log)
     from fleet.config import RequestLogConfig, load_fleet
+    from gateway.settings import Settings
 
     config = load_fleet(args.config).request_log if args.config else RequestLogConfig()
-    return config.resolved_url()
+    return Settings.from_environ().request_log_url(config)
 
 
 def _check_prompts_are_stored(args: argparse.Namespace) -> None:
@@ -164,8 +165,9 @@ def reload_gateway(url: str) -> str:
     import httpx
 
     from gateway.access import admin_secret
+    from gateway.settings import Settings
 
-    key = admin_secret()
+    key = admin_secret(Settings.from_environ())
     headers = {"authorization": f"Bearer {key}"} if key else {}
     try:
         response = httpx.post(url.rstrip("/") + RELOAD_PATH, headers=headers, timeout=RELOAD_TIMEOUT_S)

@@ -28,8 +28,10 @@ class GatewayIngress:
         from gateway.access import AccessPolicy, admin_key_store, parse_networks
         from gateway.app import create_app
         from gateway.auth import API_KEYS_ENV, KeyStore
+        from gateway.settings import Settings
 
-        keys = KeyStore.from_env()
+        settings = Settings.from_environ()
+        keys = KeyStore.from_settings(settings)
         if not keys and not self.insecure_no_auth:
             raise RuntimeError(f"set {API_KEYS_ENV} (runtime_env env_vars), or args.insecure_no_auth: true")
         backends = {}
@@ -45,5 +47,10 @@ class GatewayIngress:
             trusted_proxies=parse_networks(self.fleet.access.trusted_proxies, "access.trusted_proxies"),
         )
         return create_app(
-            self.fleet, backends=backends, api_keys=keys, admin_keys=admin_key_store(), access=access
+            self.fleet,
+            backends=backends,
+            api_keys=keys,
+            admin_keys=admin_key_store(settings),
+            access=access,
+            settings=settings,
         )

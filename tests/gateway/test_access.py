@@ -25,6 +25,7 @@ from starlette.routing import Route
 from backends.fake import FakeBackend
 from gateway.access import AccessPolicy, Origin, admin_key_store, admin_secret, origin, parse_networks
 from gateway.keys import KeyStore
+from gateway.settings import Settings
 from tests.conftest import REPO, LiveServer, fleet_of, free_port, wait_until_serving
 
 CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
@@ -81,16 +82,19 @@ def test_parse_networks_names_a_bad_entry() -> None:
 
 
 def test_one_admin_key_variable_the_old_one_read_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    assert admin_key_store({"SMALLFLEET_ADMIN_KEYS": "ops:sk-a, sk-b"}).accepts("sk-b")
-    assert admin_secret({"SMALLFLEET_ADMIN_KEYS": "ops:sk-a, sk-b"}) == "sk-a"
+    new = Settings.from_environ({"SMALLFLEET_ADMIN_KEYS": "ops:sk-a, sk-b"})
+    assert admin_key_store(new).accepts("sk-b")
+    assert admin_secret(new) == "sk-a"
     assert not caplog.records
+    old = Settings.from_environ({"SMALLFLEET_ADMIN_KEY": "sk-old"})
     with caplog.at_level(logging.WARNING, logger="smallfleet"):
-        assert admin_key_store({"SMALLFLEET_ADMIN_KEY": "sk-old"}).accepts("sk-old")
-        assert admin_secret({"SMALLFLEET_ADMIN_KEY": "sk-old"}) == "sk-old"
+        assert admin_key_store(old).accepts("sk-old")
+        assert admin_secret(old) == "sk-old"
     assert len(caplog.records) == 2 and "SMALLFLEET_ADMIN_KEY is deprecated" in caplog.text
-    both = {"SMALLFLEET_ADMIN_KEYS": "sk-new", "SMALLFLEET_ADMIN_KEY": "sk-old"}
+    both = Settings.from_environ({"SMALLFLEET_ADMIN_KEYS": "sk-new", "SMALLFLEET_ADMIN_KEY": "sk-old"})
     assert not admin_key_store(both).accepts("sk-old") and admin_secret(both) == "sk-new"
-    assert admin_secret({}) is None and not admin_key_store({})
+    none = Settings.from_environ({})
+    assert admin_secret(none) is None and not admin_key_store(none)
 
 
 # -- in process ---------------------------------------------------------------------------------

@@ -8,13 +8,14 @@ from backends.fake import FakeBackend
 from gateway.access import AccessPolicy
 from gateway.auth import KeyStore
 from gateway.cli import main
+from gateway.settings import Settings
 from tests.conftest import fleet_of
 
 CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def test_keys_are_kept_as_digests_only():
-    keys = KeyStore.from_env({"SMALLFLEET_API_KEYS": "sk-one, sk-two"})
+    keys = KeyStore.from_settings(Settings.from_environ({"SMALLFLEET_API_KEYS": "sk-one, sk-two"}))
     assert keys.accepts("sk-two") and not keys.accepts("sk-three")
     assert "sk-one" not in repr(vars(keys))
 

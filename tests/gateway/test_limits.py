@@ -10,6 +10,7 @@ from gateway.app import create_app
 from gateway.keys import KeyLimits, KeyStore
 from gateway.limits import InputLimits, SlidingWindow
 from gateway.metrics import MAX_KEY_LABELS, OTHER_KEYS, GatewayMetrics
+from gateway.settings import Settings
 from tests.conftest import asgi_client, fleet_of
 
 CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "one two three"}]}
@@ -108,14 +109,15 @@ def test_key_limits_come_from_the_environment_with_a_default():
         "SMALLFLEET_API_KEYS": "team-a:sk-a, sk-anon",
         "SMALLFLEET_KEY_LIMITS": '{"*": {"rpm": 60}, "team-a": {"tpm": 1000, "budget": 2.5}}',
     }
-    keys = KeyStore.from_env(env)
+    keys = KeyStore.from_settings(Settings.from_environ(env))
     team_a = keys.authenticate("sk-a")
     anon = keys.authenticate("sk-anon")
     assert team_a is not None and anon is not None
     assert keys.limits_of(team_a) == KeyLimits(rpm=60, tpm=1000, budget=2.5)
     assert anon.id.startswith("key-") and len(anon.id) == 12 and keys.limits_of(anon) == KeyLimits(rpm=60)
     with pytest.raises(ValueError, match=r"SMALLFLEET_KEY_LIMITS\['x'\].rpm"):
-        KeyStore.from_env({"SMALLFLEET_API_KEYS": "x:k", "SMALLFLEET_KEY_LIMITS": '{"x": {"rpm": 0}}'})
+        bad = {"SMALLFLEET_API_KEYS": "x:k", "SMALLFLEET_KEY_LIMITS": '{"x": {"rpm": 0}}'}
+        KeyStore.from_settings(Settings.from_environ(bad))
 
 
 # -- input limits -------------------------------------------------------------
@@ -160,10 +162,10 @@ async def test_input_limits_are_clear_4xx_naming_the_field(make_client, body, st
 
 
 def test_the_max_tokens_ceiling_comes_from_the_environment():
-    assert InputLimits.from_env({"SMALLFLEET_MAX_TOKENS": "4096"}).max_tokens == 4096
-    assert InputLimits.from_env({}).max_tokens is None
+    assert Settings.from_environ({"SMALLFLEET_MAX_TOKENS": "4096"}).max_tokens == 4096
+    assert Settings.from_environ({}).max_tokens is None
     with pytest.raises(ValueError, match="SMALLFLEET_MAX_TOKENS"):
-        InputLimits.from_env({"SMALLFLEET_MAX_TOKENS": "-1"})
+        Settings.from_environ({"SMALLFLEET_MAX_TOKENS": "-1"})
 
 
 async def test_an_openai_upstreams_context_length_400_maps_through(make_client, stub_upstream):

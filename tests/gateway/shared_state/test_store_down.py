@@ -15,6 +15,7 @@ from backends.fake import FakeBackend
 from fleet.config import ConfigError, StateConfig
 from gateway.app import create_app
 from gateway.keys import KeyLimits, KeyStore
+from gateway.settings import Settings
 from tests.conftest import free_port
 from tests.gateway.shared_state.conftest import ADMIN, metric, replicas, shared_fleet
 
@@ -106,15 +107,15 @@ async def test_a_gateway_starts_and_serves_with_no_store_listening():
     assert listing.status_code == 200 and listing.json()["data"][0]["usage"]["requests"] == 1
 
 
-def test_the_store_url_comes_from_the_config_or_the_environment(monkeypatch):
-    monkeypatch.delenv("SMALLFLEET_STATE_URL", raising=False)
-    assert StateConfig().resolved_url() is None
-    monkeypatch.setenv("SMALLFLEET_STATE_URL", "redis://cache:6379/2")
-    assert StateConfig().resolved_url() == "redis://cache:6379/2"
-    assert StateConfig(url="unix:///run/redis.sock").resolved_url() == "unix:///run/redis.sock"
-    monkeypatch.setenv("SMALLFLEET_STATE_URL", "http://user:secret@cache")
+def test_the_store_url_comes_from_the_config_or_the_environment():
+    assert Settings.from_environ({}).state_store_url(StateConfig()) is None
+    settings = Settings.from_environ({"SMALLFLEET_STATE_URL": "redis://cache:6379/2"})
+    assert settings.state_store_url(StateConfig()) == "redis://cache:6379/2"
+    assert settings.state_store_url(StateConfig(url="unix:///run/redis.sock")) == "unix:///run/redis.sock"
+    bad = Settings.from_environ({"SMALLFLEET_STATE_URL": "http://user:secret@cache"})
+    assert "secret" not in repr(bad)
     with pytest.raises(ConfigError, match="SMALLFLEET_STATE_URL: expected a redis://") as error:
-        StateConfig().resolved_url()
+        bad.state_store_url(StateConfig())
     assert "secret" not in str(error.value)
     assert "secret" not in repr(StateConfig(url="redis://:secret@cache:6379"))
 
