@@ -20,17 +20,11 @@ import pytest
 
 from fleet.config import parse_fleet
 from gateway.app import create_app
-from tests.conftest import STUB_UPSTREAM, LiveServer, script_server
+from tests.conftest import LiveServer
 from tests.stub_upstream import ANSWER
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 HAND_OVER_WITHIN = 20.0  # seconds: the bar at default settings
-
-
-@pytest.fixture(scope="module")
-def fault_url() -> Iterator[str]:
-    with script_server(STUB_UPSTREAM) as url:
-        yield url
 
 
 def _model(name: str, fault: str, fault_url: str, **extra: Any) -> dict[str, Any]:

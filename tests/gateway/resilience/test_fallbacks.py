@@ -12,7 +12,6 @@ import pytest
 from fleet.config import parse_fleet
 from gateway.app import create_app
 from tests.conftest import LiveServer
-from tests.gateway.resilience.test_fault_scenarios import fault_url  # noqa: F401 - the module-scoped fixture
 
 ONE_TRY = {"retry": {"attempts": 1}, "circuit_breaker": {"failure_threshold": 1, "cool_down": 60}}
 MESSAGES = [{"role": "user", "content": "Janet has 3 apples and buys 5 more. How many apples now?"}]
@@ -35,7 +34,7 @@ def _attempts(url: str, fault: str, name: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def gateway(fault_url: str) -> Iterator[str]:  # noqa: F811
+def gateway(fault_url: str) -> Iterator[str]:
     import router
 
     models = [
@@ -54,7 +53,7 @@ def gateway(fault_url: str) -> Iterator[str]:  # noqa: F811
         yield server.url
 
 
-def test_a_failing_model_hands_over_to_its_declared_chain(gateway: str, fault_url: str) -> None:  # noqa: F811
+def test_a_failing_model_hands_over_to_its_declared_chain(gateway: str, fault_url: str) -> None:
     payload = {"model": "primary", "messages": MESSAGES, "max_tokens": 8}
     whole = httpx.post(gateway + "/v1/chat/completions", json=payload)
     streamed = httpx.post(gateway + "/v1/chat/completions", json={**payload, "stream": True})
@@ -74,7 +73,7 @@ def test_a_failing_model_hands_over_to_its_declared_chain(gateway: str, fault_ur
     )
 
 
-def test_a_prompt_too_long_goes_to_a_model_with_a_longer_context(gateway: str, fault_url: str) -> None:  # noqa: F811
+def test_a_prompt_too_long_goes_to_a_model_with_a_longer_context(gateway: str, fault_url: str) -> None:
     response = httpx.post(
         gateway + "/v1/chat/completions", json={"model": "short", "messages": MESSAGES, "max_tokens": 8}
     )
@@ -83,7 +82,7 @@ def test_a_prompt_too_long_goes_to_a_model_with_a_longer_context(gateway: str, f
     assert response.headers["x-smallfleet-model"] == "long"
 
 
-def test_the_router_skips_a_model_whose_circuit_is_open(gateway: str, fault_url: str) -> None:  # noqa: F811
+def test_the_router_skips_a_model_whose_circuit_is_open(gateway: str, fault_url: str) -> None:
     cheapest_first = {"x-smallfleet-alpha": "0"}  # gemma-2-9b-it, the cheapest, ranks first
     payload = {"model": "auto", "messages": MESSAGES, "max_tokens": 8}
     first = httpx.post(gateway + "/v1/chat/completions", json=payload, headers=cheapest_first)

@@ -19,7 +19,7 @@ import pytest
 
 from fleet.config import parse_fleet
 from gateway.app import create_app
-from tests.conftest import STUB_UPSTREAM, LiveServer, script_server
+from tests.conftest import LiveServer
 from tests.stub_upstream import ANSWER
 
 FAST = {
@@ -66,12 +66,6 @@ MEMBER_FIELDS: dict[str, dict[str, Any]] = {
     "any-context": {"context_length": None},
 }
 MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module")
-def fault_url() -> Iterator[str]:
-    with script_server(STUB_UPSTREAM) as url:
-        yield url
 
 
 def _member(name: str, fault: str, overrides: dict[str, Any], fault_url: str) -> dict[str, Any]:
