@@ -28,6 +28,8 @@ RESERVED_MODEL_PREFIX = "auto"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_MESSAGES = 1024
 DEFAULT_STATE_PREFIX = "smallfleet"
+StateOnError = Literal["open", "closed"]
+DEFAULT_STATE_ON_ERROR: StateOnError = "open"
 DEFAULT_STATE_TIMEOUT = 0.25  # seconds per store operation
 DEFAULT_STATE_POLL_INTERVAL = 0.5
 STATE_URL_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -442,8 +444,8 @@ class StateConfig(_Strict):
         repr=False,  # it may carry a password
         description="redis://host:port/db (or rediss://, unix://); default: SMALLFLEET_STATE_URL",
     )
-    on_error: Literal["open", "closed"] = Field(
-        default="open",
+    on_error: StateOnError = Field(
+        default=DEFAULT_STATE_ON_ERROR,
         description="store unreachable: open = per-process limits, closed = 503 for keyed requests",
     )
     timeout: float = Field(

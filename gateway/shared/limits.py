@@ -33,9 +33,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from backends.errors import SmallfleetError
+from fleet.config import DEFAULT_STATE_ON_ERROR, StateOnError
 from gateway.errors import StateUnavailable
 from gateway.keys import ApiKey, KeyStore
 from gateway.limits import WINDOW_S, KeyUsage, Limiter, Refusal
@@ -124,7 +125,7 @@ class SharedLimiter(Limiter):
         metrics: GatewayMetrics,
         store: SharedStore,
         *,
-        on_error: Literal["open", "closed"] = "open",
+        on_error: StateOnError = DEFAULT_STATE_ON_ERROR,
     ) -> None:
         super().__init__(keys, metrics, clock=self._store_clock)
         self.store = store
