@@ -373,7 +373,7 @@ def test_the_deadline_is_named_even_when_the_loop_wakes_its_timer_early() -> Non
     """uvloop (the loop uvicorn serves on) rounds timers to milliseconds and may wake one before
     ``loop.time()`` reaches it; the abandoned model is still reported as past its share of the
     deadline, not as a model that timed out (CI saw ``backend_timeout`` once in ~900 tests)."""
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop
 
     async def abandon_many() -> list[str]:
         codes = []

@@ -30,11 +30,10 @@ import httpx
 import openai
 import pytest
 
+import router
 from fleet.config import FleetConfig, parse_fleet
 from gateway.app import create_app
 from tests.conftest import REPO, LiveServer, free_port, stub_upstream_process
-
-router = pytest.importorskip("router")
 
 DASHBOARDS = sorted((REPO / "deploy" / "grafana").glob("*.json"))
 INSTALL_SCRIPT = "scripts/prometheus_for_tests.sh"

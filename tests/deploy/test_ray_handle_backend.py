@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import ray.exceptions as ray_exceptions
+import ray.serve.exceptions as serve_exceptions
 
 from backends.base import Backend
 from backends.errors import (
@@ -27,9 +29,6 @@ from backends.features import Feature
 from backends.ray_handle import RayHandleBackend, translate_ray_error
 from backends.types import GenerationRequest, Message
 from deploy.rayserve.model import ModelServer
-
-ray_exceptions = pytest.importorskip("ray.exceptions")
-serve_exceptions = pytest.importorskip("ray.serve.exceptions")
 
 REQUEST = GenerationRequest(messages=(Message("user", "hi"),))
 

@@ -22,13 +22,6 @@ from deploy.rayserve.model import ModelServer
 from fleet.config import LlamaCppModel, parse_fleet
 from tests.conftest import asgi_client
 
-pytest.importorskip("ray.serve")
-
-# Ray Serve's own pydantic models use a deprecated Field argument; nothing of ours is filtered.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Using extra keyword arguments on `Field`:pydantic.warnings.PydanticDeprecatedSince20"
-)
-
 RAY_CONFIGS = Path(__file__).resolve().parents[2] / "deploy" / "ray"
 FLEET = {
     "models": [

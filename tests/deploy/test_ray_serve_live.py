@@ -12,13 +12,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import ray
+from ray import serve
 
+from deploy.rayserve.app import build_app
 from tests.conftest import free_port
-
-ray = pytest.importorskip("ray")
-serve = pytest.importorskip("ray.serve")
-
-from deploy.rayserve.app import build_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
+import router
 from fleet.config import ConfigError, parse_fleet
 from gateway.access import AccessPolicy
 from gateway.app import create_app
 from gateway.auto import FleetRouter
 from tests.conftest import free_port
 
-router = pytest.importorskip("router")
 ARTIFACT = str(router.DEFAULT_ARTIFACT)
 BENCHMARK_MODELS = [
     "gemma-2-9b-it",

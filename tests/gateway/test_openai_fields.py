@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import router as router_package
 from backends.fake import FakeBackend
 from backends.features import Feature
 from fleet.config import parse_fleet
@@ -21,7 +22,6 @@ from gateway.app import create_app
 from tests.conftest import LiveServer, fleet_of
 from tests.recording_upstream import RecordingUpstream
 
-router_package = pytest.importorskip("router")
 HI = [{"role": "user", "content": "What is the weather in Paris?"}]
 WEATHER = {
     "type": "function",

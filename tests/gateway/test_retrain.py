@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+import router
 from fleet.config import parse_fleet
 from gateway.app import create_app
 from gateway.cli import main
@@ -22,7 +23,6 @@ from gateway.keys import KeyStore
 from gateway.request_log import Feedback, RequestRecord
 from gateway.retrain import parse_since, rows_from_feedback
 
-router = pytest.importorskip("router")
 DATA = Path(router.__file__).resolve().parent / "data"
 FAST = ["--folds", "0", "--clusters", "8"]
 

@@ -12,13 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
+import kubernetes_validate
 import pytest
 import yaml
 
-helm = pytest.importorskip("helm_python")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-
-from fleet.config import parse_fleet  # noqa: E402
+from fleet.config import parse_fleet
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "smallfleet"
 KUBE_VERSIONS = ("1.30.0", "1.37.0")  # the oldest we claim and the newest schemas we have

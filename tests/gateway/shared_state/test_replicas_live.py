@@ -23,10 +23,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+import router
 from tests.conftest import REPO, free_port, wait_until_serving
 from tests.gateway.shared_state.redis_server import RedisServer
 
-router = pytest.importorskip("router")
 MODELS = ["gemma-2-9b-it", "llama-3.1-8b-instruct", "qwen2.5-7b-instruct"]
 AUTO = {"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 4}
 CHAT = {"model": MODELS[0], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
