@@ -319,11 +319,13 @@ async def test_cancelling_a_call_cancels_the_inner_one() -> None:
     fake = FakeBackend(first_chunk_delay=10)
     backend = ResilientBackend(fake)
     task = asyncio.ensure_future(backend.chat(REQUEST))
-    await asyncio.sleep(0.02)
+    while not fake.requests:  # the inner call is under way
+        await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert backend.circuit_state is CircuitState.CLOSED
+    assert fake.cancelled == 1 and fake.calls == 1  # cancelled inside, not retried
+    assert backend.circuit_state is CircuitState.CLOSED  # a cancellation is not the model failing
 
 
 async def test_the_wrapper_is_a_backend_that_delegates() -> None:

@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import openai
 import pytest
 
 from backends.fake import FakeBackend
+from backends.types import GenerationRequest, StreamChunk
 from gateway.app import create_app
 from tests.conftest import fleet_of
+
+
+class _Watched(FakeBackend):
+    """A fake whose ``ended`` is set once its stream is over, finished or closed early."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ended = threading.Event()
+
+    async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        try:
+            async for chunk in super().stream_chat(request):
+                yield chunk
+        finally:
+            self.ended.set()
 
 
 @pytest.fixture
 def served(live_server):
     fakes = {
         "alpha": FakeBackend("alpha", reply="Hello there friend"),
-        "slow": FakeBackend("slow", reply="w " * 200, chunk_delay=0.02),
+        "slow": _Watched("slow", reply="w " * 200, chunk_delay=0.02),  # 4 s of answer
     }
     server = live_server(create_app(fleet_of("alpha", "slow"), backends=fakes))
     return server, fakes
@@ -73,11 +91,9 @@ def test_client_disconnect_mid_stream_stops_the_backend(served):
                         break
 
     asyncio.run(read_a_little_then_leave())
-    time.sleep(0.3)
-    sent = slow.chunks_sent
-    time.sleep(0.3)
-    assert slow.stream_closed_early
-    assert sent == slow.chunks_sent < 50  # nothing more generated after the client left
+    assert slow.ended.wait(10), "the backend's stream was neither closed nor finished"
+    assert slow.stream_closed_early  # closed, not run to its end
+    assert slow.chunks_sent < 50  # nothing more generated after the client left
 
 
 def test_client_disconnect_before_a_whole_answer_cancels_it(served):
@@ -88,6 +104,11 @@ def test_client_disconnect_before_a_whole_answer_cancels_it(served):
             json={"model": "slow", "messages": [{"role": "user", "content": "go"}]},
             timeout=0.2,
         )
-    time.sleep(0.5)
-    metrics = httpx.get(server.url + "/metrics").text
-    assert 'smallfleet_requests_total{model="slow",route="slow",status="499"} 1.0' in metrics
+    slow = fakes["slow"]
+    assert slow.ended.wait(10), "the backend's call was neither cancelled nor finished"
+    assert slow.stream_closed_early and slow.chunks_sent < 200  # cancelled, not left to finish
+    counted = 'smallfleet_requests_total{model="slow",route="slow",status="499"} 1.0'
+    deadline = time.monotonic() + 10  # a wait for the request's accounting, not a bound on it
+    while counted not in (metrics := httpx.get(server.url + "/metrics").text) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert counted in metrics

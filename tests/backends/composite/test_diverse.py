@@ -123,7 +123,8 @@ async def test_all_samples_failing_is_a_clear_error_of_their_kind():
 async def test_cancelling_the_answer_cancels_every_sample():
     members = [FakeBackend(f"m{i}", first_chunk_delay=10) for i in range(3)]
     task = asyncio.create_task(_route([Sampler(m) for m in members]).chat(QUESTION))
-    await asyncio.sleep(0.05)
+    while not all(m.requests for m in members):  # every sample is under way
+        await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

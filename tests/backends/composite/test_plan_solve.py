@@ -117,7 +117,8 @@ async def test_streaming_solver_stall_is_a_timeout_not_a_hang():
 async def test_cancelling_the_answer_cancels_the_inner_call():
     planner = FakeBackend("planner", PLAN, first_chunk_delay=10)
     task = asyncio.create_task(_route(planner, FakeBackend("solver")).chat(QUESTION))
-    await asyncio.sleep(0.05)
+    while not planner.requests:  # the inner call is under way
+        await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

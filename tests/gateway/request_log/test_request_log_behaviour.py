@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -178,15 +179,32 @@ async def test_a_full_queue_drops_records_and_counts_them(log_url: str) -> None:
     await log.aclose()  # closing twice is harmless
 
 
-async def test_record_never_waits_for_the_database(open_log: OpenLog) -> None:
-    records = [make_record(i) for i in range(20_000)]
+async def test_record_never_waits_for_the_database(open_log: OpenLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the writer is held inside a database write, 20k record() calls still return (none
+    dropped), and every record is written once the database answers again."""
+    writing, release = threading.Event(), threading.Event()
     async with open_log() as log:
-        started = time.perf_counter()
-        for record in records:
-            log.record(record)
-        elapsed = time.perf_counter() - started
+        insert = log.store.insert
+
+        def held_insert(batch: Any) -> None:
+            writing.set()
+            release.wait()
+            insert(batch)
+
+        monkeypatch.setattr(log.store, "insert", held_insert)
+        log.record(make_record("first"))
+        assert await asyncio.to_thread(writing.wait, 30), "the writer never wrote"
+        safety = threading.Timer(30, release.set)  # a record() that waited would wait for this
+        safety.start()
+        for i in range(20_000):
+            log.record(make_record(i))
+        waited = release.is_set()
+        safety.cancel()
+        release.set()
         await log.flush()
-    assert elapsed < 0.5, f"20k record() calls took {elapsed:.3f} s"
+        written = await log.count()
+    assert not waited, "record() waited for the held database write"
+    assert log.dropped == 0 and written == 20_001
 
 
 @pytest.mark.parametrize("score", [-0.01, 1.01, math.nan, math.inf, -math.inf, True, "0.5", None])

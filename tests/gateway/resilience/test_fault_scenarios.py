@@ -172,13 +172,13 @@ def test_429_retry_after_is_honoured(client: httpx.Client, fault_url: str) -> No
     error_of(chat(client, "f-429-retry-after"), 429)
     elapsed = time.monotonic() - started
     assert attempts(fault_url, "f-429-retry-after") == 3
-    assert 0.4 <= elapsed < 3.0  # two waits of at least Retry-After: 0.2
+    assert elapsed >= 0.4  # two waits of at least Retry-After: 0.2 (a busy machine only adds)
     started = time.monotonic()
     response = chat(client, "f-retry-after-then-ok")
     elapsed = time.monotonic() - started
     assert response.status_code == 200, response.text
     assert attempts(fault_url, "f-retry-after-then-ok") == 2
-    assert 0.4 <= elapsed < 3.0
+    assert elapsed >= 0.4
     assert_still_serving(client)
 
 
@@ -207,12 +207,10 @@ def test_connection_reset_is_retried_then_a_503(client: httpx.Client, fault_url:
 
 
 def test_a_hung_upstream_times_out_and_is_retried(client: httpx.Client, fault_url: str) -> None:
-    started = time.monotonic()
     assert error_of(chat(client, "f-hang"), 504)["code"] == "backend_timeout"
     response, _ = stream(client, "f-hang")
     assert error_of(response, 504)["code"] == "backend_timeout"
-    assert time.monotonic() - started < 6
-    assert attempts(fault_url, "f-hang") == 6
+    assert attempts(fault_url, "f-hang") == 6  # the upstream never answers: only timeouts end each
     assert_still_serving(client)
 
 
@@ -222,8 +220,8 @@ def test_first_token_delay_within_and_beyond_the_limit(client: httpx.Client, fau
     started = time.monotonic()
     response, _ = stream(client, "f-slow-too-slow")
     assert error_of(response, 504)["message"].endswith("sent no first token within 0.5 s")
-    assert 1.5 <= time.monotonic() - started < 4
-    assert attempts(fault_url, "f-slow-too-slow") == 3
+    assert time.monotonic() - started >= 1.5  # three attempts, each given its 0.5 s
+    assert attempts(fault_url, "f-slow-too-slow") == 3  # a 504, not the first token that comes at 3 s
     deadline = time.monotonic() + 3
     while disconnects(fault_url, "f-slow-too-slow") < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -295,8 +293,8 @@ def test_stream_stalled_mid_answer(client: httpx.Client, fault_url: str) -> None
     started = time.monotonic()
     response, events = stream(client, "f-stall")
     assert response.status_code == 200
-    assert assert_broken_stream(events, "backend_timeout") == "Hello from "
-    assert 0.4 <= time.monotonic() - started < 3
+    assert assert_broken_stream(events, "backend_timeout") == "Hello from "  # it stalls for good
+    assert time.monotonic() - started >= 0.4  # the idle timeout, not sooner
     assert attempts(fault_url, "f-stall") == 1
     assert_still_serving(client)
 
@@ -347,10 +345,10 @@ def test_breaker_opens_fails_fast_then_probes_and_recovers(client: httpx.Client,
     for _ in range(3):
         assert error_of(chat(client, "f-breaker"), 503)["code"] == "backend_unavailable"
     assert attempts(fault_url, "f-breaker") == 3
-    started = time.monotonic()
     refused = chat(client, "f-breaker")
     error = error_of(refused, 503)
-    assert error["code"] == "circuit_open" and time.monotonic() - started < 0.2
+    assert error["code"] == "circuit_open"
+    assert attempts(fault_url, "f-breaker") == 3  # failed fast: the upstream was not asked
     assert refused.headers["retry-after"] == "1"  # the rest of the 0.5 s cool-down, rounded up
     metrics = client.get("/metrics").text
     assert 'smallfleet_circuit_state{model="f-breaker",state="open"} 1.0' in metrics
