@@ -6,6 +6,9 @@ front of the stub upstream, so the whole path runs over real loopback HTTP.
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import httpx
 import pytest
 
@@ -99,21 +102,31 @@ def test_an_artifact_that_knows_none_of_the_fleet_is_refused():
         FleetRouter.load("/nonexistent/artifact", ["gemma-2-9b-it"])
 
 
-def test_reload_swaps_the_router_without_dropping_requests(auto_server):
+def test_reload_swaps_the_router_without_dropping_requests(auto_server, tmp_path):
     import concurrent.futures
 
     server, _ = auto_server
     payload = {"model": "auto", "messages": [{"role": "user", "content": MATH}], "max_tokens": 4}
+    before = httpx.get(server.url + "/health").json()["router_version"]
+    other = tmp_path / "v2"  # the shipped artifact under another version
+    shutil.copytree(ARTIFACT, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["version"] = "test-v2"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    artifacts = [str(other), ARTIFACT, str(other)]
 
     def ask(_: int) -> int:
         return httpx.post(server.url + "/v1/chat/completions", json=payload, timeout=30).status_code
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         traffic = [pool.submit(ask, i) for i in range(60)]
-        reloads = [httpx.post(server.url + "/admin/router/reload", timeout=30) for _ in range(3)]
+        reloads = [
+            httpx.post(server.url + "/admin/router/reload", json={"artifact": a}, timeout=30) for a in artifacts
+        ]
         statuses = [f.result() for f in traffic]
     assert all(r.status_code == 200 for r in reloads), [r.text for r in reloads]
     assert statuses == [200] * 60
+    assert [r.json()["version"] for r in reloads] == ["test-v2", before, "test-v2"] and before != "test-v2"
     version = reloads[-1].json()["version"]
     assert httpx.get(server.url + "/health").json()["router_version"] == version
     after = httpx.post(server.url + "/v1/chat/completions", json=payload)
