@@ -26,6 +26,7 @@ import pytest
 
 from tests.conftest import REPO, free_port, wait_until_serving
 
+pytestmark = pytest.mark.slow  # it runs for SMALLFLEET_SOAK_SECONDS by design
 SOAK_SECONDS = float(os.environ.get("SMALLFLEET_SOAK_SECONDS", "20"))
 CONCURRENCY = 16
 WARMUP_FRACTION = 0.3
