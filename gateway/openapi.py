@@ -2,7 +2,7 @@
 
 Request bodies come from the pydantic models of :mod:`gateway.protocol` (one
 source of truth for what is accepted); responses are written out here, in
-OpenAI's shapes. ``tests/fuzz`` checks the running gateway against it.
+OpenAI's shapes. ``tests/gateway/test_openapi_fuzz.py`` checks the running gateway against it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The gateway's side: fields typed and checked, features that decide who may answer, OpenAI's
 shapes of tool calls and log-probabilities, and a remote server that gets every field unchanged
 (a recording OpenAI-compatible server over real loopback HTTP, with the real ``openai`` client).
-The in-process llama.cpp side is tests/slow/test_openai_fields_real.py.
+The in-process llama.cpp side is tests/gateway/test_openai_fields_real.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 In-process fakes check what reaches a backend and the answer's shape; a recording
 OpenAI-compatible server checks tools end to end (a call out, its output back in). Real llama.cpp:
-tests/slow/test_openai_fields_real.py.
+tests/gateway/test_openai_fields_real.py.
 """
 
 from __future__ import annotations
