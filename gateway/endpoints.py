@@ -24,8 +24,7 @@ from gateway.answer import Ask
 from gateway.auth import Unauthorized, bearer_key
 from gateway.auto import ALPHA_HEADER, FleetRouter, is_auto
 from gateway.errors import request_error_from_validation
-from gateway.keys import ADMIN_KEYS_ENV, ApiKey, KeyStore, KeyTable
-from gateway.keys import KeyLimits as Limits
+from gateway.keys import ADMIN_KEYS_ENV, ApiKey, KeyLimits, KeyStore, KeyTable
 from gateway.limits import InputLimits, Limiter
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.protocol import (
@@ -449,7 +448,7 @@ class Endpoints:
     async def create_key(self, request: Request) -> Response:
         self._check_admin(request)
         parsed = parse(CreateKeyRequest, await read_body(request, self.config.limits.max_body_bytes))
-        limits = Limits(parsed.rpm, parsed.tpm, parsed.budget)
+        limits = KeyLimits(parsed.rpm, parsed.tpm, parsed.budget)
         key, secret = await self.keys.create(self._table(), parsed.name, limits)
         return _json({**self._key_json(key), "key": secret}, status=201)
 
