@@ -44,6 +44,7 @@ from gateway.service import JSON_MEDIA_TYPE, Gateway
 from gateway.shapes import CompletionShape
 
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R", ChatCompletionRequest, CompletionRequest, ResponsesRequest)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -205,14 +206,7 @@ class Endpoints:
     async def chat_completions(self, request: Request) -> Any:
         started = time.perf_counter()
         try:
-            parsed = parse(ChatCompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
-            if len(parsed.messages) > self.config.limits.max_messages:
-                raise RequestError(
-                    f"{len(parsed.messages)} messages; the limit is {self.config.limits.max_messages}",
-                    param="messages",
-                )
-            self._check_max_tokens(parsed)
-            parsed.refuse_unsupported()
+            parsed = await self._read(request, ChatCompletionRequest)
             generation = _chat_generation(parsed)
         except SmallfleetError as exc:
             self._count_rejection(exc)
@@ -226,9 +220,7 @@ class Endpoints:
     async def completions(self, request: Request) -> Any:
         started = time.perf_counter()
         try:
-            parsed = parse(CompletionRequest, await read_body(request, self.config.limits.max_body_bytes))
-            self._check_max_tokens(parsed)
-            parsed.refuse_unsupported()
+            parsed = await self._read(request, CompletionRequest)
             generation = GenerationRequest(
                 prompt=parsed.prompt_text(),
                 params=_sampling(parsed),
@@ -248,13 +240,7 @@ class Endpoints:
         """``POST /v1/responses`` (gateway/responses_api.py): the chat path, in the Responses shape."""
         started = time.perf_counter()
         try:
-            parsed = parse(ResponsesRequest, await read_body(request, self.config.limits.max_body_bytes))
-            items = 1 if isinstance(parsed.input, str) else len(parsed.input)
-            if items > self.config.limits.max_messages:
-                message = f"{items} input items; the limit is {self.config.limits.max_messages}"
-                raise RequestError(message, param="input")
-            self.input_limits.check_max_tokens(parsed.token_limit, "max_output_tokens")
-            parsed.refuse_unsupported()
+            parsed = await self._read(request, ResponsesRequest)
             generation = parsed.generation()
         except SmallfleetError as exc:
             self._count_rejection(exc)
@@ -270,10 +256,19 @@ class Endpoints:
         code = exc.code or exc.error_type
         self.gateway.metrics.observe_rejection(model=None, status=exc.status_code, code=code)
 
-    def _check_max_tokens(self, parsed: ChatCompletionRequest | CompletionRequest) -> None:
-        chat_limit = parsed.max_completion_tokens if isinstance(parsed, ChatCompletionRequest) else None
-        param = "max_completion_tokens" if chat_limit else "max_tokens"
-        self.input_limits.check_max_tokens(parsed.token_limit, param)
+    async def _read(self, request: Request, model: type[R]) -> R:
+        """The request's body parsed as ``model`` and checked against the input limits: the one
+        place a completion request's input is checked before a member is chosen (what depends on
+        the member, its context and choices, is checked in gateway/choosing.py)."""
+        limits = self.config.limits
+        parsed = parse(model, await read_body(request, limits.max_body_bytes))
+        turns, field = parsed.turns
+        if turns > limits.max_messages:
+            what = "input items" if field == "input" else field
+            raise RequestError(f"{turns} {what}; the limit is {limits.max_messages}", param=field)
+        self.input_limits.check_max_tokens(parsed.token_limit, parsed.token_limit_param)
+        parsed.refuse_unsupported()
+        return parsed
 
     # -- feedback ---------------------------------------------------------
     async def feedback(self, request: Request) -> Response:

@@ -62,6 +62,21 @@ class _Request(BaseModel):
             if (self.model_extra or {}).get(key) is not None:
                 raise UnsupportedParameter(f"smallfleet does not support {key!r}", param=key)
 
+    @property
+    def token_limit(self) -> int | None:
+        """The most tokens the answer may have, as asked (None: not asked)."""
+        return None
+
+    @property
+    def token_limit_param(self) -> str:
+        """The field that asked for :attr:`token_limit`, for an error naming it."""
+        return "max_tokens"
+
+    @property
+    def turns(self) -> tuple[int, str]:
+        """How many turns (messages, input items) the request carries, and the field they are in."""
+        return 1, "prompt"
+
     def vendor_fields(self) -> dict[str, Any]:
         """Fields OpenAI does not define, with a value (a null asks for nothing)."""
         extra = self.model_extra or {}
@@ -267,6 +282,14 @@ class ChatCompletionRequest(_SamplingFields):
     @property
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def token_limit_param(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+
+    @property
+    def turns(self) -> tuple[int, str]:
+        return len(self.messages), "messages"
 
 
 class CompletionRequest(_SamplingFields):

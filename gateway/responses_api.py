@@ -179,6 +179,14 @@ class ResponsesRequest(_Request):
         return self.max_output_tokens
 
     @property
+    def token_limit_param(self) -> str:
+        return "max_output_tokens"
+
+    @property
+    def turns(self) -> tuple[int, str]:
+        return (1 if isinstance(self.input, str) else len(self.input)), "input"
+
+    @property
     def wants_details(self) -> bool:
         return bool(self.smallfleet and self.smallfleet.details)
 
