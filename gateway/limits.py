@@ -71,6 +71,10 @@ class SlidingWindow:
     def free_after(self, now: float, limit: int) -> float:
         """Seconds until the window's total falls below ``limit`` (0 if it is below now)."""
         total = self.used(now)
+        if total < limit:
+            return 0.0
+        if limit <= 1:  # empty once the newest event leaves: no walk over the whole window
+            return max(0.0, self._events[-1][0] + WINDOW_S - now)
         for at, amount in self._events:
             if total < limit:
                 break
