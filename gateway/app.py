@@ -35,6 +35,7 @@ from gateway.auto import FleetRouter
 from gateway.embeddings_api import EmbeddingsApi, build_embedders
 from gateway.endpoints import Endpoints
 from gateway.errors import MethodNotAllowed, NotFound, error_bytes
+from gateway.health import HealthPoller
 from gateway.keys import KeyStore, KeyTable
 from gateway.limits import InputLimits, KeyLimitsMiddleware, Limiter
 from gateway.metrics import GatewayMetrics
@@ -123,12 +124,6 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return _error_response(request, exc)
 
 
-async def _poll_forever(endpoints: Endpoints, every: float) -> None:
-    while True:
-        await asyncio.sleep(every)
-        await endpoints.poll_health()
-
-
 def create_app(
     config: FleetConfig,
     *,
@@ -187,12 +182,14 @@ def create_app(
         )
     limiter = shared.limiter if shared is not None else Limiter(keys, gateway.metrics)
     gateway.record_hooks.append(limiter.charge)
+    health = HealthPoller(fleet, gateway.metrics)
     endpoints = Endpoints(
         gateway,
         config,
         admin_keys or KeyStore(),
         keys=keys,
         limiter=limiter,
+        health=health,
         key_table=shared.keys if shared is not None else log_table,
         input_limits=input_limits or InputLimits(settings.max_tokens),
         openapi=openapi_document(config.models[0].name),
@@ -217,8 +214,8 @@ def create_app(
             await shared.start()
         await fleet.start()
         await embeddings.start()
-        await endpoints.poll_health()
-        poller = asyncio.create_task(_poll_forever(endpoints, health_poll_seconds))
+        await health.poll()
+        poller = asyncio.create_task(health.poll_forever(health_poll_seconds))
         reload_on_sighup = _install_sighup_reload(endpoints)
         try:
             yield

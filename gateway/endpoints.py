@@ -15,7 +15,7 @@ from starlette.routing import Route as HttpRoute
 
 from backends.errors import PayloadTooLarge, RequestError, SmallfleetError, UnsupportedParameter
 from backends.features import Feature, features_used
-from backends.types import GenerationRequest, Health, ResponseFormat, SamplingParams, Tool, ToolChoice
+from backends.types import GenerationRequest, ResponseFormat, SamplingParams, Tool, ToolChoice
 from backends.types import Message as ChatTurn
 from fleet.composites import member_names
 from fleet.config import ConfigError, FleetConfig, RouteConfig
@@ -24,6 +24,7 @@ from gateway.answer import Ask
 from gateway.auth import Unauthorized, bearer_key
 from gateway.auto import ALPHA_HEADER, FleetRouter, is_auto
 from gateway.errors import request_error_from_validation
+from gateway.health import HealthPoller
 from gateway.keys import ADMIN_KEYS_ENV, ApiKey, KeyLimits, KeyStore, KeyTable
 from gateway.limits import InputLimits, Limiter
 from gateway.metrics import CONTENT_TYPE_LATEST
@@ -159,8 +160,9 @@ class Endpoints:
         config: FleetConfig,
         admin_keys: KeyStore,
         *,
-        keys: KeyStore | None = None,
-        limiter: Limiter | None = None,
+        keys: KeyStore,
+        limiter: Limiter,
+        health: HealthPoller,
         key_table: KeyTable | None = None,
         input_limits: InputLimits | None = None,
         openapi: dict[str, Any] | None = None,
@@ -170,13 +172,13 @@ class Endpoints:
         self.config = config
         self.admin_keys = admin_keys
         self.access = access or AccessPolicy()
-        self.keys = keys if keys is not None else KeyStore()
-        self.limiter = limiter if limiter is not None else Limiter(self.keys, gateway.metrics)
+        self.keys = keys
+        self.limiter = limiter
+        self.health_poller = health
         self.key_table = key_table
         self.input_limits = input_limits or InputLimits()
         self.openapi = openapi or {}
         self.created = int(time.time())
-        self.health_cache: dict[str, Health] = {}
         self._reload_lock = asyncio.Lock()
         # Tells the other replicas of a reload (gateway/shared): called with (artifact, version).
         self.on_router_reload: Callable[[str, str], Awaitable[None]] | None = None
@@ -345,11 +347,11 @@ class Endpoints:
 
     # -- operations -------------------------------------------------------
     async def health(self, request: Request) -> Response:
+        last = self.health_poller.last
         models = {
-            name: {"ok": h.ok, "detail": h.detail, "queue_depth": h.queue_depth}
-            for name, h in self.health_cache.items()
+            name: {"ok": h.ok, "detail": h.detail, "queue_depth": h.queue_depth} for name, h in last.items()
         }
-        healthy = bool(self.health_cache) and all(h.ok for h in self.health_cache.values())
+        healthy = self.health_poller.healthy
         router = self.gateway.router
         return _json(
             {
@@ -360,22 +362,8 @@ class Endpoints:
         )
 
     async def metrics(self, request: Request) -> Response:
-        for member in self.gateway.fleet:
-            # A local queue depth is free to read; a remote backend's waits for the health poller.
-            if member.in_process:
-                health = await member.backend.health()
-                self.gateway.metrics.backend_queue_depth.labels(member.name).set(health.queue_depth)
+        await self.health_poller.local_queue_depths()
         return Response(self.gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    async def poll_health(self) -> None:
-        for member in self.gateway.fleet:
-            try:
-                health = await asyncio.wait_for(member.backend.health(), timeout=5.0)
-            except (TimeoutError, SmallfleetError) as exc:
-                health = Health(ok=False, detail=f"health check failed: {exc}")
-            self.health_cache[member.name] = health
-            self.gateway.metrics.backend_up.labels(member.name).set(1 if health.ok else 0)
-            self.gateway.metrics.backend_queue_depth.labels(member.name).set(health.queue_depth)
 
     def _check_admin(self, request: Request) -> None:
         """An admin key (SMALLFLEET_ADMIN_KEYS) when any is set; without one, local clients only

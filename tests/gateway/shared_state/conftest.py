@@ -62,7 +62,9 @@ def shared_fleet(url: str | None, *names: str, **state: Any) -> FleetConfig:
     ]
     raw: dict[str, Any] = {"models": models}
     if url is not None:
-        raw["state"] = {"url": url, **state}
+        # Counting must not fail open because a loaded test machine was slow to reach Redis:
+        # 2 s per operation unless a test sets its own (the default, 0.25 s, is for production).
+        raw["state"] = {"url": url, "timeout": 2.0, **state}
     return parse_fleet(raw)
 
 
