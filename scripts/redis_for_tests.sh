@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make a Redis server binary available for the shared-state tests (tests/gateway/shared_state/),
+# Make a Redis server binary available for the shared-state tests (tests/gateway/shared/),
 # which start their own throwaway servers on loopback (a free port, no persistence, a temp dir),
 # so that a test can stop one mid-traffic.
 # Idempotent: installs Debian's `redis-server` package only when the binary is missing; no service

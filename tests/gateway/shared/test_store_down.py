@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.keys import KeyLimits, KeyStore
 from gateway.settings import Settings
 from tests.conftest import free_port
-from tests.gateway.shared_state.conftest import ADMIN, metric, replicas, shared_fleet
+from tests.gateway.shared.conftest import ADMIN, metric, replicas, shared_fleet
 
 CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
 AUTH = {"authorization": "Bearer sk-a"}

@@ -25,7 +25,7 @@ import pytest
 
 import router
 from tests.conftest import REPO, free_port, wait_until_serving
-from tests.gateway.shared_state.redis_server import RedisServer
+from tests.gateway.shared.redis_server import RedisServer
 
 MODELS = ["gemma-2-9b-it", "llama-3.1-8b-instruct", "qwen2.5-7b-instruct"]
 AUTO = {"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 4}

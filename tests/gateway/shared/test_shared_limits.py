@@ -13,7 +13,7 @@ from gateway.keys import KeyLimits, KeyStore
 from gateway.metrics import GatewayMetrics
 from gateway.shared import SharedLimiter, SharedStore
 from gateway.shared.limits import usage_from_reply
-from tests.gateway.shared_state.conftest import ADMIN, replicas, shared_fleet
+from tests.gateway.shared.conftest import ADMIN, replicas, shared_fleet
 
 CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "one two three"}]}
 AUTH = {"authorization": "Bearer sk-a"}

@@ -15,7 +15,7 @@ from backends.fake import FakeBackend
 from fleet.config import parse_fleet
 from gateway.app import create_app
 from gateway.keys import KeyStore
-from tests.gateway.shared_state.conftest import ADMIN, metric, replicas
+from tests.gateway.shared.conftest import ADMIN, metric, replicas
 
 MODELS = ["gemma-2-9b-it", "llama-3.1-8b-instruct", "qwen2.5-7b-instruct"]
 AUTO = {"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 4}

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 
 from fleet.config import FleetConfig, parse_fleet
 from tests.conftest import asgi_client
-from tests.gateway.shared_state.redis_server import RedisServer, RedisUnavailable, running_redis
+from tests.gateway.shared.redis_server import RedisServer, RedisUnavailable, running_redis
 
 ADMIN = {"authorization": "Bearer sk-admin"}
 

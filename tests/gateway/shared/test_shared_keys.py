@@ -9,7 +9,7 @@ from backends.fake import FakeBackend
 from gateway.app import create_app
 from gateway.keys import KeyStore
 from gateway.request_log import StoredKey, open_request_log
-from tests.gateway.shared_state.conftest import ADMIN, replicas, shared_fleet
+from tests.gateway.shared.conftest import ADMIN, replicas, shared_fleet
 
 CHAT = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
 
