@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(config: access.trusted_proxies)",
     )
     run.set_defaults(func=serve)
-    from gateway.prepare import add_prepare_command
+    from fleet.prepare import add_prepare_command
 
     add_prepare_command(commands)
     try:
