@@ -102,6 +102,7 @@ class OpenAIHTTPBackend:
         self._max_connections = max_connections
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._urls: dict[str, httpx.URL] = {}
 
     async def start(self) -> None:
         transport = self._transport
@@ -119,6 +120,11 @@ class OpenAIHTTPBackend:
         self._client = httpx.AsyncClient(
             base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport
         )
+        # An upstream's cookies are no client's business: nothing is sent back, so nothing is kept
+        # (reading Set-Cookie through http.cookiejar cost as much as the rest of httpx's answer).
+        self._client._cookies = _NoCookies()
+        # Absolute URLs built once: httpx parses a relative one against base_url on every request.
+        self._urls = {path: httpx.URL(self.base_url + path) for path in ("/chat/completions", "/completions")}
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -147,7 +153,7 @@ class OpenAIHTTPBackend:
         try:
             async with asyncio.timeout(self._timeouts.total):
                 with _map_transport_errors(self.name):
-                    response = await self.client.post(path, content=orjson.dumps(payload))
+                    response = await self.client.post(self._urls[path], content=orjson.dumps(payload))
         except TimeoutError as exc:
             raise BackendTimeout(f"model {self.name!r} did not answer in time") from exc
         if response.status_code != 200:
@@ -157,11 +163,12 @@ class OpenAIHTTPBackend:
     async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
         path, payload = self._payload(request, stream=True)
         with _map_transport_errors(self.name):
-            async with self.client.stream("POST", path, content=orjson.dumps(payload)) as response:
+            body = orjson.dumps(payload)
+            async with self.client.stream("POST", self._urls[path], content=body) as response:
                 if response.status_code != 200:
-                    body = await response.aread()
-                    raise _error_for_status(self.name, response.status_code, body, response.headers)
-                async for chunk in _parse_sse(self.name, response.aiter_lines(), request):
+                    error = await response.aread()
+                    raise _error_for_status(self.name, response.status_code, error, response.headers)
+                async for chunk in _parse_sse(self.name, _lines(response), request):
                     yield chunk
 
     def _payload(self, request: GenerationRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
@@ -209,6 +216,28 @@ class OpenAIHTTPBackend:
             payload["stream"] = True
             payload["stream_options"] = {"include_usage": True}
         return path, payload
+
+
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The response's lines (CR, LF or CRLF ended; the last one may be unended), without their
+    ends: split as bytes and decoded one line at a time (httpx's ``aiter_lines`` decodes and
+    splits text piece by piece, a good share of a streamed answer's cost). A CRLF split between
+    two pieces gives one extra empty line, which SSE ignores."""
+    rest = b""
+    async for piece in response.aiter_bytes():
+        lines = (rest + piece).splitlines(keepends=True)
+        rest = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
+        for line in lines:
+            yield line.rstrip(b"\r\n").decode("utf-8", "replace")
+    if rest:
+        yield rest.decode("utf-8", "replace")
 
 
 def _message_json(message: Message) -> dict[str, Any]:

@@ -346,9 +346,20 @@ class ResilientBackend:
         chunk = first
         try:
             answer.add(chunk)
-            while chunk.finish_reason is None:
-                chunk = await self._next(chunks, deadline - loop.time(), deadline, first=False)
-                answer.add(chunk)
+            if chunk.finish_reason is None:
+                # the rest under one timeout (the call's total), not one per chunk
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        async for chunk in chunks:
+                            answer.add(chunk)
+                            if chunk.finish_reason is not None:
+                                break
+                except TimeoutError:
+                    raise BackendTimeout(
+                        f"model {self.name!r} did not finish within {self.timeouts.total:g} s"
+                    ) from None
+                if chunk.finish_reason is None:
+                    raise BackendError(f"model {self.name!r} ended its stream without finishing")
         except SmallfleetError as exc:
             verdict = exc
             raise
