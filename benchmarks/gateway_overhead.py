@@ -1,17 +1,22 @@
-"""Gateway overhead benchmark: direct vs. smallfleet gateway vs. LiteLLM proxy.
+"""Gateway overhead benchmark: direct vs. a bare pass-through vs. smallfleet vs. LiteLLM proxy.
 
 In one run on one machine this script
 
 1. starts the stub upstream (``tests/stub_upstream.py``, shared with the tests),
-2. measures three targets, one after the other, each started alone:
-   ``direct`` (the stub itself), ``gateway`` (smallfleet through its ``openai``
-   backend, in front of the stub) and ``litellm`` (LiteLLM's proxy, one worker,
-   in front of the same stub),
+2. measures four targets, one after the other, each started alone:
+   ``direct`` (the stub itself), ``passthrough`` (``benchmarks/passthrough.py``: the
+   gateway's HTTP stack, uvicorn with uvloop and httptools, forwarding to the stub through
+   an aiohttp session with no gateway logic), ``gateway`` (smallfleet through its
+   ``openai`` backend, in front of the stub, with API keys, per-key limits, the request
+   log and metrics on) and ``litellm`` (LiteLLM's proxy, one worker, in front of the
+   same stub),
 3. for each: latency at concurrency 1 (median, p90, p99) and throughput at
    concurrency 16 (requests/s over a fixed duration), both after a warm-up,
-4. prints a table and the two figures of the performance floor: the gateway's
-   added median latency at c=1 (gateway - direct, ms; floor: <= 1 ms) and the
-   throughput ratio gateway / LiteLLM at c=16 (floor: >= 10),
+4. prints a table and the figures of the performance floor: the gateway's
+   added median latency at c=1 (gateway - direct, ms; floor: <= 1 ms), the
+   throughput ratio gateway / LiteLLM at c=16 (floor: >= 10), and against the
+   pass-through: added median latency gateway / pass-through (target <= 1.5) and
+   throughput gateway / pass-through (target >= 0.4),
 5. optionally writes everything as JSON (``--json PATH``).
 
 The load generator is ``wrk`` when installed (``apt-get install wrk``), else
@@ -43,23 +48,32 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STUB_SCRIPT = REPO_ROOT / "tests" / "stub_upstream.py"
+PASSTHROUGH_SCRIPT = REPO_ROOT / "benchmarks" / "passthrough.py"
 HOST = "127.0.0.1"
 MODEL = "stub"
 REQUEST_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}],
                 "max_tokens": 16}
 CHAT_PATH = "/v1/chat/completions"
-TARGETS = ("direct", "gateway", "litellm")
+TARGETS = ("direct", "passthrough", "gateway", "baseline", "litellm")
 DEFAULT_GATEWAY_CMD = "{python} -m gateway serve --config {config} --host {host} --port {port}"
 DEFAULT_LITELLM_CMD = ("{python} -m litellm.proxy.proxy_cli --config {config} --host {host} "
                        "--port {port} --num_workers 1")
 OVERHEAD_FLOOR_MS = 1.0
 THROUGHPUT_FLOOR = 10.0
+PASSTHROUGH_OVERHEAD_TARGET = 1.5  # gateway's added c=1 median / the pass-through's, at most
+PASSTHROUGH_THROUGHPUT_TARGET = 0.4  # gateway's c=16 throughput / the pass-through's, at least
+# Every request carries this key; the gateway knows it (with limits) when its features are on,
+# the other targets ignore the header.
+BENCH_KEY = "sk-bench-0123456789abcdef"
+BENCH_KEY_LIMITS = {"*": {"rpm": 100_000_000, "tpm": 1_000_000_000, "budget": 1e12}}
+REQUEST_HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_KEY}"}
 
 # wrk script: a fixed POST, and a machine-readable summary at the end.
 WRK_LUA = """
 wrk.method = "POST"
 wrk.body = %s
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
 function done(summary, latency, requests)
   io.write(string.format('WRKJSON {"requests": %%d, "duration_us": %%d, "p50_us": %%d, '
     .. '"p90_us": %%d, "p99_us": %%d, "mean_us": %%f, "max_us": %%d, "status_errors": %%d, '
@@ -195,9 +209,23 @@ def wait_healthy(proc: Managed, url: str, timeout: float) -> None:
                        f"log {proc.log_path}:\n{proc.log_tail()}")
 
 
-def fleet_yaml(stub_port: int) -> str:
+def fleet_yaml(stub_port: int, request_log: Path) -> str:
     return (f"models:\n  - name: {MODEL}\n    backend: openai\n"
-            f"    base_url: http://{HOST}:{stub_port}/v1\n")
+            f"    base_url: http://{HOST}:{stub_port}/v1\n"
+            f"request_log:\n  url: sqlite:///{request_log}\n")
+
+
+def gateway_env(features: bool) -> dict[str, str]:
+    """The gateway's environment: with ``features``, an API key with per-key limits (rpm, tpm
+    and a budget, all far above what a run reaches, so every request is admitted, counted and
+    charged); without, no key (keyless on loopback)."""
+    env = dict(os.environ)
+    for name in ("SMALLFLEET_API_KEYS", "SMALLFLEET_KEY_LIMITS", "SMALLFLEET_STATE_URL"):
+        env.pop(name, None)
+    if features:
+        env["SMALLFLEET_API_KEYS"] = f"bench:{BENCH_KEY}"
+        env["SMALLFLEET_KEY_LIMITS"] = json.dumps(BENCH_KEY_LIMITS)
+    return env
 
 
 def litellm_yaml(stub_port: int) -> str:
@@ -242,7 +270,7 @@ def format_cmd(template: str, **values: str) -> list[str]:
 def check_answer(url: str) -> str:
     """One request; raise unless it is a chat completion. Returns its content."""
     req = urllib.request.Request(url, data=json.dumps(REQUEST_BODY).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers=REQUEST_HEADERS)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             payload = json.loads(resp.read())
@@ -272,7 +300,7 @@ class Wrk:
         self.binary = binary
         self.cpus = cpus
         self.script = work_dir / "post.lua"
-        self.script.write_text(WRK_LUA % json.dumps(json.dumps(REQUEST_BODY)))
+        self.script.write_text(WRK_LUA % (json.dumps(json.dumps(REQUEST_BODY)), BENCH_KEY))
 
     def run(self, url: str, concurrency: int, duration: float) -> LoadResult:
         cmd = pinned([self.binary, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
@@ -301,7 +329,7 @@ class PythonLoad:
         import aiohttp  # only needed without wrk
 
         body = json.dumps(REQUEST_BODY).encode()
-        headers = {"Content-Type": "application/json"}
+        headers = REQUEST_HEADERS
         latencies: list[float] = []
         errors = 0
         connector = aiohttp.TCPConnector(limit=concurrency)
@@ -373,15 +401,31 @@ def run_proxy(name: str, cmd: list[str], health_url: str, chat_url: str, env: di
 
 
 def run_gateway(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namespace,
-                work_dir: Path) -> TargetResult:
+                work_dir: Path, name: str = "gateway") -> TargetResult:
     config = work_dir / "fleet.yaml"
-    config.write_text(fleet_yaml(stub_port))
+    request_log = work_dir / "requests.db"
+    for stale in work_dir.glob("requests.db*"):  # each round starts with an empty log
+        stale.unlink()
+    config.write_text(fleet_yaml(stub_port, request_log))
     port = free_port()
-    cmd = pinned(format_cmd(args.gateway_cmd, python=args.gateway_python, config=str(config),
+    template = args.baseline_cmd if name == "baseline" else args.gateway_cmd
+    cmd = pinned(format_cmd(template, python=args.gateway_python, config=str(config),
                             host=HOST, port=str(port)), args.proxy_cpus)
     base = f"http://{HOST}:{port}"
-    return run_proxy("gateway", cmd, base + "/health", base + CHAT_PATH, None, loadgen, args,
+    env = gateway_env(args.gateway_features == "on")
+    return run_proxy(name, cmd, base + "/health", base + CHAT_PATH, env, loadgen, args,
                      work_dir)
+
+
+def run_passthrough(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namespace,
+                    work_dir: Path) -> TargetResult:
+    port = free_port()
+    cmd = pinned([args.gateway_python, str(PASSTHROUGH_SCRIPT), "--upstream",
+                  f"http://{HOST}:{stub_port}", "--host", HOST, "--port", str(port)],
+                 args.proxy_cpus)
+    base = f"http://{HOST}:{port}"
+    return run_proxy("passthrough", cmd, base + "/health", base + CHAT_PATH, None, loadgen,
+                     args, work_dir)
 
 
 def run_litellm(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namespace,
@@ -412,7 +456,7 @@ def summarize(results: dict[str, TargetResult]) -> dict[str, Any]:
     """Overheads and ratios, with the floor's verdicts where both sides ran."""
     out: dict[str, Any] = {}
     direct = results.get("direct")
-    for name in ("gateway", "litellm"):
+    for name in ("passthrough", "gateway", "baseline", "litellm"):
         target = results.get(name)
         if direct and direct.c1 and target and target.c1:
             out[f"{name}_overhead_median_ms"] = round(target.c1.median_ms - direct.c1.median_ms, 3)
@@ -421,15 +465,31 @@ def summarize(results: dict[str, TargetResult]) -> dict[str, Any]:
         out["gateway_vs_litellm_throughput"] = round(gateway.cn.rps / litellm.cn.rps, 2)
     if direct and direct.cn and gateway and gateway.cn and direct.cn.rps > 0:
         out["gateway_vs_direct_throughput"] = round(gateway.cn.rps / direct.cn.rps, 3)
+    passthrough = results.get("passthrough")
+    if passthrough and passthrough.cn and gateway and gateway.cn and passthrough.cn.rps > 0:
+        out["gateway_vs_passthrough_throughput"] = round(gateway.cn.rps / passthrough.cn.rps, 3)
+    baseline = results.get("baseline")
+    if passthrough and passthrough.cn and baseline and baseline.cn and passthrough.cn.rps > 0:
+        out["baseline_vs_passthrough_throughput"] = round(baseline.cn.rps / passthrough.cn.rps, 3)
+    for name in ("gateway", "baseline"):
+        if out.get("passthrough_overhead_median_ms", 0) > 0 and f"{name}_overhead_median_ms" in out:
+            out[f"{name}_vs_passthrough_overhead"] = round(
+                out[f"{name}_overhead_median_ms"] / out["passthrough_overhead_median_ms"], 2)
     if "gateway_overhead_median_ms" in out:
         out["overhead_floor_met"] = out["gateway_overhead_median_ms"] <= OVERHEAD_FLOOR_MS
     if "gateway_vs_litellm_throughput" in out:
         out["throughput_floor_met"] = out["gateway_vs_litellm_throughput"] >= THROUGHPUT_FLOOR
+    if "gateway_vs_passthrough_overhead" in out:
+        out["passthrough_overhead_target_met"] = (
+            out["gateway_vs_passthrough_overhead"] <= PASSTHROUGH_OVERHEAD_TARGET)
+    if "gateway_vs_passthrough_throughput" in out:
+        out["passthrough_throughput_target_met"] = (
+            out["gateway_vs_passthrough_throughput"] >= PASSTHROUGH_THROUGHPUT_TARGET)
     return out
 
 
 def print_table(results: dict[str, TargetResult], summary: dict[str, Any], concurrency: int) -> None:
-    header = (f"{'target':<9} {'c1 median':>10} {'c1 p90':>9} {'c1 p99':>9} {'c1 req':>8} "
+    header = (f"{'target':<11} {'c1 median':>10} {'c1 p90':>9} {'c1 p99':>9} {'c1 req':>8} "
               f"{'c' + str(concurrency) + ' req/s':>11} {'c' + str(concurrency) + ' p50':>9} "
               f"{'errors':>7}")
     print("\n" + header)
@@ -437,19 +497,31 @@ def print_table(results: dict[str, TargetResult], summary: dict[str, Any], concu
     for res in results.values():
         if not (res.c1 and res.cn):
             continue
-        print(f"{res.name:<9} {res.c1.median_ms:>8.3f}ms {res.c1.p90_ms:>7.3f}ms "
+        print(f"{res.name:<11} {res.c1.median_ms:>8.3f}ms {res.c1.p90_ms:>7.3f}ms "
               f"{res.c1.p99_ms:>7.3f}ms {res.c1.requests:>8} {res.cn.rps:>11.1f} "
               f"{res.cn.median_ms:>7.2f}ms {res.c1.errors + res.cn.errors:>7}")
     print()
     labels = {
         "gateway_overhead_median_ms": f"gateway added median latency at c=1 (floor <= "
                                       f"{OVERHEAD_FLOOR_MS:g} ms)",
+        "passthrough_overhead_median_ms": "pass-through added median latency at c=1",
+        "gateway_vs_passthrough_overhead": f"gateway / pass-through added median latency at c=1 "
+                                           f"(target <= {PASSTHROUGH_OVERHEAD_TARGET:g})",
+        "gateway_vs_passthrough_throughput": f"gateway / pass-through throughput at "
+                                             f"c={concurrency} (target >= "
+                                             f"{PASSTHROUGH_THROUGHPUT_TARGET:g})",
+        "baseline_overhead_median_ms": "baseline (--baseline-cmd) added median latency at c=1",
+        "baseline_vs_passthrough_overhead": "baseline / pass-through added median latency at c=1",
+        "baseline_vs_passthrough_throughput": f"baseline / pass-through throughput at "
+                                              f"c={concurrency}",
         "litellm_overhead_median_ms": "LiteLLM added median latency at c=1",
         "gateway_vs_litellm_throughput": f"gateway / LiteLLM throughput at c={concurrency} "
                                          f"(floor >= {THROUGHPUT_FLOOR:g})",
         "gateway_vs_direct_throughput": f"gateway / direct throughput at c={concurrency}",
         "overhead_floor_met": "latency floor met",
         "throughput_floor_met": "throughput floor met",
+        "passthrough_overhead_target_met": "latency target against the pass-through met",
+        "passthrough_throughput_target_met": "throughput target against the pass-through met",
     }
     for key, label in labels.items():
         if key in summary:
@@ -474,8 +546,13 @@ def run_round(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namespac
             continue
         if name == "direct":
             results[name] = run_direct(stub_port, loadgen, args)
+        elif name == "passthrough":
+            results[name] = run_passthrough(stub_port, loadgen, args, work_dir)
         elif name == "gateway":
             results[name] = run_gateway(stub_port, loadgen, args, work_dir)
+        elif name == "baseline":
+            if args.baseline_cmd:
+                results[name] = run_gateway(stub_port, loadgen, args, work_dir, name)
         else:
             results[name] = run_litellm(stub_port, loadgen, args, work_dir)
     return results
@@ -546,6 +623,7 @@ def run_all(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
                      "cpus": {"loadgen": args.loadgen_cpus, "stub": args.stub_cpus,
                               "proxy": args.proxy_cpus},
                      "gateway_cmd": args.gateway_cmd, "litellm_cmd": args.litellm_cmd,
+                     "gateway_features": args.gateway_features,
                      "litellm_version": litellm_version(args) if "litellm" in results else None},
         "results": {name: asdict(res) for name, res in results.items()},
         "rounds": [{name: asdict(res) for name, res in one.items()} for one in rounds],
@@ -583,7 +661,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds of c=N load before each measurement")
     parser.add_argument("--gateway-cmd", default=DEFAULT_GATEWAY_CMD,
                         help="placeholders: {python} {config} {host} {port}")
-    parser.add_argument("--gateway-python", default=sys.executable)
+    parser.add_argument("--baseline-cmd",
+                        help="a second gateway measured in the same run (e.g. an older "
+                             "checkout: '{python} -c \"...\"'); placeholders as --gateway-cmd")
+    parser.add_argument("--gateway-python", default=sys.executable,
+                        help="interpreter for the gateway and the pass-through")
+    parser.add_argument("--gateway-features", choices=("on", "off"), default="on",
+                        help="on: API keys with per-key limits (every request keyed), the "
+                             "request log (SQLite) and metrics; off: no keys")
     parser.add_argument("--litellm-python", default=str(REPO_ROOT / ".venv-litellm/bin/python"))
     parser.add_argument("--litellm-cmd", default=DEFAULT_LITELLM_CMD,
                         help="placeholders: {python} {config} {host} {port}")
@@ -616,8 +701,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nresults written to {args.json}")
     summary = report["summary"]
-    if args.check and (summary.get("overhead_floor_met") is False
-                       or summary.get("throughput_floor_met") is False):
+    verdicts = ("overhead_floor_met", "throughput_floor_met", "passthrough_overhead_target_met",
+                "passthrough_throughput_target_met")
+    if args.check and any(summary.get(name) is False for name in verdicts):
         return 1
     return 0
 
