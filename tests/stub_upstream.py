@@ -107,6 +107,7 @@ ANSWER = "Hello from the stub upstream."
 DEFAULT_MODEL = "stub"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 CUT_WHOLE_AT = 20  # bytes of a whole body sent before a cut or a stall
+CUT_PAUSE_S = 0.05  # seconds between the last bytes of a cut answer and the cut
 
 _REASONS = {
     200: b"OK",
@@ -166,8 +167,9 @@ class Faulty:
 
     ``first_delay`` is slept before the first token: after the first ``lead`` events of a stream
     (the chat role chunk), before anything of a whole body. ``end`` is ``None`` for an answer
-    sent whole; ``"reset"`` or ``"hang"`` stop it after ``end_at`` events (streamed) or bytes of
-    the body (whole; 0: nothing is sent, not even the head). Disconnects count for ``model``.
+    sent whole; ``"cut"`` (the connection closed mid-body), ``"reset"`` (TCP RST) or ``"hang"``
+    stop it after ``end_at`` events (streamed) or bytes of the body (whole; 0: nothing is sent,
+    not even the head). Disconnects count for ``model``.
     """
 
     model: str
@@ -354,9 +356,9 @@ def with_fault(response: Response, fault: str, model: str, chat: bool, n_words: 
     elif (m := _STOPS.fullmatch(fault)) is not None:
         after = int(m[2])
         if chunks is None:
-            how.end, how.end_at = ("reset" if m[1] == "cut" else "hang"), CUT_WHOLE_AT
+            how.end, how.end_at = ("cut" if m[1] == "cut" else "hang"), CUT_WHOLE_AT
         elif after < n_words:
-            how.end, how.end_at = ("reset" if m[1] == "cut" else "hang"), how.lead + after
+            how.end, how.end_at = ("cut" if m[1] == "cut" else "hang"), how.lead + after
     elif fault == "malformed-chunk":
         if chunks is None:
             response.body = b'{"id": "stub", "choices": [{"mess'
@@ -605,8 +607,21 @@ class StubProtocol(asyncio.Protocol):
         return False
 
     async def _stop(self, how: Faulty) -> None:
-        """End a faulty answer: reset the connection, or hold it silent until the client leaves."""
-        if how.end == "reset":
+        """End a faulty answer: cut or reset the connection, or hold it silent until the client
+        leaves.
+
+        A cut closes the connection mid-body (FIN, after what was written has gone out), so the
+        client reads every byte sent and then an unfinished body; a reset (RST) would let the
+        client's kernel drop bytes it had received but not yet read, so the part of the answer
+        that reached the client would depend on timing."""
+        if how.end == "cut":
+            # Let the client read what was sent first: aiohttp (the gateway's HTTP client) raises
+            # an unfinished body's error before handing over bytes that came with the close.
+            await asyncio.sleep(CUT_PAUSE_S)
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+        elif how.end == "reset":
             self._reset()
         else:
             await self._wait(None, how.model)
