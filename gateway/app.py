@@ -28,11 +28,12 @@ from backends.embeddings import Embedder
 from backends.errors import RequestError, SmallfleetError
 from backends.resilience import FirstTokenDeadline
 from fleet.config import FleetConfig
+from fleet.embedders import build_embedders
 from fleet.members import Fleet
 from gateway.access import AccessPolicy, parse_networks
 from gateway.auth import ApiKeyMiddleware
 from gateway.auto import FleetRouter
-from gateway.embeddings_api import EmbeddingsApi, build_embedders
+from gateway.embeddings_api import EmbeddingsApi
 from gateway.endpoints import Endpoints
 from gateway.errors import MethodNotAllowed, NotFound, error_bytes
 from gateway.health import HealthPoller

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -30,14 +30,7 @@ from starlette.routing import Route as HttpRoute
 
 from backends.embeddings import Embedder, Embeddings, check_dimensions
 from backends.errors import ModelNotFound, RequestError, SmallfleetError
-from fleet.config import (
-    EmbeddingModelConfig,
-    FleetConfig,
-    LlamaCppEmbeddingModel,
-    OpenAIEmbeddingModel,
-    StaticEmbeddingModel,
-)
-from fleet.members import model_api_key
+from fleet.config import FleetConfig
 from gateway.endpoints import Endpoints, read_body
 from gateway.errors import request_error_from_validation
 from gateway.request_log import RequestRecord
@@ -115,65 +108,6 @@ def embeddings_json(model: str, result: Embeddings, encoding_format: EncodingFor
         "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
     }
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-# -- the fleet's embedding models ------------------------------------------------------------------
-def _static(config: EmbeddingModelConfig) -> Embedder:
-    from backends.embeddings import StaticEmbedder
-    from router.embedding import DEFAULT_EMBEDDING, embedding_path
-
-    assert isinstance(config, StaticEmbeddingModel)
-    return StaticEmbedder(config.name, embedding_path(config.embedding or DEFAULT_EMBEDDING))
-
-
-def _llama_cpp(config: EmbeddingModelConfig) -> Embedder:
-    from backends.embeddings import LlamaCppEmbedder
-
-    assert isinstance(config, LlamaCppEmbeddingModel)
-    return LlamaCppEmbedder(
-        config.name,
-        config.gguf,
-        sha256=config.sha256,
-        context_length=config.context_length,
-        pooling=config.pooling,
-        matryoshka=config.matryoshka,
-        threads=config.threads,
-        max_queue=config.max_queue,
-    )
-
-
-def _openai(config: EmbeddingModelConfig) -> Embedder:
-    from backends.embeddings import OpenAIEmbedder
-    from backends.openai_http import Timeouts
-
-    assert isinstance(config, OpenAIEmbeddingModel)
-    return OpenAIEmbedder(
-        config.name,
-        config.base_url,
-        upstream_model=config.upstream_model,
-        api_key=model_api_key(config.api_key_env),
-        dimensions=config.dimensions,
-        matryoshka=config.matryoshka,
-        timeouts=Timeouts(**config.timeouts.model_dump()),
-        max_connections=config.max_connections,
-    )
-
-
-EMBEDDER_FACTORIES: dict[str, Callable[[EmbeddingModelConfig], Embedder]] = {
-    "static": _static,
-    "llama_cpp": _llama_cpp,
-    "openai": _openai,
-}
-
-
-def build_embedders(
-    config: FleetConfig, overrides: Mapping[str, Embedder] | None = None
-) -> dict[str, Embedder]:
-    """Each embedding model of ``config`` by name; ``overrides`` replaces some by name (tests)."""
-    return {
-        model.name: (overrides or {}).get(model.name) or EMBEDDER_FACTORIES[model.backend](model)
-        for model in config.embeddings
-    }
 
 
 class EmbeddingsApi:
