@@ -2,7 +2,7 @@
 report about it.
 
 They are built from the fleet config exactly as ``smallfleet serve`` builds them (same
-validation, same backend factories: fleet/config.py, fleet/members.py), without the resilience
+validation, same backend factories: fleet/config/, fleet/members.py), without the resilience
 wrappers: an evaluation measures the bare model.
 
 Routes (plan_solve, diverse, cascade) are evaluated too, after the models, built by the same

@@ -1,7 +1,7 @@
 """The gateway's settings from the environment, read once: :meth:`Settings.from_environ` at the start
 of ``smallfleet serve`` (and of ``train --from-log`` / ``--reload-url``, and the Ray Serve ingress);
 :func:`gateway.app.create_app` reads them itself only when it is given none. No other module of
-the gateway reads ``os.environ``; everything else comes from the fleet config (fleet/config.py).
+the gateway reads ``os.environ``; everything else comes from the fleet config (fleet/config/).
 
 =========================  ==============================================================================
 Variable                   Meaning
