@@ -2,26 +2,34 @@
 
 Anything that speaks OpenAI's ``/v1/chat/completions`` and ``/v1/completions``
 works: llama.cpp's server, ``python -m llama_cpp.server``, vLLM, a remote API.
-One ``httpx.AsyncClient`` per backend, on aiohttp's connection pool (httpx's own
-pool is slow under concurrency, encode/httpx#3215), lives from :meth:`start`
-to :meth:`aclose`. httpx exceptions and upstream error statuses are mapped to
-the smallfleet error tree in :func:`_map_transport_errors` and
-:func:`_error_for_status`, and nowhere else.
+One ``aiohttp.ClientSession`` per backend (its keep-alive connection pool) lives
+from :meth:`start` to :meth:`aclose`. aiohttp's exceptions and upstream error
+statuses are mapped to the smallfleet error tree in :func:`_map_client_errors`
+and :func:`_error_for_status`, and nowhere else; the answers' wire format is
+parsed in ``backends/openai_sse.py``.
+
+What an upstream sees is what it saw when this backend was httpx on aiohttp's
+transport: the same headers (httpx's user agent included), no redirects
+followed, the same timeouts. :func:`_map_transport_errors` maps httpx's
+exceptions for the remote embedders (``backends/embeddings.py``), which still
+use httpx.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import email.utils
-import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
+from yarl import URL
 
 from backends.errors import (
     BackendError,
@@ -34,24 +42,29 @@ from backends.errors import (
     SmallfleetError,
 )
 from backends.features import Feature
+from backends.openai_sse import EventParser, parse_completion
 from backends.types import (
     Completion,
     GenerationRequest,
     Health,
     Message,
     StreamChunk,
-    TokenLogprob,
-    ToolCall,
-    ToolCallDelta,
-    Usage,
 )
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_TOTAL_TIMEOUT = 600.0
 DEFAULT_MAX_CONNECTIONS = 512
-log = logging.getLogger(__name__)
-_JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+KEEPALIVE_SECONDS = 5.0  # how long an idle pooled connection is kept (httpx's default)
+# The headers every request carries besides Host, Accept-Encoding (what aiohttp can decode) and
+# Content-Length. The user agent is the one upstreams saw while this backend went through httpx,
+# kept so that their logs and allow-lists see no change.
+_HEADERS = {
+    "accept": "application/json",
+    "content-type": "application/json",
+    "connection": "keep-alive",
+    "user-agent": f"python-httpx/{httpx.__version__}",
+}
 _RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 _CONTENT_POLICY_CODES = frozenset({"content_filter", "content_policy_violation"})
 REMOTE_FEATURES = frozenset(Feature)  # by default a server is sent every field the client sent
@@ -87,7 +100,6 @@ class OpenAIHTTPBackend:
         context_length: int | None = None,
         timeouts: Timeouts = Timeouts(),
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        transport: httpx.AsyncBaseTransport | None = None,
         features: frozenset[Feature] = REMOTE_FEATURES,
     ) -> None:
         self.name = name
@@ -95,81 +107,77 @@ class OpenAIHTTPBackend:
         self.context_length = context_length
         self.base_url = base_url.rstrip("/")
         self.upstream_model = upstream_model or name
-        self._timeouts = timeouts
-        self._headers = dict(_JSON_HEADERS)
+        self._headers = dict(_HEADERS)
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
         self._max_connections = max_connections
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._urls: dict[str, httpx.URL] = {}
+        self._session: aiohttp.ClientSession | None = None
+        # Absolute URLs parsed once (aiohttp parses a string URL on every request).
+        self._urls = {path: URL(self.base_url + path) for path in ("/chat/completions", "/completions")}
+        self._models_url = URL(self.base_url + "/models")
+        # ``connect`` also bounds the wait for a pooled connection, as httpx's pool timeout did.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeouts.connect, sock_connect=timeouts.connect, sock_read=timeouts.read
+        )
+        self._health_timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeouts.connect, sock_connect=timeouts.connect, sock_read=timeouts.connect
+        )
+        self._total = timeouts.total
 
     async def start(self) -> None:
-        transport = self._transport
-        if transport is None:
-            from httpx_aiohttp import AiohttpTransport
-
-            limits = httpx.Limits(max_connections=self._max_connections)
-            transport = AiohttpTransport(limits=limits)
-        timeout = httpx.Timeout(
-            connect=self._timeouts.connect,
-            read=self._timeouts.read,
-            write=self._timeouts.read,
-            pool=self._timeouts.connect,
+        # httpx's certificate trust (certifi's bundle, or SSL_CERT_FILE / SSL_CERT_DIR).
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, keepalive_timeout=KEEPALIVE_SECONDS, ssl=httpx.create_ssl_context()
         )
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport
+        self._session = aiohttp.ClientSession(
+            connector=connector, headers=self._headers, timeout=self._timeout
         )
-        # An upstream's cookies are no client's business: nothing is sent back, so nothing is kept
-        # (reading Set-Cookie through http.cookiejar cost as much as the rest of httpx's answer).
-        self._client._cookies = _NoCookies()
-        # Absolute URLs built once: httpx parses a relative one against base_url on every request.
-        self._urls = {path: httpx.URL(self.base_url + path) for path in ("/chat/completions", "/completions")}
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
             raise BackendError(f"backend {self.name!r} is not started")
-        return self._client
+        return self._session
+
+    def post(self, url: URL, body: bytes) -> Any:
+        """POST ``body`` (JSON) to ``url``; use as ``async with``: the answer once its headers are in."""
+        return self.session.post(url, data=body, allow_redirects=False)
 
     async def health(self) -> Health:
         try:
-            with _map_transport_errors(self.name):
-                response = await self.client.get("/models", timeout=self._timeouts.connect)
+            with _map_client_errors(self.name):
+                async with self.session.get(
+                    self._models_url, timeout=self._health_timeout, allow_redirects=False
+                ) as response:
+                    await response.read()
         except SmallfleetError as exc:
             return Health(ok=False, detail=exc.message)
-        if response.status_code != 200:
-            return Health(ok=False, detail=f"GET /models answered {response.status_code}")
+        if response.status != 200:
+            return Health(ok=False, detail=f"GET /models answered {response.status}")
         return Health(ok=True, detail="reachable")
 
     # -- generation --------------------------------------------------------
     async def chat(self, request: GenerationRequest) -> Completion:
         path, payload = self._payload(request, stream=False)
         try:
-            async with asyncio.timeout(self._timeouts.total):
-                with _map_transport_errors(self.name):
-                    response = await self.client.post(self._urls[path], content=orjson.dumps(payload))
+            async with asyncio.timeout(self._total):
+                with _map_client_errors(self.name):
+                    async with self.post(self._urls[path], orjson.dumps(payload)) as response:
+                        body = await response.read()
         except TimeoutError as exc:
             raise BackendTimeout(f"model {self.name!r} did not answer in time") from exc
-        if response.status_code != 200:
-            raise _error_for_status(self.name, response.status_code, response.content, response.headers)
-        return _parse_completion(self.name, response.content, request)
+        if response.status != 200:
+            raise _error_for_status(self.name, response.status, body, response.headers)
+        return parse_completion(self.name, body, request)
 
-    async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+    def stream_chat(self, request: GenerationRequest) -> EventStream:
         path, payload = self._payload(request, stream=True)
-        with _map_transport_errors(self.name):
-            body = orjson.dumps(payload)
-            async with self.client.stream("POST", self._urls[path], content=body) as response:
-                if response.status_code != 200:
-                    error = await response.aread()
-                    raise _error_for_status(self.name, response.status_code, error, response.headers)
-                async for chunk in _parse_sse(self.name, _lines(response), request):
-                    yield chunk
+        return EventStream(self, self._urls[path], orjson.dumps(payload), request)
 
     def _payload(self, request: GenerationRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
         payload: dict[str, Any] = {"model": self.upstream_model}
@@ -218,26 +226,92 @@ class OpenAIHTTPBackend:
         return path, payload
 
 
-class _NoCookies(httpx.Cookies):
-    """A cookie jar that keeps nothing."""
+class EventStream:
+    """A streamed answer's chunks, as an async iterator (``stream_chat``'s result).
 
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
+    The request goes out at the first ``anext``; each read from the connection is parsed at once
+    (:class:`~backends.openai_sse.EventParser`) and its chunks handed out one by one, a broken
+    event's error after the chunks before it. The answer is released at its end, at an error, or
+    by :meth:`aclose` (the connection goes back to the pool if the body was read to its end).
+    :meth:`rest` hands over everything after the chunks taken so far at once: a whole answer held
+    to the first-token deadline is read this way once its first token is in
+    (``ResilientBackend``)."""
 
+    def __init__(self, backend: OpenAIHTTPBackend, url: URL, body: bytes, request: GenerationRequest) -> None:
+        self._backend = backend
+        self._url = url
+        self._body = body
+        self._parser = EventParser(backend.name, request)
+        self._response: aiohttp.ClientResponse | None = None
+        self._ready: collections.deque[StreamChunk] = collections.deque()
+        self._failure: Exception | None = None  # raised once the chunks before it are taken
+        self._over = False  # ended, failed or closed: nothing more comes
 
-async def _lines(response: httpx.Response) -> AsyncIterator[str]:
-    """The response's lines (CR, LF or CRLF ended; the last one may be unended), without their
-    ends: split as bytes and decoded one line at a time (httpx's ``aiter_lines`` decodes and
-    splits text piece by piece, a good share of a streamed answer's cost). A CRLF split between
-    two pieces gives one extra empty line, which SSE ignores."""
-    rest = b""
-    async for piece in response.aiter_bytes():
-        lines = (rest + piece).splitlines(keepends=True)
-        rest = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
-        for line in lines:
-            yield line.rstrip(b"\r\n").decode("utf-8", "replace")
-    if rest:
-        yield rest.decode("utf-8", "replace")
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        while not self._ready:
+            await self._read()
+        return self._ready.popleft()
+
+    async def rest(self) -> list[StreamChunk]:
+        """Every chunk not taken yet, up to the end of the answer (an error raises)."""
+        while not self._parser.done and self._failure is None and not self._over:
+            await self._read(stop=False)
+        chunks = list(self._ready)
+        self._ready.clear()
+        if self._failure is not None:
+            await self._read()  # raises it
+        self._release()
+        return chunks
+
+    async def aclose(self) -> None:
+        self._over = True
+        self._release()
+
+    async def _read(self, stop: bool = True) -> None:
+        """Read and parse the next piece of the body; with nothing left to read, raise the pending
+        failure, else StopAsyncIteration (``stop``)."""
+        if self._failure is not None or self._parser.done or self._over:
+            self._over = True
+            self._release()
+            failure, self._failure = self._failure, None
+            if failure is not None:
+                raise failure
+            if stop:
+                raise StopAsyncIteration
+            return
+        name = self._backend.name
+        try:
+            with _map_client_errors(name):
+                response = self._response or await self._open()
+                piece = await response.content.readany()
+        except BaseException:
+            self._over = True
+            self._release()
+            raise
+        chunks: list[StreamChunk] = []
+        try:
+            if piece:
+                self._parser.feed(piece, chunks)
+            else:
+                self._parser.end(chunks)
+        except Exception as exc:  # raised after the chunks parsed before it, as a generator would
+            self._failure = exc
+        self._ready.extend(chunks)
+
+    async def _open(self) -> aiohttp.ClientResponse:
+        response = await self._backend.post(self._url, self._body).__aenter__()
+        self._response = response
+        if response.status != 200:
+            error = await response.read()
+            raise _error_for_status(self._backend.name, response.status, error, response.headers)
+        return response
+
+    def _release(self) -> None:
+        if self._response is not None:
+            self._response.release()
 
 
 def _message_json(message: Message) -> dict[str, Any]:
@@ -262,6 +336,48 @@ def _tool_json(tool: Any) -> dict[str, Any]:
     if tool.strict:
         function["strict"] = True
     return {"type": "function", "function": function}
+
+
+def _client_failure(name: str, exc: aiohttp.ClientError) -> SmallfleetError | None:
+    """The smallfleet error for one of aiohttp's, as it was when httpx-aiohttp turned aiohttp's
+    exceptions into httpx's and :func:`_map_transport_errors` mapped those (so the same error
+    classes and messages); None for one that mapping let through (raised as it is)."""
+    if isinstance(exc, aiohttp.SocketTimeoutError):  # a read waited longer than ``read``
+        return BackendTimeout(f"model {name!r} timed out: ReadTimeout")
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        # refused, dropped or reset, or not opened within ``connect``
+        return BackendUnavailable(f"cannot connect to model {name!r}: {exc}")
+    if isinstance(exc, _FAILED_CONNECTION_ERRORS):
+        return BackendUnavailable(f"connection to model {name!r} failed: {exc}")
+    return None
+
+
+_FAILED_CONNECTION_ERRORS = (
+    aiohttp.ClientPayloadError,  # a body cut short or badly encoded
+    aiohttp.ClientHttpProxyError,
+    aiohttp.InvalidUrlClientError,
+    aiohttp.NonHttpUrlClientError,
+)
+
+
+class _map_client_errors:  # noqa: N801 - used like contextlib's context managers, as a function
+    """``with _map_client_errors(name):`` turns aiohttp's exceptions into the smallfleet error
+    tree (:func:`_client_failure`). A class rather than ``contextlib.contextmanager``: it wraps
+    every read of a stream, where a generator-based context manager costs several times more."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, aiohttp.ClientError):
+            failure = _client_failure(self.name, exc)
+            if failure is not None:
+                raise failure from exc
 
 
 @contextlib.contextmanager
@@ -331,142 +447,3 @@ def _error_for_status(
     return BackendError(detail, retryable=retryable, retry_after=retry_after)
 
 
-def _usage(data: dict[str, Any] | None) -> Usage | None:
-    if not data:
-        return None
-    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
-
-
-def _finish(reason: Any) -> Any:
-    return reason if reason in ("length", "tool_calls") else "stop"
-
-
-def _chat_logprobs(data: Any) -> tuple[TokenLogprob, ...]:
-    """OpenAI's chat ``logprobs.content`` as token log-probabilities."""
-    tokens = []
-    for entry in (data or {}).get("content") or ():
-        top = tuple((t["token"], float(t["logprob"])) for t in entry.get("top_logprobs") or ())
-        tokens.append(TokenLogprob(entry["token"], float(entry["logprob"]), top))
-    return tuple(tokens)
-
-
-def _text_logprobs(data: Any) -> tuple[TokenLogprob, ...]:
-    """The legacy completions' ``logprobs`` (parallel lists) as token log-probabilities."""
-    if not data:
-        return ()
-    tops = data.get("top_logprobs") or [None] * len(data.get("tokens") or ())
-    return tuple(
-        TokenLogprob(token, float(logprob if logprob is not None else float("-inf")),
-                     tuple((t, float(v)) for t, v in (top or {}).items()))
-        for token, logprob, top in zip(
-            data.get("tokens") or (), data.get("token_logprobs") or (), tops, strict=False
-        )
-    )
-
-
-def _logprobs(choice: dict[str, Any], is_chat: bool) -> tuple[TokenLogprob, ...]:
-    return _chat_logprobs(choice.get("logprobs")) if is_chat else _text_logprobs(choice.get("logprobs"))
-
-
-def _tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
-    return tuple(
-        ToolCall(call.get("id") or "", call["function"]["name"], call["function"].get("arguments") or "")
-        for call in message.get("tool_calls") or ()
-    )
-
-
-def _parse_completion(name: str, body: bytes, request: GenerationRequest) -> Completion:
-    is_chat = request.is_chat
-    try:
-        data = orjson.loads(body)
-        choice = data["choices"][0]
-        text = choice["message"]["content"] if is_chat else choice["text"]
-        calls = _tool_calls(choice["message"]) if is_chat else ()
-        logprobs = _logprobs(choice, is_chat) if request.params.logprobs else None
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
-        raise BackendError(f"model {name!r} sent a malformed answer") from exc
-    usage = _usage(data.get("usage")) or Usage()
-    finish = _finish(choice.get("finish_reason"))
-    return Completion(text or "", finish, usage, logprobs=logprobs, tool_calls=calls)
-
-
-def _tool_call_deltas(delta: dict[str, Any]) -> tuple[ToolCallDelta, ...]:
-    deltas = []
-    for call in delta.get("tool_calls") or ():
-        function = call.get("function") or {}
-        deltas.append(
-            ToolCallDelta(int(call.get("index", 0)), call.get("id"), function.get("name"),
-                          function.get("arguments") or "")
-        )
-    return tuple(deltas)
-
-
-_WARNED_NO_STREAM_USAGE: set[str] = set()
-
-
-def _stream_usage(name: str, usage: Usage | None, pieces: int) -> Usage:
-    """The stream's usage; a server that reports none (llama-cpp-python's ignores
-    ``stream_options.include_usage``) is counted by its pieces, with no prompt tokens, and said
-    once in the log."""
-    if usage is not None:
-        return usage
-    if name not in _WARNED_NO_STREAM_USAGE:
-        _WARNED_NO_STREAM_USAGE.add(name)
-        log.warning(
-            "model %r reports no usage in streams: its streamed answers (and whole answers held to the "
-            "first-token deadline, which are read as streams) are counted without prompt tokens; set "
-            "resilience.deadline: false on it to count its whole answers exactly",
-            name,
-        )
-    return Usage(completion_tokens=pieces)
-
-
-async def _parse_sse(
-    name: str, lines: AsyncIterator[str], request: GenerationRequest
-) -> AsyncIterator[StreamChunk]:
-    """Turn an OpenAI SSE stream into chunks; the last one carries finish_reason and usage.
-
-    A stream ends at ``data: [DONE]``, or when the server closes it cleanly after a chunk with a
-    ``finish_reason`` (some servers omit [DONE]): a complete answer either way. A stream that
-    ends without any finish reason, [DONE] or not, was cut short, and is an error (before the
-    first token the gateway retries it or falls back)."""
-    is_chat = request.is_chat
-    finish: Any = None
-    usage: Usage | None = None
-    pieces = 0
-    async for line in lines:
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            if finish is None:
-                # llama-cpp-python's server, for one, ends an interrupted generation this way
-                message = f"model {name!r} ended its stream without a finish reason"
-                raise BackendError(message, retryable=pieces == 0)  # nothing sent yet: try again
-            yield StreamChunk("", finish_reason=_finish(finish), usage=_stream_usage(name, usage, pieces))
-            return
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise BackendError(f"model {name!r} sent a malformed stream chunk") from exc
-        if "error" in event:
-            raise BackendError(f"model {name!r} failed mid-stream: {event['error']}")
-        usage = _usage(event.get("usage")) or usage
-        for choice in event.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue  # one choice is asked for (n > 1 goes to diverse routes only)
-            delta = choice.get("delta") or {}
-            text = delta.get("content") if is_chat else choice.get("text")
-            finish = choice.get("finish_reason") or finish
-            try:
-                calls = _tool_call_deltas(delta) if is_chat else ()
-                logprobs = _logprobs(choice, is_chat) if request.params.logprobs else ()
-            except (KeyError, TypeError, ValueError) as exc:
-                raise BackendError(f"model {name!r} sent a malformed stream chunk") from exc
-            if text or calls or logprobs:
-                pieces += 1
-                yield StreamChunk(text or "", logprobs=logprobs, tool_calls=calls)
-    if finish is not None:  # a complete answer whose server closed cleanly without [DONE]
-        yield StreamChunk("", finish_reason=_finish(finish), usage=_stream_usage(name, usage, pieces))
-        return
-    raise BackendError(f"model {name!r} ended its stream without a finish reason", retryable=pieces == 0)

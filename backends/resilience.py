@@ -13,7 +13,8 @@ itself (a composite, like plan_solve). Around each call it
   waiting for a first chunk there and raises
   :class:`~backends.errors.DeadlineExceeded`, so the caller can try the next
   candidate; retries stop when the share is spent. A whole answer asked for
-  under a deadline is read as a stream, so its first token can be seen;
+  under a deadline is read as a stream, so its first token can be seen (the
+  rest at once, where the stream offers it: ``rest()``);
 * retries a failure marked ``retryable`` (connection reset, 429, 500/502/503,
   a timeout before the first token) with exponential backoff and jitter,
   waiting at least what ``Retry-After`` asked, but only while nothing has
@@ -350,16 +351,14 @@ class ResilientBackend:
                 # the rest under one timeout (the call's total), not one per chunk
                 try:
                     async with asyncio.timeout_at(deadline):
-                        async for chunk in chunks:
-                            answer.add(chunk)
-                            if chunk.finish_reason is not None:
-                                break
+                        last = await _add_rest(chunks, answer)
                 except TimeoutError:
                     raise BackendTimeout(
                         f"model {self.name!r} did not finish within {self.timeouts.total:g} s"
                     ) from None
-                if chunk.finish_reason is None:
+                if last is None:
                     raise BackendError(f"model {self.name!r} ended its stream without finishing")
+                chunk = last
         except SmallfleetError as exc:
             verdict = exc
             raise
@@ -496,6 +495,25 @@ class ResilientBackend:
             raise BackendTimeout(message) from None
         except StopAsyncIteration:
             raise BackendError(f"model {self.name!r} ended its stream without finishing") from None
+
+
+async def _add_rest(chunks: AsyncIterator[StreamChunk], answer: _Assembly) -> StreamChunk | None:
+    """Add ``chunks`` to ``answer`` up to the final one (with a finish reason), and return that;
+    None when the stream ends without one. A stream with a ``rest()`` method (the openai backend's,
+    backends/openai_http.py) hands over all its remaining chunks at once, in one wait instead of
+    one per chunk."""
+    rest = getattr(chunks, "rest", None)
+    if rest is not None:
+        for chunk in await rest():
+            answer.add(chunk)
+            if chunk.finish_reason is not None:
+                return chunk
+        return None
+    async for chunk in chunks:
+        answer.add(chunk)
+        if chunk.finish_reason is not None:
+            return chunk
+    return None
 
 
 async def _close(chunks: AsyncIterator[StreamChunk]) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
+import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import RawTestServer
 
 from backends.errors import (
     BackendError,
@@ -15,6 +20,7 @@ from backends.errors import (
     RequestError,
 )
 from backends.openai_http import OpenAIHTTPBackend, Timeouts
+from backends.resilience import NO_RETRIES, ResilientBackend
 from backends.types import GenerationRequest, Message, SamplingParams
 from fleet.config import parse_fleet
 from gateway.app import create_app
@@ -71,6 +77,27 @@ async def test_a_silent_server_times_out():
             await backend.aclose()
 
 
+class CannedUpstream:
+    """A real HTTP server on loopback that answers every request with one canned answer (status,
+    body, headers) and keeps what it was sent: upstream failures the stub has no fault for."""
+
+    def __init__(self, status: int = 200, body: bytes = b"", headers: dict[str, str] | None = None):
+        self.status, self.body, self.headers = status, body, headers or {}
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.server = RawTestServer(self._answer)
+
+    async def _answer(self, request: web.BaseRequest) -> web.Response:
+        self.requests.append((request.method, request.path, dict(request.headers), await request.read()))
+        return web.Response(status=self.status, body=self.body, headers=self.headers)
+
+    async def __aenter__(self) -> str:
+        await self.server.start_server()
+        return str(self.server.make_url("/v1"))
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.close()
+
+
 @pytest.mark.parametrize(
     ("status", "body", "error"),
     [
@@ -82,20 +109,16 @@ async def test_a_silent_server_times_out():
     ],
 )
 async def test_upstream_error_statuses_map_to_the_error_tree(status, body, error):
-    def answer(request: httpx.Request) -> httpx.Response:
-        return (
-            httpx.Response(status, json=body)
-            if isinstance(body, dict)
-            else httpx.Response(status, content=body)
-        )
-
-    backend = await started(
-        OpenAIHTTPBackend("m", "http://upstream/v1", transport=httpx.MockTransport(answer))
-    )
-    with pytest.raises(error):
-        await backend.chat(CHAT)
-    with pytest.raises(error):
-        [c async for c in backend.stream_chat(CHAT)]
+    content = orjson.dumps(body) if isinstance(body, dict) else body
+    async with CannedUpstream(status, content) as url:
+        backend = await started(OpenAIHTTPBackend("m", url))
+        try:
+            with pytest.raises(error):
+                await backend.chat(CHAT)
+            with pytest.raises(error):
+                [c async for c in backend.stream_chat(CHAT)]
+        finally:
+            await backend.aclose()
 
 
 @pytest.mark.parametrize(
@@ -109,10 +132,59 @@ async def test_upstream_error_statuses_map_to_the_error_tree(status, body, error
     ],
 )
 async def test_broken_streams_raise_instead_of_ending_quietly(stream_body):
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=stream_body))
-    backend = await started(OpenAIHTTPBackend("m", "http://upstream/v1", transport=transport))
-    with pytest.raises(BackendError):
-        [c async for c in backend.stream_chat(CHAT)]
+    async with CannedUpstream(200, stream_body, {"content-type": "text/event-stream"}) as url:
+        backend = await started(OpenAIHTTPBackend("m", url))
+        try:
+            with pytest.raises(BackendError):
+                [c async for c in backend.stream_chat(CHAT)]
+            with pytest.raises(BackendError):  # a whole answer held to the first-token deadline
+                await ResilientBackend(backend, retry=NO_RETRIES).chat(CHAT, first_token_by=time.monotonic() + 5)
+        finally:
+            await backend.aclose()
+
+
+async def test_chunks_before_a_broken_event_come_first():
+    """Events that arrive together are parsed together; a broken one fails the stream only after
+    the chunks before it were handed out, as when they arrive one by one."""
+    body = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: {broken\n\n'
+    async with CannedUpstream(200, body, {"content-type": "text/event-stream"}) as url:
+        backend = await started(OpenAIHTTPBackend("m", url))
+        try:
+            chunks = backend.stream_chat(CHAT)
+            assert (await anext(chunks)).text == "hi"
+            with pytest.raises(BackendError, match="malformed stream chunk"):
+                await anext(chunks)
+            with pytest.raises(StopAsyncIteration):
+                await anext(chunks)
+        finally:
+            await backend.aclose()
+
+
+async def test_what_the_upstream_is_sent():
+    """The request an upstream sees: the path, OpenAI's JSON body, the key, and the headers it saw
+    while this backend went through httpx; a redirect is not followed (it is the upstream's error)."""
+    upstream = CannedUpstream(307, b"", {"location": "/elsewhere"})
+    async with upstream as url:
+        backend = await started(OpenAIHTTPBackend("m", url, upstream_model="up", api_key="sk-up"))
+        try:
+            with pytest.raises(BackendError, match="answered 307"):
+                await backend.chat(CHAT)
+        finally:
+            await backend.aclose()
+    assert len(upstream.requests) == 1  # the redirect was not followed
+    method, path, headers, body = upstream.requests[0]
+    assert (method, path) == ("POST", "/v1/chat/completions")
+    assert orjson.loads(body) == {
+        "model": "up", "messages": [{"role": "user", "content": "Say hello please"}], "max_tokens": 16
+    }
+    sent = {name.lower(): value for name, value in headers.items()}
+    assert sent["authorization"] == "Bearer sk-up"
+    assert sent["content-type"] == "application/json"
+    assert sent["accept"] == "application/json"
+    assert sent["connection"] == "keep-alive"
+    assert sent["user-agent"] == f"python-httpx/{httpx.__version__}"
+    assert "gzip" in sent["accept-encoding"] and "deflate" in sent["accept-encoding"]
+    assert "cookie" not in sent
 
 
 def test_gateway_passes_a_stream_through_chunk_by_chunk(stub_upstream, live_server, openai_client):

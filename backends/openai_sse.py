@@ -1,0 +1,206 @@
+"""OpenAI's answers on the wire, parsed into the backends' value objects; no I/O.
+
+:func:`parse_completion` reads a whole answer's JSON body. :class:`EventParser` reads a streamed
+answer (server-sent events) from pieces of its body of any size, as they arrive: each piece's
+complete events are parsed together, so an answer whose events arrive in one read costs one
+call, not one per event (``backends/openai_http.py`` does the reading).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from backends.errors import BackendError
+from backends.types import (
+    Completion,
+    GenerationRequest,
+    StreamChunk,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+
+log = logging.getLogger("backends.openai_http")  # its warnings are that backend's
+_LINE_ENDS = (b"\n", b"\r")
+
+
+def _usage(data: dict[str, Any] | None) -> Usage | None:
+    if not data:
+        return None
+    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+
+
+def _finish(reason: Any) -> Any:
+    return reason if reason in ("length", "tool_calls") else "stop"
+
+
+def _chat_logprobs(data: Any) -> tuple[TokenLogprob, ...]:
+    """OpenAI's chat ``logprobs.content`` as token log-probabilities."""
+    tokens = []
+    for entry in (data or {}).get("content") or ():
+        top = tuple((t["token"], float(t["logprob"])) for t in entry.get("top_logprobs") or ())
+        tokens.append(TokenLogprob(entry["token"], float(entry["logprob"]), top))
+    return tuple(tokens)
+
+
+def _text_logprobs(data: Any) -> tuple[TokenLogprob, ...]:
+    """The legacy completions' ``logprobs`` (parallel lists) as token log-probabilities."""
+    if not data:
+        return ()
+    tops = data.get("top_logprobs") or [None] * len(data.get("tokens") or ())
+    return tuple(
+        TokenLogprob(token, float(logprob if logprob is not None else float("-inf")),
+                     tuple((t, float(v)) for t, v in (top or {}).items()))
+        for token, logprob, top in zip(
+            data.get("tokens") or (), data.get("token_logprobs") or (), tops, strict=False
+        )
+    )
+
+
+def _logprobs(choice: dict[str, Any], is_chat: bool) -> tuple[TokenLogprob, ...]:
+    return _chat_logprobs(choice.get("logprobs")) if is_chat else _text_logprobs(choice.get("logprobs"))
+
+
+def _tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(call.get("id") or "", call["function"]["name"], call["function"].get("arguments") or "")
+        for call in message.get("tool_calls") or ()
+    )
+
+
+def parse_completion(name: str, body: bytes, request: GenerationRequest) -> Completion:
+    """A whole (non-streamed) answer's JSON body."""
+    is_chat = request.is_chat
+    try:
+        data = orjson.loads(body)
+        choice = data["choices"][0]
+        text = choice["message"]["content"] if is_chat else choice["text"]
+        calls = _tool_calls(choice["message"]) if is_chat else ()
+        logprobs = _logprobs(choice, is_chat) if request.params.logprobs else None
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise BackendError(f"model {name!r} sent a malformed answer") from exc
+    usage = _usage(data.get("usage")) or Usage()
+    finish = _finish(choice.get("finish_reason"))
+    return Completion(text or "", finish, usage, logprobs=logprobs, tool_calls=calls)
+
+
+def _tool_call_deltas(delta: dict[str, Any]) -> tuple[ToolCallDelta, ...]:
+    deltas = []
+    for call in delta.get("tool_calls") or ():
+        function = call.get("function") or {}
+        deltas.append(
+            ToolCallDelta(int(call.get("index", 0)), call.get("id"), function.get("name"),
+                          function.get("arguments") or "")
+        )
+    return tuple(deltas)
+
+
+_WARNED_NO_STREAM_USAGE: set[str] = set()
+
+
+def _stream_usage(name: str, usage: Usage | None, pieces: int) -> Usage:
+    """The stream's usage; a server that reports none (llama-cpp-python's ignores
+    ``stream_options.include_usage``) is counted by its pieces, with no prompt tokens, and said
+    once in the log."""
+    if usage is not None:
+        return usage
+    if name not in _WARNED_NO_STREAM_USAGE:
+        _WARNED_NO_STREAM_USAGE.add(name)
+        log.warning(
+            "model %r reports no usage in streams: its streamed answers (and whole answers held to the "
+            "first-token deadline, which are read as streams) are counted without prompt tokens; set "
+            "resilience.deadline: false on it to count its whole answers exactly",
+            name,
+        )
+    return Usage(completion_tokens=pieces)
+
+
+class EventParser:
+    """One streamed answer's events turned into chunks; the last chunk carries finish_reason and
+    usage.
+
+    Feed it the body in pieces (:meth:`feed`), then tell it the body ended (:meth:`end`). Lines
+    may end in CR, LF or CRLF and may be split anywhere between pieces (a CRLF split in two gives
+    one extra empty line, which SSE ignores). A stream ends at ``data: [DONE]``, or when the
+    server closes it cleanly after a chunk with a ``finish_reason`` (some servers omit [DONE]): a
+    complete answer either way. A stream that ends without any finish reason, [DONE] or not, was
+    cut short, and is an error (before the first token the gateway retries it or falls back)."""
+
+    def __init__(self, name: str, request: GenerationRequest) -> None:
+        self.name = name
+        self.done = False  # the final chunk is given: what follows in the body is not read
+        self._is_chat = request.is_chat
+        self._logprobs = request.params.logprobs
+        self._partial = b""  # the start of a line whose end has not arrived yet
+        self._finish: Any = None
+        self._usage: Usage | None = None
+        self._pieces = 0  # chunks with content given so far
+
+    def feed(self, data: bytes, chunks: list[StreamChunk]) -> None:
+        """Append to ``chunks`` the chunks of every complete line of ``data`` (after what was left
+        of the last piece). A broken stream raises :class:`BackendError`; the chunks of the events
+        before the broken one are in ``chunks`` by then."""
+        lines = (self._partial + data).splitlines(keepends=True) if self._partial else data.splitlines(True)
+        self._partial = lines.pop() if lines and not lines[-1].endswith(_LINE_ENDS) else b""
+        for line in lines:
+            self._line(line.rstrip(b"\r\n").decode("utf-8", "replace"), chunks)
+            if self.done:
+                return
+
+    def end(self, chunks: list[StreamChunk]) -> None:
+        """The body is over: parse its unended last line, then give the final chunk of an answer
+        whose finish reason came without [DONE], or raise for one cut short."""
+        if self._partial and not self.done:
+            partial, self._partial = self._partial, b""
+            self._line(partial.decode("utf-8", "replace"), chunks)
+        if self.done:
+            return
+        if self._finish is not None:  # a complete answer whose server closed cleanly without [DONE]
+            chunks.append(self._final())
+            return
+        raise BackendError(
+            f"model {self.name!r} ended its stream without a finish reason", retryable=self._pieces == 0
+        )
+
+    def _final(self) -> StreamChunk:
+        self.done = True
+        usage = _stream_usage(self.name, self._usage, self._pieces)
+        return StreamChunk("", finish_reason=_finish(self._finish), usage=usage)
+
+    def _line(self, line: str, chunks: list[StreamChunk]) -> None:
+        if not line.startswith("data:"):
+            return
+        data = line[5:].strip()
+        if data == "[DONE]":
+            if self._finish is None:
+                # llama-cpp-python's server, for one, ends an interrupted generation this way
+                message = f"model {self.name!r} ended its stream without a finish reason"
+                raise BackendError(message, retryable=self._pieces == 0)  # nothing sent yet: try again
+            chunks.append(self._final())
+            return
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise BackendError(f"model {self.name!r} sent a malformed stream chunk") from exc
+        if "error" in event:
+            raise BackendError(f"model {self.name!r} failed mid-stream: {event['error']}")
+        self._usage = _usage(event.get("usage")) or self._usage
+        is_chat = self._is_chat
+        for choice in event.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue  # one choice is asked for (n > 1 goes to diverse routes only)
+            delta = choice.get("delta") or {}
+            text = delta.get("content") if is_chat else choice.get("text")
+            self._finish = choice.get("finish_reason") or self._finish
+            try:
+                calls = _tool_call_deltas(delta) if is_chat else ()
+                logprobs = _logprobs(choice, is_chat) if self._logprobs else ()
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BackendError(f"model {self.name!r} sent a malformed stream chunk") from exc
+            if text or calls or logprobs:
+                self._pieces += 1
+                chunks.append(StreamChunk(text or "", logprobs=logprobs, tool_calls=calls))
