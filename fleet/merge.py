@@ -158,7 +158,7 @@ def _result(query: dict[str, Any], item: BenchmarkItem) -> QueryResult:
         item.id, item.task, item.question, int(query["score"]), str(query["note"]), float(query["seconds"]),
         float(query["cpu_seconds"]), int(query["prompt_tokens"]), int(query["completion_tokens"]),
         str(query["finish_reason"]), float(query["config_cost"]), str(query.get("answer", "")),
-        tuple(float(x) for x in query.get("token_logprobs", ())),
+        tuple(float(x) for x in query.get("token_logprobs", ())), tuple(query.get("samples", ())),
     )
 
 

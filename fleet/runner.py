@@ -17,11 +17,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from backends.errors import SmallfleetError
 from backends.features import Feature
 from backends.gguf_meta import KvShape
-from backends.types import GenerationRequest, SamplingParams
+from backends.types import Completion, GenerationRequest, SamplingParams
 from fleet.benchmarks import BenchmarkItem
 from fleet.grading import score
 from fleet.models import EvalModel
@@ -54,6 +55,9 @@ class QueryResult:
     # log-probability of each generated token (in-process models; empty where not measured):
     # what a cascade's escalation rule is calibrated on
     token_logprobs: tuple[float, ...] = ()
+    # a diverse route's samples, each scored alone: model, temperature, score, final answer, tokens
+    # (what a vote of any subset of them, or a stop once they agree, can be replayed from)
+    samples: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -152,7 +156,30 @@ async def _ask(
         usage.prompt_tokens, usage.completion_tokens, completion.finish_reason,
         model.completion_cost(completion), completion.text,
         tuple(round(entry.logprob, 4) for entry in completion.logprobs or ()),
+        await asyncio.to_thread(scored_samples, item, completion, timeout),
     )
+
+
+def scored_samples(item: BenchmarkItem, completion: Completion, timeout: float) -> tuple[dict[str, Any], ...]:
+    """Each sample of a diverse route's answer, scored as if it had answered alone (empty otherwise)."""
+    trace = completion.trace
+    if trace is None or "samples" not in trace.details:
+        return ()
+    entries = trace.details["samples"]
+    calls = trace.calls if len(trace.calls) == len(entries) else (None,) * len(entries)  # one call per sample
+    samples = []
+    for entry, call in zip(entries, calls, strict=True):
+        record: dict[str, Any] = {"model": entry["model"], "temperature": entry["temperature"]}
+        if call is not None:
+            usage = call.usage
+            record.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+        if "text" in entry:
+            record.update(score=score(item, entry["text"], timeout)[0], answer=entry["answer"],
+                          finish_reason=entry["finish_reason"])
+        else:
+            record.update(score=0, error=entry.get("error", "no answer"))
+        samples.append(record)
+    return tuple(samples)
 
 
 async def evaluate_model(

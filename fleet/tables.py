@@ -138,6 +138,7 @@ def query_log(runs: Sequence[ModelRun], rates: CostRates) -> list[dict[str, Any]
             "completion_tokens": r.completion_tokens, "finish_reason": r.finish_reason,
             "config_cost": r.config_cost, "measured_cost": measured_cost(run, r, rates),
             "answer": r.answer, "token_logprobs": list(r.token_logprobs),
+            **({"samples": list(r.samples)} if r.samples else {}),
         }
         for run in runs
         for r in run.results

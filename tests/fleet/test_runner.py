@@ -16,7 +16,7 @@ from fleet.benchmarks import BenchmarkItem
 from fleet.cli import add_fleet_commands
 from fleet.models import EvalModel, load_eval_models
 from fleet.runner import evaluate_model
-from fleet.tables import CostRates, markdown, measured_cost, table, training_rows
+from fleet.tables import CostRates, markdown, measured_cost, query_log, table, training_rows
 from router._errors import DataError
 
 
@@ -163,3 +163,23 @@ def test_cli_rejects_unknown_models(tmp_path: Path, capsys: pytest.CaptureFixtur
     args = _parse(["fleet", "eval", "--models", "zzz", "--limit", "1", "--out", str(tmp_path)])
     assert args.func(args) == 2
     assert "not in the fleet: zzz" in capsys.readouterr().err
+
+
+async def test_a_diverse_routes_samples_are_each_scored_and_kept_in_the_query_log() -> None:
+    from backends.composite import DiverseBackend, DiverseSettings, Sampler
+
+    right, wrong = FakeBackend("right", "so #### 7"), FakeBackend("wrong", "so #### 8")
+    route = DiverseBackend("vote", [Sampler(right, 0.0), Sampler(wrong, 0.7), Sampler(wrong, 0.7)],
+                           settings=DiverseSettings(dedupe_threshold=1.0))
+    model = EvalModel(name="vote", backend=route, price_input=1.0, price_output=1.0)  # type: ignore[arg-type]
+    run = await evaluate_model(model, [_math(3, "7")], progress=False)
+    (result,) = run.results
+    assert result.score == 0  # two wrong samples outvote the right one
+    assert [(s["model"], s["temperature"], s["score"], s["answer"]) for s in result.samples] == [
+        ("right", 0.0, 1, "7"), ("wrong", 0.7, 0, "8"), ("wrong", 0.7, 0, "8"),
+    ]
+    assert all(s["completion_tokens"] > 0 for s in result.samples)
+    (logged,) = query_log([run], CostRates(1.0, 1.0))
+    assert logged["samples"] == list(result.samples)
+    plain = await evaluate_model(_model("a", "#### 7"), [_math(3, "7")], progress=False)
+    assert "samples" not in query_log([plain], CostRates(1.0, 1.0))[0]
