@@ -147,16 +147,20 @@ class EventParser:
         lines = (self._partial + data).splitlines(keepends=True) if self._partial else data.splitlines(True)
         self._partial = lines.pop() if lines and not lines[-1].endswith(_LINE_ENDS) else b""
         for line in lines:
-            self._line(line.rstrip(b"\r\n").decode("utf-8", "replace"), chunks)
-            if self.done:
-                return
+            # only data lines carry anything (the blank line after each event, comments and other
+            # fields do not); what follows "data:" is decoded on its own
+            if line.startswith(b"data:"):
+                self._data(line[5:].decode("utf-8", "replace").strip(), chunks)
+                if self.done:
+                    return
 
     def end(self, chunks: list[StreamChunk]) -> None:
         """The body is over: parse its unended last line, then give the final chunk of an answer
         whose finish reason came without [DONE], or raise for one cut short."""
         if self._partial and not self.done:
             partial, self._partial = self._partial, b""
-            self._line(partial.decode("utf-8", "replace"), chunks)
+            if partial.startswith(b"data:"):
+                self._data(partial[5:].decode("utf-8", "replace").strip(), chunks)
         if self.done:
             return
         if self._finish is not None:  # a complete answer whose server closed cleanly without [DONE]
@@ -171,10 +175,8 @@ class EventParser:
         usage = _stream_usage(self.name, self._usage, self._pieces)
         return StreamChunk("", finish_reason=_finish(self._finish), usage=usage)
 
-    def _line(self, line: str, chunks: list[StreamChunk]) -> None:
-        if not line.startswith("data:"):
-            return
-        data = line[5:].strip()
+    def _data(self, data: str, chunks: list[StreamChunk]) -> None:
+        """One event's data (a ``data:`` line's, stripped)."""
         if data == "[DONE]":
             if self._finish is None:
                 # llama-cpp-python's server, for one, ends an interrupted generation this way
@@ -197,7 +199,7 @@ class EventParser:
             text = delta.get("content") if is_chat else choice.get("text")
             self._finish = choice.get("finish_reason") or self._finish
             try:
-                calls = _tool_call_deltas(delta) if is_chat else ()
+                calls = _tool_call_deltas(delta) if is_chat and delta.get("tool_calls") else ()
                 logprobs = _logprobs(choice, is_chat) if self._logprobs else ()
             except (KeyError, TypeError, ValueError) as exc:
                 raise BackendError(f"model {self.name!r} sent a malformed stream chunk") from exc

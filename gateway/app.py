@@ -232,7 +232,7 @@ def create_app(
             await log.aclose()
 
     app = Starlette(
-        routes=[*embeddings.routes(endpoints), *endpoints.routes()],
+        routes=[*endpoints.completion_routes(), *embeddings.routes(endpoints), *endpoints.routes()],
         middleware=_middleware(keys, limiter, access),
         exception_handlers={
             SmallfleetError: _on_smallfleet_error,

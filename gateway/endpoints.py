@@ -450,11 +450,18 @@ class Endpoints:
     async def openapi_json(self, request: Request) -> Response:
         return _json(self.openapi)
 
-    def routes(self) -> list[HttpRoute]:
+    def completion_routes(self) -> list[HttpRoute]:
+        """The completion endpoints: the app matches them first (a request is matched against
+        each route in turn until one fits, and these are nearly every request)."""
         return [
             HttpRoute("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             HttpRoute("/v1/completions", self.completions, methods=["POST"]),
             HttpRoute("/v1/responses", self.responses, methods=["POST"]),
+        ]
+
+    def routes(self) -> list[HttpRoute]:
+        """Every other endpoint."""
+        return [
             HttpRoute("/v1/feedback", self.feedback, methods=["POST"]),
             HttpRoute("/v1/models", self.list_models, methods=["GET"]),
             HttpRoute("/v1/models/{name:path}", self.get_model, methods=["GET"]),

@@ -181,25 +181,28 @@ class Limiter:
         )
 
     def headers(self, key: ApiKey) -> list[tuple[bytes, bytes]]:
+        """OpenAI's ``x-ratelimit-*`` headers for the limits ``key`` has (built as bytes: every
+        answer to a keyed request carries them)."""
         limits, usage, now = self.keys.limits_of(key), self.usage(key.id), self.clock()
-        out: list[tuple[str, str]] = []
+        out: list[tuple[bytes, bytes]] = []
         if limits.rpm is not None:
             used = usage.requests.used(now)
             out += [
-                ("x-ratelimit-limit-requests", str(limits.rpm)),
-                ("x-ratelimit-remaining-requests", str(max(0, limits.rpm - used))),
-                ("x-ratelimit-reset-requests", _duration(usage.requests.free_after(now, 1))),
+                (b"x-ratelimit-limit-requests", str(limits.rpm).encode()),
+                (b"x-ratelimit-remaining-requests", str(max(0, limits.rpm - used)).encode()),
+                (b"x-ratelimit-reset-requests", _duration(usage.requests.free_after(now, 1)).encode()),
             ]
         if limits.tpm is not None:
             used = usage.tokens.used(now)
             out += [
-                ("x-ratelimit-limit-tokens", str(limits.tpm)),
-                ("x-ratelimit-remaining-tokens", str(max(0, limits.tpm - used))),
-                ("x-ratelimit-reset-tokens", _duration(usage.tokens.free_after(now, 1))),
+                (b"x-ratelimit-limit-tokens", str(limits.tpm).encode()),
+                (b"x-ratelimit-remaining-tokens", str(max(0, limits.tpm - used)).encode()),
+                (b"x-ratelimit-reset-tokens", _duration(usage.tokens.free_after(now, 1)).encode()),
             ]
         if limits.budget is not None:
-            out.append(("x-smallfleet-budget-remaining", f"{max(0.0, limits.budget - usage.spent):.6g}"))
-        return [(k.encode(), v.encode()) for k, v in out]
+            remaining = f"{max(0.0, limits.budget - usage.spent):.6g}"
+            out.append((b"x-smallfleet-budget-remaining", remaining.encode()))
+        return out
 
     def report(self, key: ApiKey) -> dict[str, object]:
         """Usage for ``GET /admin/keys``."""

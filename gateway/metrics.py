@@ -25,10 +25,12 @@ count against the API key's in the ``smallfleet_key_*`` series.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from backends.types import CompositeTrace, InnerCall
@@ -51,6 +53,7 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
         self.requests = Counter(
             "smallfleet_requests",
             "Completion requests answered, by route, model and HTTP status.",
@@ -252,6 +255,20 @@ class GatewayMetrics:
             registry=r,
         )
 
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: prometheus_client checks the values and takes a
+        lock on every ``labels()`` call, several times per request. Label values are bounded (see
+        above), so is this; the series cached here are never removed."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
+    def in_flight(self, model: str) -> Any:
+        """``smallfleet_backend_in_flight`` of ``model`` (a gauge to ``inc()`` and ``dec()``)."""
+        return self.child(self.backend_in_flight, model)
+
     def key_label(self, key_id: str) -> str:
         """``key_id`` for the first MAX_KEY_LABELS ids seen, ``other`` after that."""
         labels = self._key_labels
@@ -266,13 +283,13 @@ class GatewayMetrics:
         self, key_id: str, *, status: int, prompt_tokens: int, completion_tokens: int, cost: float
     ) -> None:
         key = self.key_label(key_id)
-        self.key_requests.labels(key, str(status)).inc()
+        self.child(self.key_requests, key, str(status)).inc()
         if prompt_tokens:
-            self.key_tokens.labels(key, "input").inc(prompt_tokens)
+            self.child(self.key_tokens, key, "input").inc(prompt_tokens)
         if completion_tokens:
-            self.key_tokens.labels(key, "output").inc(completion_tokens)
+            self.child(self.key_tokens, key, "output").inc(completion_tokens)
         if cost:
-            self.key_cost.labels(key).inc(cost)
+            self.child(self.key_cost, key).inc(cost)
 
     def observe_key_rejection(self, key_id: str, code: str) -> None:
         self.key_rejections.labels(self.key_label(key_id), code).inc()
@@ -318,16 +335,16 @@ class GatewayMetrics:
         code: str | None = None,
         cluster: str | None = None,
     ) -> None:
-        self.requests.labels(route, model, str(status)).inc()
+        self.child(self.requests, route, model, str(status)).inc()
         if code is not None:
-            self.errors.labels(route, model, code).inc()
-        self.request_duration.labels(route, model).observe(seconds)
+            self.child(self.errors, route, model, code).inc()
+        self.child(self.request_duration, route, model).observe(seconds)
         if prompt_tokens:
-            self.tokens.labels(route, model, "input").inc(prompt_tokens)
+            self.child(self.tokens, route, model, "input").inc(prompt_tokens)
         if completion_tokens:
-            self.tokens.labels(route, model, "output").inc(completion_tokens)
+            self.child(self.tokens, route, model, "output").inc(completion_tokens)
         if cost:
-            self.cost.labels(route, model, cluster or "none").inc(cost)
+            self.child(self.cost, route, model, cluster or "none").inc(cost)
 
     def observe_composite(self, *, route: str, trace: CompositeTrace, costs: Sequence[float]) -> None:
         """A route's answer: each inner call (``costs`` in the same order) and the route's own figures."""

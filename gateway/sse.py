@@ -37,19 +37,34 @@ async def wait_for_disconnect(receive: Receive) -> None:
 
 
 async def until_disconnect(work: Awaitable[T], receive: Receive) -> T:
-    """Await ``work``; if the client disconnects first, cancel it and raise ClientDisconnected."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+    """Await ``work``; if the client disconnects first, cancel it and raise ClientDisconnected.
+
+    ``work`` runs in the calling task, and one watcher task cancels that task when the client
+    leaves (one task per request instead of two: this is on every request's path). A
+    cancellation that is not the watcher's (a server shutting down) goes through unchanged."""
+    current = asyncio.current_task()
+    assert current is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        await wait_for_disconnect(receive)
+        left = True
+        current.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        result = await work
+    except asyncio.CancelledError:
+        if left and current.uncancel() == 0:
+            raise ClientDisconnected from None
+        raise
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            raise ClientDisconnected
-    return task.result()
+    if left:  # the client left, but ``work`` finished anyway (it swallowed the cancellation)
+        current.uncancel()
+        raise ClientDisconnected
+    return result
 
 
 class EventStreamResponse:

@@ -64,7 +64,7 @@ class Responder:
             return await self._choices_stream(answer, request, receive, shape.include_usage)
         ledger = self.accounting.open_attempt(answer)
         chunks = answer.member.stream_chat(replace(request, ledger=ledger), first_token_by)
-        in_flight = self.metrics.backend_in_flight.labels(answer.member.name)
+        in_flight = self.metrics.in_flight(answer.member.name)
         in_flight.inc()  # the stream's end (in _events) takes it back
         # Peek at the first chunk so an early failure is an HTTP error, not a broken stream.
         try:
@@ -84,7 +84,7 @@ class Responder:
         receive: Receive,
         first_token_by: float | None = None,
     ) -> Completion:
-        in_flight = self.metrics.backend_in_flight.labels(answer.member.name)
+        in_flight = self.metrics.in_flight(answer.member.name)
         in_flight.inc()
         ledger = self.accounting.open_attempt(answer)
         try:
@@ -95,7 +95,7 @@ class Responder:
 
     def _first_token(self, answer: Answer) -> None:
         answer.first_token_at = time.perf_counter()
-        self.metrics.time_to_first_token.labels(answer.route.name, answer.member.name).observe(
+        self.metrics.child(self.metrics.time_to_first_token, answer.route.name, answer.member.name).observe(
             answer.first_token_at - answer.started
         )
 
@@ -166,7 +166,7 @@ class Responder:
             for event in stream.failure(exc):
                 yield event
         finally:
-            self.metrics.backend_in_flight.labels(answer.member.name).dec()
+            self.metrics.in_flight(answer.member.name).dec()
             await chunks.aclose()  # type: ignore[attr-defined]
             if status == CLIENT_CLOSED_REQUEST and trace is None:
                 self.accounting.charge_unanswered(answer)
