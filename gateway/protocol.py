@@ -58,8 +58,9 @@ class _Request(BaseModel):
 
     def refuse_unsupported(self) -> None:
         """A 400 naming the first field OpenAI defines that smallfleet does not honour."""
+        extra = self.model_extra or {}
         for key in self.unsupported_fields:
-            if (self.model_extra or {}).get(key) is not None:
+            if extra.get(key) is not None:
                 raise UnsupportedParameter(f"smallfleet does not support {key!r}", param=key)
 
     @property
