@@ -22,6 +22,7 @@ told from a local client: put one in front only with API and admin keys set.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
@@ -92,6 +93,7 @@ class AccessPolicy:
         return origin(scope, self)
 
 
+@functools.lru_cache(maxsize=4096)  # parsed once per address: a keyless gateway asks on every request
 def _address(text: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(text)
