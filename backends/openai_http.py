@@ -176,8 +176,7 @@ class OpenAIHTTPBackend:
         return parse_completion(self.name, body, request)
 
     def stream_chat(self, request: GenerationRequest) -> EventStream:
-        path, payload = self._payload(request, stream=True)
-        return EventStream(self, self._urls[path], orjson.dumps(payload), request)
+        return EventStream(self, request)
 
     def _payload(self, request: GenerationRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
         payload: dict[str, Any] = {"model": self.upstream_model}
@@ -229,7 +228,7 @@ class OpenAIHTTPBackend:
 class EventStream:
     """A streamed answer's chunks, as an async iterator (``stream_chat``'s result).
 
-    The request goes out at the first ``anext``; each read from the connection is parsed at once
+    The request is made and sent at the first ``anext``; each read from the connection is parsed at once
     (:class:`~backends.openai_sse.EventParser`) and its chunks handed out one by one, a broken
     event's error after the chunks before it. The answer is released at its end, at an error, or
     by :meth:`aclose` (the connection goes back to the pool if the body was read to its end).
@@ -237,10 +236,9 @@ class EventStream:
     to the first-token deadline is read this way once its first token is in
     (``ResilientBackend``)."""
 
-    def __init__(self, backend: OpenAIHTTPBackend, url: URL, body: bytes, request: GenerationRequest) -> None:
+    def __init__(self, backend: OpenAIHTTPBackend, request: GenerationRequest) -> None:
         self._backend = backend
-        self._url = url
-        self._body = body
+        self._request = request
         self._parser = EventParser(backend.name, request)
         self._response: aiohttp.ClientResponse | None = None
         self._ready: collections.deque[StreamChunk] = collections.deque()
@@ -302,7 +300,9 @@ class EventStream:
         self._ready.extend(chunks)
 
     async def _open(self) -> aiohttp.ClientResponse:
-        response = await self._backend.post(self._url, self._body).__aenter__()
+        backend = self._backend
+        path, payload = backend._payload(self._request, stream=True)
+        response = await backend.post(backend._urls[path], orjson.dumps(payload))
         self._response = response
         if response.status != 200:
             error = await response.read()
