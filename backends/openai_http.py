@@ -382,11 +382,11 @@ class _map_client_errors:  # noqa: N801 - used like contextlib's context manager
 
 @contextlib.contextmanager
 def _map_transport_errors(name: str) -> Iterator[None]:
-    """Translate httpx's exceptions into the smallfleet error tree."""
+    """Translate httpx's exceptions into the smallfleet error tree (the remote embedders')."""
     try:
         yield
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        # httpx-aiohttp reports a refused connection, and a dropped one, as ConnectTimeout.
+        # refused or unreachable (ConnectError), or not opened in time (ConnectTimeout)
         raise BackendUnavailable(f"cannot connect to model {name!r}: {exc}") from exc
     except httpx.TimeoutException as exc:
         raise BackendTimeout(f"model {name!r} timed out: {type(exc).__name__}") from exc
