@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/fleet/routes_summary.py docs/fleet-eval-results \
         --task gsm8k --also qwen2.5-coder-1.5b
 
-Reads a `fleet eval` (or `fleet report`) output directory's queries.json and the fleet config
+Reads `fleet eval` (or `fleet report`) output directories' queries.json and the fleet config
 (the embedded default fleet unless --config) for each route's members. Prints two markdown
 tables for docs/composite-routes.md:
 
@@ -85,12 +85,15 @@ def paired_row(route: str, member: str, first: dict[str, Any], second: dict[str,
     )
 
 
-def summary(results: Path, config: Any, task: str, also: list[str]) -> str:
-    queries = json.loads((results / "queries.json").read_text(encoding="utf-8"))
+def summary(results: Path | list[Path], config: Any, task: str, also: list[str]) -> str:
+    """The two tables, from one output directory or several (e.g. a route's shards beside the
+    members' own output: each directory's queries are read, in order)."""
+    paths = [results] if isinstance(results, Path) else results
+    queries = [q for path in paths for q in json.loads((path / "queries.json").read_text(encoding="utf-8"))]
     models = by_model(queries, task)
     routes = [route for route in config.routes if route.name in models]
     if not routes:
-        raise SystemExit(f"{results}: no route of the fleet was evaluated on {task}")
+        raise SystemExit(f"{', '.join(map(str, paths))}: no route of the fleet was evaluated on {task}")
     figures = [
         f"### {task}: routes and their members\n",
         "| model or route | kind | accuracy | s/query | completion tokens/query | "
@@ -126,7 +129,7 @@ def summary(results: Path, config: Any, task: str, also: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("results", type=Path, help="a fleet eval or fleet report output directory")
+    parser.add_argument("results", type=Path, nargs="+", help="fleet eval or fleet report output directories")
     parser.add_argument("--config", type=Path, help="fleet YAML with the routes (default: embedded)")
     parser.add_argument("--task", default="gsm8k")
     parser.add_argument("--also", default="", help="comma-separated models to compare against too")
