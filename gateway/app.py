@@ -12,7 +12,6 @@ import contextlib
 import logging
 import math
 import signal
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
 
@@ -21,7 +20,6 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.base import Backend
 from backends.embeddings import Embedder
@@ -36,11 +34,13 @@ from gateway.auto import FleetRouter
 from gateway.embeddings_api import EmbeddingsApi
 from gateway.endpoints import Endpoints
 from gateway.errors import MethodNotAllowed, NotFound, error_bytes
+from gateway.fast_path import CompletionFastPath, GatewayApp
 from gateway.health import HealthPoller
 from gateway.keys import KeyStore, KeyTable
 from gateway.limits import InputLimits, KeyLimitsMiddleware, Limiter
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
+from gateway.request_id import RequestIdMiddleware
 from gateway.request_log import RequestLog, open_request_log
 from gateway.service import JSON_MEDIA_TYPE, Gateway
 from gateway.settings import Settings
@@ -48,39 +48,9 @@ from gateway.shared import SharedState
 
 logger = logging.getLogger("smallfleet")
 HEALTH_POLL_SECONDS = 10.0
-_REQUEST_ID_MAX = 128
 
 
 # -- middleware -------------------------------------------------------------
-class RequestIdMiddleware:
-    """Gives every request an id (the client's ``x-request-id`` if sane) and echoes it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = ""
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if 0 < len(candidate) <= _REQUEST_ID_MAX and candidate.isprintable():
-                    request_id = candidate
-                break
-        request_id = request_id or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode("latin-1"))
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
 def _middleware(api_keys: KeyStore, limiter: Limiter, access: AccessPolicy) -> list[Middleware]:
     """Outermost first: the request id wraps everything, so even a 401 or 429 carries it;
     the key check sets ``state.api_key_id``, which the limits then admit or refuse."""
@@ -231,15 +201,17 @@ def create_app(
                 gateway.router.close()
             await log.aclose()
 
-    app = Starlette(
+    handlers = {SmallfleetError: _on_smallfleet_error, HTTPException: _on_http_exception}
+    app = GatewayApp(
         routes=[*endpoints.completion_routes(), *embeddings.routes(endpoints), *endpoints.routes()],
         middleware=_middleware(keys, limiter, access),
-        exception_handlers={
-            SmallfleetError: _on_smallfleet_error,
-            HTTPException: _on_http_exception,
-            Exception: _on_unexpected,
-        },
+        exception_handlers={**handlers, Exception: _on_unexpected},
         lifespan=lifespan,
+    )
+    # the completion endpoints' POSTs: the work of the middleware and exception layers, in one
+    app.fast_path = CompletionFastPath(
+        endpoints.completion_endpoints(), keys=keys, access=access, limiter=limiter,
+        handlers=handlers, on_unexpected=_on_unexpected,
     )
     app.state.gateway = gateway
     app.state.endpoints = endpoints

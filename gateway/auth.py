@@ -19,9 +19,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from backends.errors import SmallfleetError
 from gateway.access import AccessPolicy
 from gateway.errors import error_bytes
-from gateway.keys import ADMIN_KEYS_ENV, API_KEYS_ENV, ApiKey, KeyStore
+from gateway.keys import ADMIN_KEYS_ENV, API_KEYS_ENV, KeyStore
 
-__all__ = ["ADMIN_KEYS_ENV", "API_KEYS_ENV", "ApiKeyMiddleware", "KeyStore", "Unauthorized", "bearer_key"]
+__all__ = ["ADMIN_KEYS_ENV", "API_KEYS_ENV", "ApiKeyMiddleware", "KeyStore", "Unauthorized", "bearer_key",
+           "key_refusal"]
 
 
 class Unauthorized(SmallfleetError):
@@ -46,6 +47,26 @@ async def send_error(send: Send, error: SmallfleetError, headers: Sequence[tuple
     await send({"type": "http.response.body", "body": body})
 
 
+def key_refusal(scope: Scope, keys: KeyStore, access: AccessPolicy) -> Unauthorized | None:
+    """Why a ``/v1/`` request is refused, or None when it may go on (with its key's id, if it
+    has a key, in ``scope["state"]["api_key_id"]``)."""
+    if not keys:
+        if access.keyless == "local" and not access.origin(scope).local:
+            return Unauthorized(
+                f"this gateway has no API keys, so it answers only clients on its own machine that "
+                f"reach it directly, not through a proxy; set {API_KEYS_ENV} to serve others"
+            )
+        return None
+    secret = bearer_key(scope)
+    if secret is None:
+        return Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    key = keys.authenticate(secret) if secret else None
+    if key is None:
+        return Unauthorized("invalid API key")
+    scope.setdefault("state", {})["api_key_id"] = key.id
+    return None
+
+
 class ApiKeyMiddleware:
     def __init__(self, app: ASGIApp, keys: KeyStore, access: AccessPolicy | None = None) -> None:
         self.app = app
@@ -56,26 +77,8 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        if not self.keys:
-            if self.access.keyless == "local" and not self.access.origin(scope).local:
-                await send_error(send, Unauthorized(
-                    f"this gateway has no API keys, so it answers only clients on its own machine that "
-                    f"reach it directly, not through a proxy; set {API_KEYS_ENV} to serve others"
-                ))
-                return
-            await self.app(scope, receive, send)
+        refusal = key_refusal(scope, self.keys, self.access)
+        if refusal is not None:
+            await send_error(send, refusal)
             return
-        key = self._check(scope)
-        if isinstance(key, Unauthorized):
-            await send_error(send, key)
-            return
-        state = scope.setdefault("state", {})
-        state["api_key_id"] = key.id
         await self.app(scope, receive, send)
-
-    def _check(self, scope: Scope) -> ApiKey | Unauthorized:
-        secret = bearer_key(scope)
-        if secret is None:
-            return Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        key = self.keys.authenticate(secret) if secret else None
-        return key if key is not None else Unauthorized("invalid API key")

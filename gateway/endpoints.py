@@ -450,14 +450,20 @@ class Endpoints:
     async def openapi_json(self, request: Request) -> Response:
         return _json(self.openapi)
 
+    def completion_endpoints(self) -> dict[str, Callable[[Request], Awaitable[Any]]]:
+        """The completion endpoints (``POST`` only), by path."""
+        return {
+            "/v1/chat/completions": self.chat_completions,
+            "/v1/completions": self.completions,
+            "/v1/responses": self.responses,
+        }
+
     def completion_routes(self) -> list[HttpRoute]:
-        """The completion endpoints: the app matches them first (a request is matched against
-        each route in turn until one fits, and these are nearly every request)."""
-        return [
-            HttpRoute("/v1/chat/completions", self.chat_completions, methods=["POST"]),
-            HttpRoute("/v1/completions", self.completions, methods=["POST"]),
-            HttpRoute("/v1/responses", self.responses, methods=["POST"]),
-        ]
+        """The completion endpoints as routes: the app serves their POSTs on its fast path
+        (gateway/fast_path.py) and matches them first otherwise (a request is matched against
+        each route in turn until one fits)."""
+        endpoints = self.completion_endpoints().items()
+        return [HttpRoute(path, endpoint, methods=["POST"]) for path, endpoint in endpoints]
 
     def routes(self) -> list[HttpRoute]:
         """Every other endpoint."""

@@ -216,6 +216,27 @@ class Limiter:
         }
 
 
+def key_of(scope: Scope, limiter: Limiter) -> ApiKey | None:
+    """The key a request came with (``key_refusal`` checked it), None without one."""
+    key_id = scope.get("state", {}).get("api_key_id")
+    return limiter.keys.get(key_id) if key_id is not None else None
+
+
+async def admit(limiter: Limiter, key: ApiKey) -> tuple[SmallfleetError, list[tuple[bytes, bytes]]] | None:
+    """Count one request against ``key``'s limits; when they refuse it, the error and its headers
+    (``retry-after``, unless a budget is spent, and the limit headers)."""
+    refusal = await limiter.admit(key)
+    if refusal is None:
+        return None
+    retry = str(math.ceil(limiter.retry_after(key)))
+    headers = [(b"retry-after", retry.encode()), *limiter.headers(key)]
+    if isinstance(refusal, BudgetExceeded):
+        headers = headers[1:]  # waiting does not refill a budget
+    elif refusal.retry_after is not None:  # the store's own, when it is unreachable
+        headers[0] = (b"retry-after", str(math.ceil(refusal.retry_after)).encode())
+    return refusal, headers
+
+
 class KeyLimitsMiddleware:
     """Admits keyed completion requests against their limits and adds the limit headers."""
 
@@ -224,22 +245,15 @@ class KeyLimitsMiddleware:
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key_id = scope.get("state", {}).get("api_key_id") if scope["type"] == "http" else None
-        key = self.limiter.keys.get(key_id) if key_id is not None else None
+        limiter = self.limiter
+        key = key_of(scope, limiter) if scope["type"] == "http" else None
         if key is None:
             await self.app(scope, receive, send)
             return
-        limiter = self.limiter
         if scope["path"] in LIMITED_PATHS and scope["method"] == "POST":
-            refusal = await limiter.admit(key)
-            if refusal is not None:
-                retry = str(math.ceil(limiter.retry_after(key)))
-                headers = [(b"retry-after", retry.encode()), *limiter.headers(key)]
-                if isinstance(refusal, BudgetExceeded):
-                    headers = headers[1:]  # waiting does not refill a budget
-                elif refusal.retry_after is not None:  # the store's own, when it is unreachable
-                    headers[0] = (b"retry-after", str(math.ceil(refusal.retry_after)).encode())
-                await send_error(send, refusal, headers)
+            refused = await admit(limiter, key)
+            if refused is not None:
+                await send_error(send, *refused)
                 return
 
         async def send_with_limits(message: Message) -> None:
@@ -272,4 +286,6 @@ __all__ = [
     "RateLimited",
     "Refusal",
     "SlidingWindow",
+    "admit",
+    "key_of",
 ]
