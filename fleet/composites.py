@@ -82,6 +82,7 @@ def _diverse(route: RouteConfig, members: Mapping[str, Backend], embed: Embed | 
         dedupe_threshold=route.dedupe_threshold,
         sample_timeout=route.timeout,
         count_duplicates=route.count_duplicates,
+        stop_when_agreed=route.stop_when_agreed,
     )
     return DiverseBackend(route.name, samplers(route, members), embed, settings)
 

@@ -8,8 +8,11 @@ vectors, run off the event loop; without it, or if it fails, only equal normaliz
 duplicates) and voted on by their final answers (:mod:`backends.composite.vote`).
 
 With n = 1 the answer is the vote's winner; with n > 1 it is up to n distinct samples, the
-winner first. A stream carries the answer only once the vote is done: its first token comes as
-late as the whole answer. The trace reports the distinct-sample ratio (distinct / successful).
+winner first. With ``stop_when_agreed = k`` (n = 1 only) the first k samples are drawn first, and
+when they all give the same definite answer (a number or a letter) that answer stands and the
+other samples are never drawn: a question the model is sure of costs k answers, not all of them.
+A stream carries the answer only once the vote is done: its first token comes as late as the
+whole answer. The trace reports the distinct-sample ratio (distinct / successful).
 """
 
 from __future__ import annotations
@@ -64,12 +67,15 @@ class DiverseSettings:
     dedupe_threshold: float = DEFAULT_DEDUPE_THRESHOLD
     sample_timeout: float = DEFAULT_SAMPLE_TIMEOUT
     count_duplicates: bool = DEFAULT_COUNT_DUPLICATES
+    stop_when_agreed: int | None = None  # draw this many first; all the same definite answer: stop
 
     def __post_init__(self) -> None:
         if not 0.0 < self.dedupe_threshold <= 1.0:
             raise ValueError("dedupe_threshold must be in (0, 1]")
         if self.sample_timeout <= 0:
             raise ValueError("sample_timeout must be positive")
+        if self.stop_when_agreed is not None and self.stop_when_agreed < 2:
+            raise ValueError("stop_when_agreed must be at least 2 samples")
 
 
 class DiverseBackend:
@@ -84,6 +90,8 @@ class DiverseBackend:
     ) -> None:
         if not samplers:
             raise ValueError("a diverse backend needs at least one sampler")
+        if settings.stop_when_agreed is not None and settings.stop_when_agreed >= len(samplers):
+            raise ValueError("stop_when_agreed must be fewer than the samples")
         self.name = name
         self.samplers = tuple(samplers)
         self.embed = embed
@@ -168,14 +176,25 @@ class DiverseBackend:
         return replace(request, params=params, n=1)
 
     async def _draw(self, request: GenerationRequest) -> list[CallResult]:
-        """Every sample at once; cancelling this cancels all of them."""
+        """The samples, in order: every one at once, or the first ``stop_when_agreed`` and then the
+        rest only if those disagree. Cancelling this cancels every sample in flight."""
+        everyone = range(len(self.samplers))
+        first = self.settings.stop_when_agreed
+        if first is None or request.n > 1:
+            return await self._draw_positions(request, everyone)
+        head = await self._draw_positions(request, everyone[:first])
+        if _agree(head):
+            return head
+        return head + await self._draw_positions(request, everyone[first:])
+
+    async def _draw_positions(self, request: GenerationRequest, positions: range) -> list[CallResult]:
         timeout = self.settings.sample_timeout
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(
-                    call_member(self.name, "sample", s.backend, self.sample_request(request, i), timeout)
-                )
-                for i, s in enumerate(self.samplers)
+                group.create_task(call_member(
+                    self.name, "sample", self.samplers[i].backend, self.sample_request(request, i), timeout
+                ))
+                for i in positions
             ]
         return [task.result() for task in tasks]
 
@@ -218,6 +237,7 @@ class DiverseBackend:
         total_votes = sum(outcome.votes.values())
         summary = {
             "samples": len(results),
+            "stopped_early": len(results) < len(self.samplers),
             "succeeded": len(candidates),
             "distinct": outcome.distinct,
             "distinct_ratio": ratio,
@@ -247,3 +267,10 @@ class DiverseBackend:
         details = {"votes": outcome.votes, "winner": winner, "dedupe": dedupe, "samples": samples}
         calls = tuple(r.call for r in results)
         return CompositeTrace(KIND, calls, summary, details, distinct_ratio=ratio)
+
+
+def _agree(results: list[CallResult]) -> bool:
+    """Every sample answered, all with the same definite answer (a number or a letter)."""
+    answers = {final_answer(r.completion.text) if r.completion is not None else None for r in results}
+    (only, *others) = answers
+    return not others and only is not None and only.definite

@@ -92,6 +92,21 @@ class DiverseRoute(_RouteBase):
     timeout: float = Field(
         default=diverse.DEFAULT_SAMPLE_TIMEOUT, gt=0, description="seconds per sample, queueing included"
     )
+    stop_when_agreed: int | None = Field(
+        default=None,
+        ge=2,
+        description="draw this many samples first; when they all give the same number or letter, that "
+        "is the answer and the rest are never drawn (n = 1); null: always draw every sample",
+    )
+
+    @model_validator(mode="after")
+    def _stops_before_the_end(self) -> DiverseRoute:
+        if self.stop_when_agreed is not None and self.stop_when_agreed >= self.sample_count:
+            raise ValueError(
+                f"stop_when_agreed: {self.stop_when_agreed} is not fewer than the route's "
+                f"{self.sample_count} samples"
+            )
+        return self
 
     @field_validator("samples")
     @classmethod

@@ -48,6 +48,8 @@ def test_routes_parse_into_typed_models_with_defaults():
         ({**VOTE, "samples": [{"model": "large", "temperature": 3}]}, "routes[0].samples[0].temperature"),
         ({**VOTE, "dedupe_threshold": 1.5}, "routes[0].dedupe_threshold"),
         ({**VOTE, "mode": "vote"}, "routes[0].mode: Extra inputs are not permitted"),
+        ({**VOTE, "stop_when_agreed": 1}, "routes[0].stop_when_agreed"),
+        ({**VOTE, "stop_when_agreed": 3}, "routes[0]: stop_when_agreed: 3 is not fewer than the route's 3 samples"),
     ],
 )
 def test_a_bad_route_is_refused_naming_the_field(route, needle):
@@ -93,3 +95,11 @@ def test_a_diverse_route_cannot_ask_an_in_process_model_for_more_than_it_queues(
         parse_fleet({"models": [local], "routes": [many]})
     many["samples"][1]["count"] = 2
     assert parse_fleet({"models": [local], "routes": [many]}).route("many").sample_count == 3
+
+
+def test_a_vote_that_stops_once_its_first_samples_agree_is_built_so():
+    config = parse_fleet({"models": MODELS, "routes": [{**VOTE, "stop_when_agreed": 2}]})
+    fakes = {"small": FakeBackend("small"), "large": FakeBackend("large")}
+    vote = Fleet.from_config(config, fakes).get("vote").backend
+    assert isinstance(vote, DiverseBackend) and vote.settings.stop_when_agreed == 2
+    assert parse_fleet({"models": MODELS, "routes": [VOTE]}).routes[0].stop_when_agreed is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -168,3 +169,41 @@ async def test_a_member_raising_a_plain_exception_costs_one_sample_and_health_sa
     assert [(c.model, c.error) for c in failed] == [("bad", "backend_error")]
     health = await route.health()
     assert health.ok and "bad: health check failed: RuntimeError: no health today" in health.detail
+
+
+async def test_samples_that_agree_first_stand_and_the_rest_are_never_drawn():
+    model = FakeBackend("m", by_seed({0: "so #### 7", 1: "yes #### 7", 2: "#### 8", 3: "#### 8", 4: "#### 8"}))
+    answer = await _route([Sampler(model, 0.0)] + [Sampler(model, 0.7)] * 4, stop_when_agreed=2).chat(QUESTION)
+    assert answer.text == "so #### 7"
+    assert [r.params.seed for r in model.requests] == [0, 1]
+    assert answer.trace is not None and answer.trace.summary["samples"] == 2
+    assert answer.trace.summary["stopped_early"] is True
+    assert answer.usage == answer.trace.usage  # two answers charged, not five
+
+
+@pytest.mark.parametrize("first_two", [("#### 7", "#### 8"), ("hello there", "hello there"), ("#### 7", None)])
+async def test_samples_that_disagree_or_commit_to_nothing_draw_the_rest_and_vote(first_two):
+    replies = {0: first_two[0], 1: first_two[1], 2: "#### 8", 3: "#### 8", 4: "so #### 8"}
+    model = FakeBackend("m", by_seed({k: v for k, v in replies.items() if v is not None}))
+    broken = FakeBackend("b", error=BackendTimeout("slow"))
+    samplers = [Sampler(model, 0.0), Sampler(broken if first_two[1] is None else model, 0.7, seed=1)]
+    samplers += [Sampler(model, 0.7)] * 3
+    answer = await _route(samplers, stop_when_agreed=2).chat(QUESTION)
+    assert sorted(r.params.seed for r in model.requests) == ([0, 2, 3, 4] if first_two[1] is None else [0, 1, 2, 3, 4])
+    assert answer.trace is not None and answer.trace.summary["stopped_early"] is False
+    assert answer.text == "#### 8"
+
+
+async def test_n_choices_draw_every_sample_even_when_the_first_agree():
+    model = FakeBackend("m", by_seed({0: "#### 7", 1: "so #### 7", 2: "#### 8"}))
+    answer = await _route([Sampler(model, 0.0), Sampler(model, 0.7), Sampler(model, 0.7)],
+                          stop_when_agreed=2).chat(replace(QUESTION, n=2))
+    assert len(model.requests) == 3 and len(answer.extra_choices) == 1
+
+
+def test_stopping_early_needs_two_samples_and_fewer_than_all():
+    model = FakeBackend("m", "#### 7")
+    with pytest.raises(ValueError, match="at least 2"):
+        DiverseSettings(stop_when_agreed=1)
+    with pytest.raises(ValueError, match="fewer than the samples"):
+        _route([Sampler(model)] * 2, stop_when_agreed=2)
