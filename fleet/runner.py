@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends.composite.answers import final_answer
 from backends.errors import SmallfleetError
 from backends.features import Feature
 from backends.gguf_meta import KvShape
@@ -175,7 +176,7 @@ def scored_samples(item: BenchmarkItem, completion: Completion, timeout: float) 
             record.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
         if "text" in entry:
             record.update(score=score(item, entry["text"], timeout)[0], answer=entry["answer"],
-                          finish_reason=entry["finish_reason"])
+                          definite=final_answer(entry["text"]).definite, finish_reason=entry["finish_reason"])
         else:
             record.update(score=0, error=entry.get("error", "no answer"))
         samples.append(record)

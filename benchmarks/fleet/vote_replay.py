@@ -43,10 +43,12 @@ def first_k(samples: list[dict[str, Any]], k: int) -> tuple[int, int]:
 
 
 def stop_when_agreed(samples: list[dict[str, Any]], m: int) -> tuple[int, int]:
-    """Draw ``m`` samples; if their answers all agree, stop there, else draw the rest and vote."""
+    """Draw ``m`` samples; if they all give the same definite answer, stop there (the diverse
+    route's ``stop_when_agreed``), else draw the rest and vote."""
     head = samples[:m]
     answers = {s.get("answer") for s in head}
-    if len(answers) == 1 and None not in answers:
+    definite = all(s.get("definite", True) for s in head)  # a number or a letter (the route's rule)
+    if len(answers) == 1 and None not in answers and definite:
         return head[0]["score"], sum(s.get("completion_tokens", 0) for s in head)
     return first_k(samples, len(samples))
 

@@ -178,7 +178,7 @@ async def test_a_diverse_routes_samples_are_each_scored_and_kept_in_the_query_lo
     assert [(s["model"], s["temperature"], s["score"], s["answer"]) for s in result.samples] == [
         ("right", 0.0, 1, "7"), ("wrong", 0.7, 0, "8"), ("wrong", 0.7, 0, "8"),
     ]
-    assert all(s["completion_tokens"] > 0 for s in result.samples)
+    assert all(s["completion_tokens"] > 0 and s["definite"] for s in result.samples)
     (logged,) = query_log([run], CostRates(1.0, 1.0))
     assert logged["samples"] == list(result.samples)
     plain = await evaluate_model(_model("a", "#### 7"), [_math(3, "7")], progress=False)

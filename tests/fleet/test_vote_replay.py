@@ -27,6 +27,8 @@ def test_stopping_once_the_first_samples_agree_saves_the_rest():
     assert stop_when_agreed(agreeing, 2) == (1, 10)  # the three 9s are never drawn
     split = [_sample("7", 1, 5), _sample("8", 0, 5), _sample("8", 0, 5)]
     assert stop_when_agreed(split, 2) == (0, 15)
+    prose = [{**_sample("hello", 0, 5), "definite": False}] * 2 + [_sample("8", 1, 5)] * 2
+    assert stop_when_agreed(prose, 2) == (0, 20)  # agreeing free text is no reason to stop
 
 
 def test_replay_pairs_each_rule_with_the_first_sample_alone():
