@@ -264,6 +264,17 @@ class EventStream:
         self._release()
         return chunks
 
+    def rest_in_hand(self) -> list[StreamChunk] | None:
+        """What :meth:`rest` would return, when the answer's end has been read already (as it
+        usually has by the first token of a short answer); None when more must be read. No wait,
+        so the caller needs no timeout around it."""
+        if not self._parser.done or self._failure is not None:
+            return None
+        chunks = list(self._ready)
+        self._ready.clear()
+        self._release()
+        return chunks
+
     async def aclose(self) -> None:
         self._over = True
         self._release()

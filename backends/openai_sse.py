@@ -190,19 +190,27 @@ class EventParser:
             raise BackendError(f"model {self.name!r} sent a malformed stream chunk") from exc
         if "error" in event:
             raise BackendError(f"model {self.name!r} failed mid-stream: {event['error']}")
-        self._usage = _usage(event.get("usage")) or self._usage
+        usage = event.get("usage")
+        if usage:  # only the last event or two carry usage: skip the call for the rest
+            self._usage = _usage(usage)
         is_chat = self._is_chat
         for choice in event.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue  # one choice is asked for (n > 1 goes to diverse routes only)
             delta = choice.get("delta") or {}
             text = delta.get("content") if is_chat else choice.get("text")
-            self._finish = choice.get("finish_reason") or self._finish
-            try:
-                calls = _tool_call_deltas(delta) if is_chat and delta.get("tool_calls") else ()
-                logprobs = _logprobs(choice, is_chat) if self._logprobs else ()
-            except (KeyError, TypeError, ValueError) as exc:
-                raise BackendError(f"model {self.name!r} sent a malformed stream chunk") from exc
-            if text or calls or logprobs:
+            finish = choice.get("finish_reason")
+            if finish:
+                self._finish = finish
+            if is_chat and delta.get("tool_calls") or self._logprobs:
+                try:
+                    calls = _tool_call_deltas(delta) if is_chat and delta.get("tool_calls") else ()
+                    logprobs = _logprobs(choice, is_chat) if self._logprobs else ()
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise BackendError(f"model {self.name!r} sent a malformed stream chunk") from exc
+                if text or calls or logprobs:
+                    self._pieces += 1
+                    chunks.append(StreamChunk(text or "", logprobs=logprobs, tool_calls=calls))
+            elif text:  # the common event: a piece of text and nothing else
                 self._pieces += 1
-                chunks.append(StreamChunk(text or "", logprobs=logprobs, tool_calls=calls))
+                chunks.append(StreamChunk(text))

@@ -348,14 +348,16 @@ class ResilientBackend:
         try:
             answer.add(chunk)
             if chunk.finish_reason is None:
-                # the rest under one timeout (the call's total), not one per chunk
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        last = await _add_rest(chunks, answer)
-                except TimeoutError:
-                    raise BackendTimeout(
-                        f"model {self.name!r} did not finish within {self.timeouts.total:g} s"
-                    ) from None
+                last = _add_rest_in_hand(chunks, answer)
+                if last is _NOT_IN_HAND:
+                    # the rest under one timeout (the call's total), not one per chunk
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            last = await _add_rest(chunks, answer)
+                    except TimeoutError:
+                        raise BackendTimeout(
+                            f"model {self.name!r} did not finish within {self.timeouts.total:g} s"
+                        ) from None
                 if last is None:
                     raise BackendError(f"model {self.name!r} ended its stream without finishing")
                 chunk = last
@@ -497,6 +499,28 @@ class ResilientBackend:
             raise BackendError(f"model {self.name!r} ended its stream without finishing") from None
 
 
+_NOT_IN_HAND = StreamChunk("")  # _add_rest_in_hand's answer when the rest must still be read
+
+
+def _add_rest_in_hand(chunks: AsyncIterator[StreamChunk], answer: _Assembly) -> StreamChunk | None:
+    """As :func:`_add_rest`, without waiting, when the stream has read its answer's end already
+    (the openai backend's ``rest_in_hand``): a short answer usually has by its first token, and
+    then the timeout that :func:`_add_rest` needs is only overhead. ``_NOT_IN_HAND`` otherwise."""
+    rest_in_hand = getattr(chunks, "rest_in_hand", None)
+    ready = rest_in_hand() if rest_in_hand is not None else None
+    if ready is None:
+        return _NOT_IN_HAND
+    return _add_all(ready, answer)
+
+
+def _add_all(chunks: list[StreamChunk], answer: _Assembly) -> StreamChunk | None:
+    for chunk in chunks:
+        answer.add(chunk)
+        if chunk.finish_reason is not None:
+            return chunk
+    return None
+
+
 async def _add_rest(chunks: AsyncIterator[StreamChunk], answer: _Assembly) -> StreamChunk | None:
     """Add ``chunks`` to ``answer`` up to the final one (with a finish reason), and return that;
     None when the stream ends without one. A stream with a ``rest()`` method (the openai backend's,
@@ -504,11 +528,7 @@ async def _add_rest(chunks: AsyncIterator[StreamChunk], answer: _Assembly) -> St
     one per chunk."""
     rest = getattr(chunks, "rest", None)
     if rest is not None:
-        for chunk in await rest():
-            answer.add(chunk)
-            if chunk.finish_reason is not None:
-                return chunk
-        return None
+        return _add_all(await rest(), answer)
     async for chunk in chunks:
         answer.add(chunk)
         if chunk.finish_reason is not None:

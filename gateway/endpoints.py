@@ -71,9 +71,10 @@ def parse(model: type[M], body: bytes) -> M:
 
 def _chosen_on(request: Request) -> Callable[[str], None]:
     """Keeps the chosen model's name on the request, for the headers of an error answer."""
+    state = request.scope["state"]  # what request.state wraps, without making the wrapper
 
     def keep(name: str) -> None:
-        request.state.model = name
+        state["model"] = name
 
     return keep
 
@@ -192,8 +193,9 @@ class Endpoints:
         started: float,
         needs: dict[Feature, str],
     ) -> Ask:
+        state = request.scope["state"]  # what request.state wraps, without making the wrapper
         return Ask(
-            request_id=request.state.request_id,
+            request_id=state["request_id"],
             model=parsed.model,
             question=question,
             started=started,
@@ -201,7 +203,7 @@ class Endpoints:
             n=parsed.n,
             needs=needs,
             max_tokens=parsed.token_limit,
-            api_key_id=getattr(request.state, "api_key_id", None),
+            api_key_id=state.get("api_key_id"),
             details=parsed.wants_details,
         )
 

@@ -20,8 +20,17 @@ from backends.errors import (
     RequestError,
 )
 from backends.openai_http import OpenAIHTTPBackend, Timeouts
+from backends.openai_sse import EventParser
 from backends.resilience import NO_RETRIES, ResilientBackend
-from backends.types import GenerationRequest, Message, SamplingParams
+from backends.types import (
+    GenerationRequest,
+    Message,
+    SamplingParams,
+    StreamChunk,
+    TokenLogprob,
+    ToolCallDelta,
+    Usage,
+)
 from fleet.config import parse_fleet
 from gateway.app import create_app
 from tests.conftest import free_port, stub_upstream_process
@@ -252,3 +261,57 @@ def test_retry_after_as_an_http_date() -> None:
     assert 25 < (retry_after_seconds({"retry-after": when}) or 0) <= 30
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None
+
+
+async def test_a_held_answer_whose_end_is_in_hand_is_taken_without_waiting(stub_upstream):
+    """A short answer's stream is usually read to its end by its first token: ``rest_in_hand`` hands
+    the rest over at once (None while more must be read), and the held answer is the whole one."""
+    backend = await started(OpenAIHTTPBackend("stub", stub_upstream))
+    try:
+        whole = await backend.chat(CHAT)
+        held = await ResilientBackend(backend, retry=NO_RETRIES).chat(CHAT, first_token_by=time.monotonic() + 5)
+        stream = backend.stream_chat(CHAT)
+        assert stream.rest_in_hand() is None  # nothing read yet
+        first = await anext(stream)
+        rest = stream.rest_in_hand()
+        if rest is None:  # the end had not arrived with the first token
+            rest = await stream.rest()
+    finally:
+        await backend.aclose()
+    assert (held.text, held.finish_reason, held.usage) == (whole.text, whole.finish_reason, whole.usage)
+    assert first.text + "".join(c.text for c in rest) == whole.text
+    assert rest[-1].finish_reason == "stop" and rest[-1].usage == whole.usage
+
+
+def test_stream_events_with_tool_calls_logprobs_and_other_choices():
+    """What each kind of event becomes: text, a tool call's pieces, log-probabilities (when asked
+    for), another choice's event (skipped), usage and the finish reason on the final chunk."""
+    request = GenerationRequest(
+        messages=(Message("user", "hi"),), params=SamplingParams(logprobs=True, top_logprobs=1)
+    )
+    events = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "Hi"},
+                      "logprobs": {"content": [{"token": "Hi", "logprob": -0.5, "top_logprobs": []}]}}]},
+        {"choices": [{"index": 1, "delta": {"content": "other"}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{\"a\""}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]},
+                      "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}},
+    ]
+    body = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    parser = EventParser("m", request)
+    chunks: list[StreamChunk] = []
+    parser.feed(body, chunks)
+    assert parser.done
+    assert [c.text for c in chunks] == ["Hi", "", "", ""]
+    assert chunks[0].logprobs == (TokenLogprob("Hi", -0.5, ()),)
+    assert chunks[1].tool_calls == (ToolCallDelta(0, "call_1", "f", '{"a"'),)
+    assert chunks[2].tool_calls == (ToolCallDelta(0, None, None, ":1}"),)
+    assert chunks[3].finish_reason == "tool_calls" and chunks[3].usage == Usage(2, 3)
+
+    plain = EventParser("m", CHAT)  # no log-probabilities asked for: none are read
+    plain_chunks: list[StreamChunk] = []
+    plain.feed(body, plain_chunks)
+    assert plain_chunks[0] == StreamChunk("Hi")
