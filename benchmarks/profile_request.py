@@ -48,7 +48,8 @@ from benchmarks.gateway_overhead import (  # noqa: E402
 PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("gateway middleware (request id, keys, limits)", ("gateway/app.py", "gateway/auth.py",
                                                          "gateway/limits.py", "gateway/keys.py",
-                                                         "gateway/access.py")),
+                                                         "gateway/access.py", "gateway/request_id.py",
+                                                         "gateway/fast_path.py")),
     ("gateway request path (endpoint, choose, answer, account)", ("gateway/",)),
     ("request log (enqueue)", ("gateway/request_log",)),
     ("backends (resilience, openai_http)", ("backends/", "fleet/")),
