@@ -78,7 +78,7 @@ def test_the_fleet_builds_routes_from_its_members_resilient_backends():
 
 
 def test_the_default_fleet_declares_no_route_and_the_measured_ones_load():
-    assert default_fleet().routes == []  # every measured route lost to a model (docs/composite-routes.md)
+    assert default_fleet().routes == []  # none is declared until the router is trained with it
     measured = load_fleet(Path(__file__).resolve().parents[2] / "benchmarks" / "fleet" / "routes_fleet.yaml")
     assert [(r.name, r.type) for r in measured.routes] == [
         ("plan-solve-0.5b", "plan_solve"), ("plan-1.5b-solve-0.5b", "plan_solve"), ("vote-0.5b", "diverse"),
