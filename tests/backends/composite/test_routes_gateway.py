@@ -177,3 +177,17 @@ async def test_all_samples_failing_is_an_openai_error_not_a_500(make_client):
     assert response.status_code == 502
     assert "all 4 samples failed" in response.json()["error"]["message"]
     assert solver_down.status_code == 502 and "large down" in solver_down.json()["error"]["message"]
+
+
+async def test_a_vote_whose_first_samples_agree_stops_there_and_charges_only_them(make_client, members):
+    early = {**ROUTES[1], "name": "vote-early", "stop_when_agreed": 2}
+    client = make_client(parse_fleet({"models": MODELS, "routes": [early]}), members)
+    async with client as http:
+        response = await http.post("/v1/completions", json={"model": "vote-early", "prompt": "3 + 5 ="})
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["choices"][0]["text"] == SOLVED  # seeds 0 and 1 of the large model both say 8
+    assert body["smallfleet"]["samples"] == 2 and body["smallfleet"]["stopped_early"] is True
+    assert len(members["large"].requests) == 2 and members["small"].requests == []
+    one = members["large"].requests[0]
+    assert body["usage"]["completion_tokens"] > 0 and one.params.seed == 0
