@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cascade_calibration as calibration  # noqa: E402
+from routes_summary import read_queries  # noqa: E402
 
 Option = tuple[int, float, str]  # (correct answers, cost, what was chosen)
 
@@ -139,7 +140,7 @@ def main() -> int:
     parser.add_argument("--cost", choices=("measured", "config"), default="measured")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    queries = [q for path in args.results for q in json.loads((path / "queries.json").read_text())]
+    queries = read_queries(args.results)
     items = calibration.paired(queries, args.first, args.then, args.cost)
     if not items:
         raise SystemExit("no item answered by both models")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from routes_summary import half_width, mcnemar_p  # noqa: E402
+from routes_summary import half_width, mcnemar_p, read_queries  # noqa: E402
 
 from backends.composite.cascade import escalation_reason  # noqa: E402
 
@@ -161,7 +161,7 @@ def main() -> int:
     args = parser.parse_args()
     global SIGNAL
     SIGNAL = args.signal
-    queries = [q for path in args.results for q in json.loads((path / "queries.json").read_text())]
+    queries = read_queries(args.results)
     items = paired(queries, args.first, args.then, args.cost)
     if not items:
         raise SystemExit("no item answered by both models")

@@ -44,6 +44,11 @@ def mcnemar_p(only_first: int, only_second: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def read_queries(results: list[Path]) -> list[dict[str, Any]]:
+    """Every query record of these `fleet eval` / `fleet report` output directories, in order."""
+    return [q for path in results for q in json.loads((path / "queries.json").read_text(encoding="utf-8"))]
+
+
 def by_model(queries: list[dict[str, Any]], task: str) -> dict[str, dict[str, dict[str, Any]]]:
     """``{model: {item id: query record}}`` for one task."""
     result: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -89,8 +94,7 @@ def summary(results: Path | list[Path], config: Any, task: str, also: list[str])
     """The two tables, from one output directory or several (e.g. a route's shards beside the
     members' own output: each directory's queries are read, in order)."""
     paths = [results] if isinstance(results, Path) else results
-    queries = [q for path in paths for q in json.loads((path / "queries.json").read_text(encoding="utf-8"))]
-    models = by_model(queries, task)
+    models = by_model(read_queries(paths), task)
     routes = [route for route in config.routes if route.name in models]
     if not routes:
         raise SystemExit(f"{', '.join(map(str, paths))}: no route of the fleet was evaluated on {task}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from routes_summary import half_width, mcnemar_p  # noqa: E402
+from routes_summary import half_width, mcnemar_p, read_queries  # noqa: E402
 
 
 def vote(samples: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--route", required=True)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    queries = [q for path in args.results for q in json.loads((path / "queries.json").read_text())]
+    queries = read_queries(args.results)
     result = replay(queries, args.route)
     print(f"{result['route']}: {result['questions']} questions, "
           f"{result['samples_per_question']} samples each\n")
