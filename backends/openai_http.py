@@ -2,9 +2,10 @@
 
 Anything that speaks OpenAI's ``/v1/chat/completions`` and ``/v1/completions``
 works: llama.cpp's server, ``python -m llama_cpp.server``, vLLM, a remote API.
-One ``aiohttp.ClientSession`` per backend (its keep-alive connection pool) lives
-from :meth:`start` to :meth:`aclose`. aiohttp's exceptions and upstream error
-statuses are mapped to the smallfleet error tree in :func:`_map_client_errors`
+One keep-alive connection pool per backend (``backends/http1.py``, a small HTTP/1.1
+client over httptools) lives from :meth:`start` to :meth:`aclose`. Its failures
+(aiohttp's exception classes, as when this backend called aiohttp) and upstream
+error statuses are mapped to the smallfleet error tree in :func:`_map_client_errors`
 and :func:`_error_for_status`, and nowhere else; the answers' wire format is
 parsed in ``backends/openai_sse.py``.
 
@@ -42,6 +43,7 @@ from backends.errors import (
     SmallfleetError,
 )
 from backends.features import Feature
+from backends.http1 import Http1Pool, Response
 from backends.openai_sse import EventParser, parse_completion
 from backends.types import (
     Completion,
@@ -56,7 +58,7 @@ DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_TOTAL_TIMEOUT = 600.0
 DEFAULT_MAX_CONNECTIONS = 512
 KEEPALIVE_SECONDS = 5.0  # how long an idle pooled connection is kept (httpx's default)
-# The headers every request carries besides Host, Accept-Encoding (what aiohttp can decode) and
+# The headers every request carries besides Host, Accept-Encoding (what backends/http1.py decodes) and
 # Content-Length. The user agent is the one upstreams saw while this backend went through httpx,
 # kept so that their logs and allow-lists see no change.
 _HEADERS = {
@@ -111,50 +113,44 @@ class OpenAIHTTPBackend:
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-        # Absolute URLs parsed once (aiohttp parses a string URL on every request).
+        self._pool: Http1Pool | None = None
+        # Absolute URLs parsed once.
         self._urls = {path: URL(self.base_url + path) for path in ("/chat/completions", "/completions")}
         self._models_url = URL(self.base_url + "/models")
         # ``connect`` also bounds the wait for a pooled connection, as httpx's pool timeout did.
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeouts.connect, sock_connect=timeouts.connect, sock_read=timeouts.read
-        )
-        self._health_timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeouts.connect, sock_connect=timeouts.connect, sock_read=timeouts.connect
-        )
+        self._connect_timeout = timeouts.connect
+        self._read_timeout = timeouts.read
         self._total = timeouts.total
 
     async def start(self) -> None:
+        base = URL(self.base_url)
         # httpx's certificate trust (certifi's bundle, or SSL_CERT_FILE / SSL_CERT_DIR).
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections, keepalive_timeout=KEEPALIVE_SECONDS, ssl=httpx.create_ssl_context()
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, headers=self._headers, timeout=self._timeout
+        context = httpx.create_ssl_context() if base.scheme == "https" else None
+        self._pool = Http1Pool(
+            base, self._headers, ssl_context=context, limit=self._max_connections,
+            keepalive=KEEPALIVE_SECONDS, connect_timeout=self._connect_timeout,
         )
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def pool(self) -> Http1Pool:
+        if self._pool is None:
             raise BackendError(f"backend {self.name!r} is not started")
-        return self._session
+        return self._pool
 
-    def post(self, url: URL, body: bytes) -> Any:
-        """POST ``body`` (JSON) to ``url``; use as ``async with``: the answer once its headers are in."""
-        return self.session.post(url, data=body, allow_redirects=False)
+    async def post(self, url: URL, body: bytes) -> Response:
+        """POST ``body`` (JSON) to ``url``: the answer once its headers are in (release it)."""
+        return await self.pool.request("POST", url, body, self._read_timeout)
 
     async def health(self) -> Health:
         try:
             with _map_client_errors(self.name):
-                async with self.session.get(
-                    self._models_url, timeout=self._health_timeout, allow_redirects=False
-                ) as response:
-                    await response.read()
+                response = await self.pool.request("GET", self._models_url, None, self._connect_timeout)
+                await response.read()
         except SmallfleetError as exc:
             return Health(ok=False, detail=exc.message)
         if response.status != 200:
@@ -167,8 +163,8 @@ class OpenAIHTTPBackend:
         try:
             async with asyncio.timeout(self._total):
                 with _map_client_errors(self.name):
-                    async with self.post(self._urls[path], orjson.dumps(payload)) as response:
-                        body = await response.read()
+                    response = await self.post(self._urls[path], orjson.dumps(payload))
+                    body = await response.read()
         except TimeoutError as exc:
             raise BackendTimeout(f"model {self.name!r} did not answer in time") from exc
         if response.status != 200:
@@ -240,7 +236,7 @@ class EventStream:
         self._backend = backend
         self._request = request
         self._parser = EventParser(backend.name, request)
-        self._response: aiohttp.ClientResponse | None = None
+        self._response: Response | None = None
         self._ready: collections.deque[StreamChunk] = collections.deque()
         self._failure: Exception | None = None  # raised once the chunks before it are taken
         self._over = False  # ended, failed or closed: nothing more comes
@@ -295,7 +291,7 @@ class EventStream:
         try:
             with _map_client_errors(name):
                 response = self._response or await self._open()
-                piece = await response.content.readany()
+                piece = await response.readany()
         except BaseException:
             self._over = True
             self._release()
@@ -310,7 +306,7 @@ class EventStream:
             self._failure = exc
         self._ready.extend(chunks)
 
-    async def _open(self) -> aiohttp.ClientResponse:
+    async def _open(self) -> Response:
         backend = self._backend
         path, payload = backend._payload(self._request, stream=True)
         response = await backend.post(backend._urls[path], orjson.dumps(payload))

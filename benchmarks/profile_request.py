@@ -52,13 +52,14 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
                                                          "gateway/fast_path.py")),
     ("gateway request path (endpoint, choose, answer, account)", ("gateway/",)),
     ("request log (enqueue)", ("gateway/request_log",)),
+    ("upstream HTTP client (backends/http1.py; aiohttp before)", ("backends/http1.py", "aiohttp/",
+                                                                  "yarl/", "multidict/")),
     ("backends (resilience, openai_http)", ("backends/", "fleet/")),
     ("metrics (prometheus_client)", ("prometheus_client",)),
     ("pydantic", ("pydantic",)),
     ("starlette (app, routing, exceptions)", ("starlette/",)),
     ("uvicorn (HTTP server)", ("uvicorn/",)),
     ("httpx", ("httpx/", "httpx_aiohttp/")),
-    ("aiohttp (upstream client)", ("aiohttp/", "yarl/", "multidict/")),
     ("event loop (uvloop's C code: sockets, callbacks)", ("asyncio/runners.py",)),
 ]
 OTHER = "other"
