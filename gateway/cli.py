@@ -50,7 +50,7 @@ def serve(args: argparse.Namespace) -> int:
         state_url = settings.state_store_url(config.state)
         router = None
         if config.router.artifact:
-            router = FleetRouter.load(config.router.artifact, [m.name for m in config.models])
+            router = FleetRouter.load(config.router.artifact, config.names())
         proxies = parse_networks([*config.access.trusted_proxies, *args.trusted_proxy], "--trusted-proxy")
     except (ConfigError, ValueError) as exc:
         print(f"smallfleet: {exc}", file=sys.stderr)
@@ -72,7 +72,7 @@ def serve(args: argparse.Namespace) -> int:
     if not admin_keys:
         state = "open to clients on this machine (not through a proxy)" if admin_loopback else "closed"
         print(f"smallfleet: no admin keys set ({ADMIN_KEYS_ENV}); /admin/* {state}", file=sys.stderr)
-    names = ", ".join(m.name for m in config.models)
+    names = ", ".join(config.names())
     print(f"smallfleet: serving {names} on http://{args.host}:{args.port}/v1", file=sys.stderr)
     if router is not None:
         print(f"smallfleet: model 'auto' routes over {', '.join(router.candidates)}", file=sys.stderr)

@@ -154,7 +154,7 @@ def cross_validate(
         costs = query_costs([ts.data.questions[i] for i in te], ts.prices)
         allowed = allowed_among(eligible_all[te], known)
         curves.append(sweep(success_all[te], scores, costs, ts.data.models, CV_ALPHAS, allowed))
-        train_acc = ts.data.subset(tr).comparable_means()
+        train_acc = ts.data.subset(tr).single_model_means()
         mask = None if ts.data.known is None else known
         picks = baseline_picks(train_acc, ts.prices, scores, costs, config.seed, mask)
         bases.append({k: summarize(p, scores, costs, ts.data.models) for k, p in picks.items()})

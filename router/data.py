@@ -69,6 +69,19 @@ class RoutingData:
         full = self.full_rows()
         return self.scores[full].mean(axis=0) if len(full) else self.mean_scores()
 
+    def single_model_means(self) -> np.ndarray:
+        """``comparable_means``, with -inf for a model not scored on every row when some model is.
+
+        What ranks candidates for "the best single model" and the default model: a candidate
+        measured on one task only (a composite route evaluated on maths) may be the best there,
+        but it is no single model to send every question to.
+        """
+        means = self.comparable_means()
+        if self.known is None:
+            return means
+        everywhere = self.known.all(axis=0)
+        return np.where(everywhere, means, -np.inf) if everywhere.any() else means
+
 
 def masked_mean(scores: np.ndarray, known: np.ndarray | None) -> np.ndarray:
     """Column means of ``scores`` over the ``known`` entries (all rows when ``known`` is None)."""

@@ -77,7 +77,7 @@ def nested_cross_validate(
         for mode, alpha in modes.items():
             picked = pick(prediction.success, costs, alpha, allowed_among(prediction.eligible, known))
             summaries.setdefault(mode, []).append(summarize(picked, scores, costs, ts.data.models))
-        train_acc = train.data.comparable_means()
+        train_acc = train.data.single_model_means()
         mask = None if ts.data.known is None else known
         for name, picked in baseline_picks(train_acc, ts.prices, scores, costs, seed, mask).items():
             summaries.setdefault(name, []).append(summarize(picked, scores, costs, ts.data.models))

@@ -91,10 +91,7 @@ def _fallback_model(data: RoutingData) -> str:
     """The model for out-of-distribution questions: the best on the rows every model answered,
     among the models scored on every row when there are any (one measured on a single task,
     like a composite route evaluated on maths, is no default for unfamiliar questions)."""
-    means = data.comparable_means()
-    if data.known is not None and data.known.all(axis=0).any():
-        means = np.where(data.known.all(axis=0), means, -np.inf)
-    return data.models[int(means.argmax())]
+    return data.models[int(data.single_model_means().argmax())]
 
 
 def _partial_rows(data: RoutingData) -> int:

@@ -104,6 +104,10 @@ class FleetConfig(Strict):
     def route(self, name: str) -> RouteConfig | None:
         return next((route for route in self.routes if route.name == name), None)
 
+    def names(self) -> list[str]:
+        """What the fleet serves by name, models then routes: what `auto` may choose among."""
+        return [model.name for model in self.models] + [route.name for route in self.routes]
+
     def embedding(self, name: str) -> EmbeddingModelConfig | None:
         return next((model for model in self.embeddings if model.name == name), None)
 

@@ -77,9 +77,12 @@ def test_the_fleet_builds_routes_from_its_members_resilient_backends():
     assert not fleet.get("small").composite and fleet.get("small").max_choices == 1
 
 
-def test_the_default_fleet_declares_no_route_and_the_measured_ones_load():
-    assert default_fleet().routes == []  # none is declared until the router is trained with it
+def test_the_default_fleet_declares_the_route_that_won_and_the_measured_ones_load():
     measured = load_fleet(Path(__file__).resolve().parents[2] / "benchmarks" / "fleet" / "routes_fleet.yaml")
+    # the default fleet serves vote-1.5b as measured, stopping once its first two samples agree
+    (shipped,) = default_fleet().routes
+    assert isinstance(shipped, DiverseRoute) and shipped.stop_when_agreed == 2
+    assert shipped.model_copy(update={"stop_when_agreed": None}) == measured.route("vote-1.5b")
     assert [(r.name, r.type) for r in measured.routes] == [
         ("plan-solve-0.5b", "plan_solve"), ("plan-1.5b-solve-0.5b", "plan_solve"), ("vote-0.5b", "diverse"),
         ("cascade-0.5b-1.5b", "cascade"), ("vote-1.5b", "diverse"),

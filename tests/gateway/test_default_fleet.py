@@ -112,3 +112,30 @@ def test_auto_sends_tool_and_structured_requests_only_to_models_that_honour_them
     )
     assert answer.model.startswith("qwen2.5-coder")
     assert answer.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+
+def test_the_default_fleets_vote_stops_once_its_first_two_samples_agree(default_gateway, openai_client):
+    """vote-1.5b on the real 1.5B: a question whose greedy answer and first sample at 0.7 agree
+    is answered from those two, the other three samples never drawn nor charged."""
+    client = openai_client(default_gateway)
+    response = client.chat.completions.with_raw_response.create(
+        model="vote-1.5b", seed=0, max_tokens=16,
+        messages=[{"role": "user", "content": "What is 12 + 30? Reply with the number only."}],
+    )
+    answer = response.parse()
+    assert "42" in (answer.choices[0].message.content or "")
+    assert response.headers["x-smallfleet-model"] == "vote-1.5b"
+    extra = answer.model_extra["smallfleet"]
+    assert extra["type"] == "diverse" and extra["stopped_early"] is True and extra["samples"] == 2, extra
+    assert answer.usage is not None and 0 < answer.usage.completion_tokens <= 2 * 16
+
+
+def test_auto_quality_sends_a_word_problem_to_the_vote(default_gateway, openai_client):
+    """The default router was trained with vote-1.5b as a candidate on word problems."""
+    client = openai_client(default_gateway)
+    problem = "I buy 3 books at $12 each and pay with a $50 note. How much change do I get?"
+    response = client.chat.completions.with_raw_response.create(
+        model="auto:quality", messages=[{"role": "user", "content": problem}], max_tokens=1,
+    )
+    assert response.headers["x-smallfleet-model"] == "vote-1.5b"
+    assert response.headers["x-smallfleet-success"].startswith("vote-1.5b=")

@@ -13,7 +13,7 @@ from router.cv import cross_validate
 from router.data import RoutingData, load_prices, load_rows, masked_mean
 from router.fit import FitConfig, _fit_per_model, _smoothed_means, fit_router_model
 from router.holdout import is_held_out, split_holdout
-from router.train import load_training_set, train
+from router.train import _fallback_model, load_training_set, train
 
 SMALL_CONFIG = FitConfig(n_clusters=8, top_clusters=2)
 
@@ -161,3 +161,19 @@ def test_a_model_scored_on_one_group_only_is_not_predicted_to_succeed_on_others(
     assert success[groups == 0, 1].min() > 0.6  # where it was measured: its record counts
     assert success[groups == 1, 1].max() < 0.05  # where it was not: no credit
     assert success[groups == 1, 0].mean() > 0.2  # the measured model is unaffected
+
+
+def test_the_best_single_model_is_one_scored_on_every_row() -> None:
+    # a route measured on maths only, better than the models there, is no single model to send
+    # every question to: not the baseline "best single", not the default for unfamiliar questions
+    scores = np.array([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    known = np.ones_like(scores, dtype=bool)
+    known[2:, 2] = False  # "route" scored on the first two rows only
+    data = RoutingData([f"q{i}" for i in range(5)], ["a", "b", "route"], scores, "x", known)
+    assert data.comparable_means().tolist() == [1.0, 0.0, 1.0]  # on the full rows it ties the best
+    assert data.single_model_means().tolist() == [1.0, 0.0, -np.inf]
+    assert _fallback_model(data) == "a"
+    # with no model scored everywhere (logged feedback), the comparable means stand
+    sparse = RoutingData(["q0", "q1"], ["a", "b"], np.array([[1.0, 0.0], [0.0, 1.0]]), "x",
+                         np.array([[True, False], [False, True]]))
+    assert sparse.single_model_means().tolist() == sparse.comparable_means().tolist()

@@ -74,13 +74,17 @@ def test_a_client_leaving_cancels_every_inner_call(live_server):
     assert 'smallfleet_requests_total{model="vote",route="vote",status="499"} 1.0' in metrics
 
 
-def test_the_router_can_choose_a_route(live_server, tmp_path):
+CODE = [f"Write a Python function number {i} that returns the sum of a list of integers" for i in range(12)]
+MATH = [f"Tom has {i} apples and buys {i + 3} more. How many apples does he have now?" for i in range(12)]
+
+
+def _router_trained_with_a_route(tmp_path):
+    """An artifact choosing between the model "large" (right on code) and the route "ps" (right
+    on maths), trained like the default fleet's: `fleet router` on fleet-eval rows."""
     from fleet.fleet_router import build_fleet_router
 
-    code = [f"Write a Python function number {i} that returns the sum of a list of integers" for i in range(12)]
-    math = [f"Tom has {i} apples and buys {i + 3} more. How many apples does he have now?" for i in range(12)]
     rows, queries = [], []
-    for task, questions in (("humaneval", code), ("gsm8k", math)):
+    for task, questions in (("humaneval", CODE), ("gsm8k", MATH)):
         for question in questions:
             scores = {"large": int(task == "humaneval"), "ps": int(task == "gsm8k")}
             rows.append({"question": question, "task": task, "scores": scores})
@@ -89,10 +93,14 @@ def test_the_router_can_choose_a_route(live_server, tmp_path):
     (tmp_path / "eval" / "rows.json").write_text(json.dumps(rows))
     (tmp_path / "eval" / "queries.json").write_text(json.dumps(queries))
     build_fleet_router(tmp_path / "eval", tmp_path / "router", folds=0, clusters=4)
+    return tmp_path / "router"
 
+
+def test_the_router_can_choose_a_route(live_server, tmp_path):
+    artifact = _router_trained_with_a_route(tmp_path)
     members = {"small": FakeBackend("small", PLAN), "large": FakeBackend("large", "#### 45")}
-    server = live_server(_app(members, router={"artifact": str(tmp_path / "router")}))
-    question = math[5]  # in distribution: a question the router was trained on
+    server = live_server(_app(members, router={"artifact": str(artifact)}))
+    question = MATH[5]  # in distribution: a question the router was trained on
     response = httpx.post(
         server.url + "/v1/chat/completions",
         json={"model": "auto", "messages": [{"role": "user", "content": question}]},
@@ -105,6 +113,25 @@ def test_the_router_can_choose_a_route(live_server, tmp_path):
     listed = httpx.get(server.url + "/v1/models").json()["data"]
     auto = next(m for m in listed if m["id"] == "auto")
     assert auto["candidates"] == ["large", "ps"]
+
+
+def test_smallfleet_serve_lets_auto_choose_the_fleets_routes(tmp_path, monkeypatch, capsys):
+    # `smallfleet serve` loads the router before the app (to report a bad artifact cleanly):
+    # its candidates are the fleet's models and routes, as after a reload
+    import uvicorn
+
+    from gateway.cli import main
+
+    artifact = _router_trained_with_a_route(tmp_path)
+    fleet = {"models": MODELS, "routes": ROUTES, "router": {"artifact": str(artifact)}}
+    (tmp_path / "fleet.yaml").write_text(json.dumps(fleet))
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **_: served.append(app))
+    assert main(["serve", "--config", str(tmp_path / "fleet.yaml"), "--port", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "model 'auto' routes over large, ps" in err, err
+    assert "serving small, large, ps, vote on" in err, err
+    assert len(served) == 1
 
 
 def _wait_for(records, count):
