@@ -9,7 +9,9 @@ from those records exactly (every sample votes, most votes win, a tie goes to th
 first: the route's rule with ``count_duplicates: true``), so their accuracy and token cost can
 be compared on the same questions without running the models again. Each is paired with the
 route's first sample alone (with a greedy first sample, the model's own answer) by McNemar's
-exact test.
+exact test, as is the route's own answer as it ran ("the route as run": for a route that stops
+early, its records keep only the samples it drew; the replayed rules then need every sample and
+are left out when some question has fewer).
 """
 
 from __future__ import annotations
@@ -58,13 +60,16 @@ def replay(queries: list[dict[str, Any]], route: str) -> dict[str, Any]:
     if not records:
         raise SystemExit(f"no queries of {route!r} with samples (re-run its fleet eval)")
     size = min(len(q["samples"]) for q in records)
+    full = size == max(len(q["samples"]) for q in records)  # every sample of every question kept
     base = [q["samples"][0]["score"] for q in records]
     base_tokens = sum(q["samples"][0].get("completion_tokens", 0) for q in records)
-    rules: list[tuple[str, list[tuple[int, int]]]] = []
-    for k in range(1, size + 1):
+    rules: list[tuple[str, list[tuple[int, int]]]] = [
+        ("the route as run", [(q["score"], q.get("completion_tokens", 0)) for q in records]),
+    ]
+    for k in range(1, size + 1 if full else 2):
         name = "first sample alone" if k == 1 else f"vote over the first {k}"
         rules.append((name, [first_k(q["samples"], k) for q in records]))
-    for m in range(2, size):
+    for m in range(2, size if full else 2):
         name = f"stop once the first {m} agree, else all {size}"
         rules.append((name, [stop_when_agreed(q["samples"], m) for q in records]))
     n = len(records)
@@ -84,8 +89,9 @@ def replay(queries: list[dict[str, Any]], route: str) -> dict[str, Any]:
         for s in q["samples"]:
             by_temperature.setdefault(f"{s['model']} at {s['temperature']}", []).append(s["score"])
     samples = {key: sum(v) / len(v) for key, v in by_temperature.items()}
-    return {"route": route, "questions": n, "samples_per_question": size, "rules": rows,
-            "sample_accuracy": samples}
+    drawn = dict(sorted(Counter(len(q["samples"]) for q in records).items()))
+    return {"route": route, "questions": n, "samples_per_question": size if full else drawn,
+            "rules": rows, "sample_accuracy": samples}
 
 
 def main() -> int:
@@ -96,8 +102,10 @@ def main() -> int:
     args = parser.parse_args()
     queries = read_queries(args.results)
     result = replay(queries, args.route)
-    print(f"{result['route']}: {result['questions']} questions, "
-          f"{result['samples_per_question']} samples each\n")
+    drawn = result["samples_per_question"]
+    each = (f"{drawn} samples each" if isinstance(drawn, int)
+            else "samples drawn: " + ", ".join(f"{k} on {v}" for k, v in drawn.items()))
+    print(f"{result['route']}: {result['questions']} questions, {each}\n")
     print("| rule | accuracy | only the rule right | only the first sample right | McNemar p "
           "| tokens vs the first |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -33,8 +33,10 @@ def test_stopping_once_the_first_samples_agree_saves_the_rest():
 
 def test_replay_pairs_each_rule_with_the_first_sample_alone():
     queries = [
-        {"model": "vote", "samples": [_sample("1", 0, temperature=0.0), _sample("2", 1), _sample("2", 1)]},
-        {"model": "vote", "samples": [_sample("5", 1, temperature=0.0), _sample("5", 1), _sample("6", 0)]},
+        {"model": "vote", "score": 1, "completion_tokens": 30,
+         "samples": [_sample("1", 0, temperature=0.0), _sample("2", 1), _sample("2", 1)]},
+        {"model": "vote", "score": 1, "completion_tokens": 30,
+         "samples": [_sample("5", 1, temperature=0.0), _sample("5", 1), _sample("6", 0)]},
         {"model": "other", "samples": [_sample("1", 1)]},
         {"model": "vote"},  # measured before samples were kept: left out
     ]
@@ -46,3 +48,21 @@ def test_replay_pairs_each_rule_with_the_first_sample_alone():
     assert (rules["vote over the first 3"]["only_rule_right"], rules["vote over the first 3"]["only_first_right"]) == (1, 0)
     assert rules["stop once the first 2 agree, else all 3"]["tokens_vs_first"] == (30 + 20) / 20
     assert result["sample_accuracy"] == {"m at 0.0": 0.5, "m at 0.7": 0.75}
+    assert rules["the route as run"]["accuracy"] == 1.0 and rules["the route as run"]["tokens_vs_first"] == 3.0
+
+
+def test_a_route_that_stopped_early_is_compared_as_run_with_its_first_sample():
+    # records keep only the samples drawn: no rule needing every sample is replayed
+    queries = [
+        {"model": "vote", "score": 1, "completion_tokens": 20,
+         "samples": [_sample("4", 1, temperature=0.0), _sample("4", 1)]},
+        {"model": "vote", "score": 1, "completion_tokens": 50,
+         "samples": [_sample("1", 0, temperature=0.0), _sample("2", 1), _sample("2", 1), _sample("3", 0),
+                     _sample("2", 1)]},
+    ]
+    result = replay(queries, "vote")
+    assert [row["rule"] for row in result["rules"]] == ["the route as run", "first sample alone"]
+    as_run = result["rules"][0]
+    assert (as_run["accuracy"], as_run["only_rule_right"], as_run["only_first_right"]) == (1.0, 1, 0)
+    assert as_run["tokens_vs_first"] == 70 / 20
+    assert result["samples_per_question"] == {2: 1, 5: 1}
