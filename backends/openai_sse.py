@@ -22,10 +22,12 @@ from backends.types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    text_chunk,
 )
 
 log = logging.getLogger("backends.openai_http")  # its warnings are that backend's
 _LINE_ENDS = (b"\n", b"\r")
+_loads = orjson.loads
 
 
 def _usage(data: dict[str, Any] | None) -> Usage | None:
@@ -148,9 +150,9 @@ class EventParser:
         self._partial = lines.pop() if lines and not lines[-1].endswith(_LINE_ENDS) else b""
         for line in lines:
             # only data lines carry anything (the blank line after each event, comments and other
-            # fields do not); what follows "data:" is decoded on its own
+            # fields do not); what follows "data:" is read on its own
             if line.startswith(b"data:"):
-                self._data(line[5:].decode("utf-8", "replace").strip(), chunks)
+                self._line(line[5:], chunks)
                 if self.done:
                     return
 
@@ -160,7 +162,7 @@ class EventParser:
         if self._partial and not self.done:
             partial, self._partial = self._partial, b""
             if partial.startswith(b"data:"):
-                self._data(partial[5:].decode("utf-8", "replace").strip(), chunks)
+                self._line(partial[5:], chunks)
         if self.done:
             return
         if self._finish is not None:  # a complete answer whose server closed cleanly without [DONE]
@@ -175,6 +177,21 @@ class EventParser:
         usage = _stream_usage(self.name, self._usage, self._pieces)
         return StreamChunk("", finish_reason=_finish(self._finish), usage=usage)
 
+    def _line(self, payload: bytes, chunks: list[StreamChunk]) -> None:
+        """One ``data:`` line's payload. An event (a JSON object in UTF-8) is parsed from the
+        bytes as they are; anything else (``[DONE]``, a malformed event, bytes that are not
+        UTF-8) goes through :meth:`_data`, decoded and stripped, as every line once did."""
+        payload = payload.strip()
+        if payload.startswith(b"{"):
+            try:
+                event = _loads(payload)
+            except orjson.JSONDecodeError:
+                event = None
+            if type(event) is dict:
+                self._event(event, chunks)
+                return
+        self._data(payload.decode("utf-8", "replace").strip(), chunks)
+
     def _data(self, data: str, chunks: list[StreamChunk]) -> None:
         """One event's data (a ``data:`` line's, stripped)."""
         if data == "[DONE]":
@@ -188,6 +205,10 @@ class EventParser:
             event = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise BackendError(f"model {self.name!r} sent a malformed stream chunk") from exc
+        self._event(event, chunks)
+
+    def _event(self, event: Any, chunks: list[StreamChunk]) -> None:
+        """One parsed event."""
         if "error" in event:
             raise BackendError(f"model {self.name!r} failed mid-stream: {event['error']}")
         usage = event.get("usage")
@@ -213,4 +234,4 @@ class EventParser:
                     chunks.append(StreamChunk(text or "", logprobs=logprobs, tool_calls=calls))
             elif text:  # the common event: a piece of text and nothing else
                 self._pieces += 1
-                chunks.append(StreamChunk(text))
+                chunks.append(text_chunk(text))

@@ -128,6 +128,15 @@ class GenerationRequest:
         if self.n < 1:
             raise ValueError("a GenerationRequest asks for at least one choice")
 
+    def with_ledger(self, ledger: InnerCallLedger | None) -> GenerationRequest:
+        """This request with another ``ledger``: ``dataclasses.replace(self, ledger=ledger)``
+        without its field-by-field keyword call and checks (every answer makes one)."""
+        copy = _new(GenerationRequest)
+        for name, set_field in _REQUEST_SETTERS:
+            set_field(copy, getattr(self, name))
+        _set_ledger(copy, ledger)
+        return copy
+
     @property
     def is_chat(self) -> bool:
         return self.messages is not None
@@ -136,6 +145,17 @@ class GenerationRequest:
     def offers_tools(self) -> bool:
         """Whether the model is to see tools it may call (not with ``tool_choice: none``)."""
         return bool(self.tools) and self.tool_choice.mode != "none"
+
+
+_new = object.__new__
+# the slots' own setters (a frozen dataclass's __setattr__ refuses), every field's but the ledger's
+_REQUEST_SLOTS: dict[str, Any] = dict(vars(GenerationRequest))
+_REQUEST_SETTERS = tuple(
+    (name, _REQUEST_SLOTS[name].__set__)
+    for name in GenerationRequest.__dataclass_fields__
+    if name != "ledger"
+)
+_set_ledger = _REQUEST_SLOTS["ledger"].__set__
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +277,25 @@ class StreamChunk:
     trace: CompositeTrace | None = None
     logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens known so far (may lag the text)
     tool_calls: tuple[ToolCallDelta, ...] = ()
+
+
+_CHUNK_SLOTS: dict[str, Any] = dict(vars(StreamChunk))
+_CHUNK_TEXT = _CHUNK_SLOTS["text"].__set__
+_CHUNK_DEFAULTS = tuple(
+    (_CHUNK_SLOTS[name].__set__, spec.default)
+    for name, spec in StreamChunk.__dataclass_fields__.items()
+    if name != "text"
+)
+
+
+def text_chunk(text: str) -> StreamChunk:
+    """``StreamChunk(text)``, made without the frozen dataclass's ``__init__`` (half the time):
+    the chunk a stream parser makes for nearly every event."""
+    chunk = _new(StreamChunk)
+    _CHUNK_TEXT(chunk, text)
+    for set_field, default in _CHUNK_DEFAULTS:
+        set_field(chunk, default)
+    return chunk
 
 
 @dataclass(frozen=True, slots=True)

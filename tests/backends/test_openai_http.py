@@ -315,3 +315,23 @@ def test_stream_events_with_tool_calls_logprobs_and_other_choices():
     plain_chunks: list[StreamChunk] = []
     plain.feed(body, plain_chunks)
     assert plain_chunks[0] == StreamChunk("Hi")
+
+
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [
+        (b'data: {"choices":[{"delta":{"content":"hi"}}]}\n', "hi"),  # the common event, from bytes
+        (b'data:{"choices":[{"delta":{"content":"hi"}}]}\r\n', "hi"),  # no space, CRLF
+        (b'data: \x0c{"choices":[{"delta":{"content":"hi"}}]}\n', "hi"),  # whitespace JSON has not
+        (b'data: {"choices":[{"delta":{"content":"h\xffi"}}]}\n', "h\ufffdi"),  # not UTF-8: replaced
+        (b'data: {"choices":[{"delta":{"content":"caf\xc3\xa9"}}]}\xc2\xa0\n', "caf\u00e9"),  # NBSP
+    ],
+)
+def test_an_event_line_reads_as_its_decoded_stripped_text_would(line, text):
+    """Events are parsed from the bytes as they are when they are JSON objects in UTF-8, and
+    through the text (decoded with replacement, stripped) otherwise: the same chunks either way."""
+    parser = EventParser("m", CHAT)
+    chunks: list[StreamChunk] = []
+    parser.feed(line + b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n', chunks)
+    assert [c.text for c in chunks] == [text, ""]
+    assert chunks[-1].finish_reason == "stop" and parser.done
