@@ -17,6 +17,13 @@ all its inner calls summed. The ``smallfleet_composite_*`` series break that
 down by inner model and step (``route`` = the route's name there), and report
 plan fallbacks, the distinct-sample ratio and the vote's agreement.
 
+The request path's own series (requests, errors, tokens, cost, durations, in-flight gauges and
+the per-key series) are not updated in prometheus_client as each answer ends: each update is a
+sum in a plain dict (or an observation in a list), added to the series when the registry is read
+(a scrape, :meth:`GatewayMetrics.render`, or anything else that collects it) and every
+:data:`MAX_PENDING_OBSERVATIONS` observations. prometheus_client takes a lock and checks its
+arguments on every update, about ten times per request; a scrape reads the same values.
+
 Embeddings (``POST /v1/embeddings``) have series of their own, ``smallfleet_embedding_*``,
 by ``model`` (an embedding model of the fleet, or ``unknown``); their tokens and cost also
 count against the API key's in the ``smallfleet_key_*`` series.
@@ -43,6 +50,7 @@ MAX_KEY_LABELS = 100
 OTHER_KEYS = "other"
 RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 CIRCUIT_STATES = ("closed", "open", "half_open")
+MAX_PENDING_OBSERVATIONS = 4096  # histogram observations held before they are added anyway
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "MAX_KEY_LABELS", "OTHER_KEYS", "UNKNOWN"]
 
@@ -54,6 +62,11 @@ class GatewayMetrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+        # updates not yet added to their series: (metric, label values) -> sum, and observations
+        self._pending: dict[tuple[MetricWrapperBase, tuple[str, ...]], float] = {}
+        self._observations: list[tuple[MetricWrapperBase, tuple[str, ...], float]] = []
+        self._gauges: dict[str, _PendingGauge] = {}
+        r.register(_Flush(self))  # first: the series below are read after it has run
         self.requests = Counter(
             "smallfleet_requests",
             "Completion requests answered, by route, model and HTTP status.",
@@ -265,9 +278,35 @@ class GatewayMetrics:
             found = self._children[key] = metric.labels(*values)
         return found
 
-    def in_flight(self, model: str) -> Any:
+    def add(self, metric: MetricWrapperBase, values: tuple[str, ...], amount: float = 1.0) -> None:
+        """``metric.labels(*values).inc(amount)`` when the registry is next read (a counter's
+        ``amount`` is never negative; a gauge's may be)."""
+        key = (metric, values)
+        pending = self._pending
+        pending[key] = pending.get(key, 0.0) + amount
+
+    def observe(self, metric: MetricWrapperBase, values: tuple[str, ...], amount: float) -> None:
+        """``metric.labels(*values).observe(amount)`` when the registry is next read."""
+        observations = self._observations
+        observations.append((metric, values, amount))
+        if len(observations) >= MAX_PENDING_OBSERVATIONS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the pending updates to their series."""
+        pending, self._pending = self._pending, {}
+        observations, self._observations = self._observations, []
+        for (metric, values), amount in pending.items():
+            self.child(metric, *values).inc(amount)
+        for metric, values, amount in observations:
+            self.child(metric, *values).observe(amount)
+
+    def in_flight(self, model: str) -> _PendingGauge:
         """``smallfleet_backend_in_flight`` of ``model`` (a gauge to ``inc()`` and ``dec()``)."""
-        return self.child(self.backend_in_flight, model)
+        gauge = self._gauges.get(model)
+        if gauge is None:
+            gauge = self._gauges[model] = _PendingGauge(self, (model,))
+        return gauge
 
     def key_label(self, key_id: str) -> str:
         """``key_id`` for the first MAX_KEY_LABELS ids seen, ``other`` after that."""
@@ -283,13 +322,14 @@ class GatewayMetrics:
         self, key_id: str, *, status: int, prompt_tokens: int, completion_tokens: int, cost: float
     ) -> None:
         key = self.key_label(key_id)
-        self.child(self.key_requests, key, str(status)).inc()
+        add = self.add
+        add(self.key_requests, (key, str(status)))
         if prompt_tokens:
-            self.child(self.key_tokens, key, "input").inc(prompt_tokens)
+            add(self.key_tokens, (key, "input"), prompt_tokens)
         if completion_tokens:
-            self.child(self.key_tokens, key, "output").inc(completion_tokens)
+            add(self.key_tokens, (key, "output"), completion_tokens)
         if cost:
-            self.child(self.key_cost, key).inc(cost)
+            add(self.key_cost, (key,), cost)
 
     def observe_key_rejection(self, key_id: str, code: str) -> None:
         self.key_rejections.labels(self.key_label(key_id), code).inc()
@@ -335,16 +375,17 @@ class GatewayMetrics:
         code: str | None = None,
         cluster: str | None = None,
     ) -> None:
-        self.child(self.requests, route, model, str(status)).inc()
+        add = self.add
+        add(self.requests, (route, model, str(status)))
         if code is not None:
-            self.child(self.errors, route, model, code).inc()
-        self.child(self.request_duration, route, model).observe(seconds)
+            add(self.errors, (route, model, code))
+        self.observe(self.request_duration, (route, model), seconds)
         if prompt_tokens:
-            self.child(self.tokens, route, model, "input").inc(prompt_tokens)
+            add(self.tokens, (route, model, "input"), prompt_tokens)
         if completion_tokens:
-            self.child(self.tokens, route, model, "output").inc(completion_tokens)
+            add(self.tokens, (route, model, "output"), completion_tokens)
         if cost:
-            self.child(self.cost, route, model, cluster or "none").inc(cost)
+            add(self.cost, (route, model, cluster or "none"), cost)
 
     def observe_composite(self, *, route: str, trace: CompositeTrace, costs: Sequence[float]) -> None:
         """A route's answer: each inner call (``costs`` in the same order) and the route's own figures."""
@@ -396,6 +437,39 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PendingGauge:
+    """A gauge child's ``inc()`` and ``dec()``, held by :meth:`GatewayMetrics.add` until read."""
+
+    __slots__ = ("_key", "_pending_of")
+
+    def __init__(self, metrics: GatewayMetrics, values: tuple[str, ...]) -> None:
+        self._pending_of = metrics
+        self._key = (metrics.backend_in_flight, values)
+
+    def inc(self, amount: float = 1.0) -> None:
+        pending = self._pending_of._pending
+        key = self._key
+        pending[key] = pending.get(key, 0.0) + amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.inc(-amount)
+
+
+class _Flush(Collector):
+    """Registered first in the gateway's registry: reading the registry adds the pending updates
+    to their series before any series is read. It has no series of its own."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        self._metrics.flush()
+        return iter(())
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
 
 
 class _CircuitCollector(Collector):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import orjson
 from starlette.responses import Response
@@ -63,7 +62,7 @@ class Responder:
             assert isinstance(shape, CompletionShape)  # only completions ask for n
             return await self._choices_stream(answer, request, receive, shape.include_usage)
         ledger = self.accounting.open_attempt(answer)
-        chunks = answer.member.stream_chat(replace(request, ledger=ledger), first_token_by)
+        chunks = answer.member.stream_chat(request.with_ledger(ledger), first_token_by)
         in_flight = self.metrics.in_flight(answer.member.name)
         in_flight.inc()  # the stream's end (in _events) takes it back
         # Peek at the first chunk so an early failure is an HTTP error, not a broken stream.
@@ -88,15 +87,16 @@ class Responder:
         in_flight.inc()
         ledger = self.accounting.open_attempt(answer)
         try:
-            work = answer.member.chat(replace(request, ledger=ledger), first_token_by)
+            work = answer.member.chat(request.with_ledger(ledger), first_token_by)
             return await until_disconnect(work, receive)
         finally:
             in_flight.dec()
 
     def _first_token(self, answer: Answer) -> None:
         answer.first_token_at = time.perf_counter()
-        self.metrics.child(self.metrics.time_to_first_token, answer.route.name, answer.member.name).observe(
-            answer.first_token_at - answer.started
+        self.metrics.observe(
+            self.metrics.time_to_first_token, (answer.route.name, answer.member.name),
+            answer.first_token_at - answer.started,
         )
 
     async def _choices_stream(
