@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from gateway import sse
 from gateway.sse import ClientDisconnected, until_disconnect
 
 
@@ -74,3 +75,38 @@ async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_work_done_before_the_watch_starts_makes_no_watcher_and_no_receive() -> None:
+    """Short work (most answers of a nearby upstream) runs with a timer only: no task is made and
+    the client's ``receive`` is never called."""
+    calls = 0
+
+    async def receive() -> dict[str, str]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(30)
+        return {"type": "http.disconnect"}
+
+    tasks_before = len(asyncio.all_tasks())
+    assert await until_disconnect(asyncio.sleep(0, "answer"), receive) == "answer"
+    assert len(asyncio.all_tasks()) == tasks_before
+    await asyncio.sleep(sse.WATCH_AFTER * 2)
+    assert calls == 0
+
+
+async def test_a_client_gone_before_the_watch_starts_is_noticed_when_it_starts() -> None:
+    client, cancelled = Client(), asyncio.Event()
+    client.gone.set()  # left at once
+
+    async def work() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    with pytest.raises(ClientDisconnected):
+        await until_disconnect(work(), client.receive)
+    assert cancelled.is_set()
