@@ -105,13 +105,13 @@ def test_eval_models_are_built_from_the_validated_fleet_config(tmp_path: Path) -
     assert [m.name for m in models] == ["local", "remote"]
     assert models[0].gguf == str(tmp_path / "m.gguf") and models[0].in_process and models[0].params == 1e6
     assert models[0].price_input == 1.0 and not models[1].in_process
-    default = load_eval_models(None)  # the embedded default fleet declares no routes
-    assert [m.name for m in default] == ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+    default = load_eval_models(None)  # the embedded default fleet: three models, then its route
+    models = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+    assert [m.name for m in default] == [*models, "vote-1.5b"]
     assert default[0].gguf == "packaged:smollm2-135m-instruct-q4_1" and default[0].in_process
     routes = Path(__file__).resolve().parents[2] / "benchmarks" / "fleet" / "routes_fleet.yaml"
     assert [m.name for m in load_eval_models(routes)] == [
-        *[m.name for m in default], "plan-solve-0.5b", "plan-1.5b-solve-0.5b", "vote-0.5b", "cascade-0.5b-1.5b",
-        "vote-1.5b",
+        *models, "plan-solve-0.5b", "plan-1.5b-solve-0.5b", "vote-0.5b", "cascade-0.5b-1.5b", "vote-1.5b",
     ]
 
 
