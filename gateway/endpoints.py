@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 
@@ -44,20 +44,52 @@ from gateway.responses_api import ResponsesRequest, ResponsesShape
 from gateway.service import JSON_MEDIA_TYPE, Gateway
 from gateway.shapes import CompletionShape
 
+_ALPHA_HEADER = ALPHA_HEADER.encode("latin-1")
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", ChatCompletionRequest, CompletionRequest, ResponsesRequest)
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """``request.headers.get(name)`` (``name`` lower-case, as ASGI gives header names), read from
+    the scope without building Starlette's ``Headers``."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+    """The body, within ``limit`` bytes. What ``request.stream()`` does, without its generator:
+    a client gone before the end is Starlette's ``ClientDisconnect``, and the stream counts as
+    consumed."""
+    declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-    return bytes(body)
+    if hasattr(request, "_body") or request._stream_consumed:
+        body = bytearray()
+        async for piece in request.stream():  # read before (or twice): as Starlette does
+            body += piece
+            if len(body) > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        return bytes(body)
+    receive = request.receive
+    pieces: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            piece = message.get("body", b"")
+            if piece:
+                pieces.append(piece)
+                size += len(piece)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            if not message.get("more_body", False):
+                request._stream_consumed = True
+                return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        elif message["type"] == "http.disconnect":
+            request._is_disconnected = True
+            raise ClientDisconnect()
 
 
 def parse(model: type[M], body: bytes) -> M:
@@ -199,7 +231,7 @@ class Endpoints:
             model=parsed.model,
             question=question,
             started=started,
-            alpha_header=request.headers.get(ALPHA_HEADER),
+            alpha_header=header(request, _ALPHA_HEADER),
             n=parsed.n,
             needs=needs,
             max_tokens=parsed.token_limit,

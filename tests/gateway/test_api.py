@@ -237,3 +237,35 @@ async def test_refused_requests_are_counted_and_in_flight_returns_to_zero(make_c
     assert 'smallfleet_request_errors_total{code="model_not_found",model="unknown",route="unknown"} 1.0' in metrics
     assert 'smallfleet_request_errors_total{code="context_length_exceeded",model="alpha",route="unknown"} 1.0' in metrics
     assert 'smallfleet_backend_in_flight{model="alpha"} 0.0' in metrics
+
+
+async def test_a_body_read_in_pieces_within_and_beyond_its_limit_and_a_client_gone():
+    """read_body reads ``receive`` as ``Request.stream()`` does: pieces joined, a body past the
+    limit refused as it arrives (with or without a content-length), a client gone mid-body."""
+    from starlette.requests import ClientDisconnect, Request
+
+    from backends.errors import PayloadTooLarge
+    from gateway.endpoints import read_body
+
+    def request(messages: list[dict], headers: list[tuple[bytes, bytes]] = ()) -> Request:
+        queue = list(messages)
+
+        async def receive() -> dict:
+            return queue.pop(0)
+
+        return Request({"type": "http", "method": "POST", "headers": list(headers)}, receive)
+
+    def pieces(*parts: bytes) -> list[dict]:
+        return [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
+
+    assert await read_body(request(pieces(b'{"a":', b" 1}")), 100) == b'{"a": 1}'
+    assert await read_body(request(pieces(b"")), 100) == b""
+    with pytest.raises(PayloadTooLarge, match="exceeds the limit of 5 bytes"):
+        await read_body(request(pieces(b"abc", b"def")), 5)
+    with pytest.raises(PayloadTooLarge, match="request body is 9 bytes; the limit is 5"):
+        await read_body(request(pieces(b"abc"), [(b"content-length", b"9")]), 5)
+    with pytest.raises(ClientDisconnect):
+        await read_body(request([*pieces(b"abc", b"d")[:1], {"type": "http.disconnect"}]), 100)
+    twice = request(pieces(b"abc"))
+    assert await twice.body() == b"abc"
+    assert await read_body(twice, 100) == b"abc"  # read before: as Request.stream() gives it
