@@ -11,7 +11,8 @@ be compared on the same questions without running the models again. Each is pair
 route's first sample alone (with a greedy first sample, the model's own answer) by McNemar's
 exact test, as is the route's own answer as it ran ("the route as run": for a route that stops
 early, its records keep only the samples it drew; the replayed rules then need every sample and
-are left out when some question has fewer).
+are left out when some question has fewer). A question in several of the directories (by its
+``id``) counts once, as first read.
 """
 
 from __future__ import annotations
@@ -56,7 +57,12 @@ def stop_when_agreed(samples: list[dict[str, Any]], m: int) -> tuple[int, int]:
 
 
 def replay(queries: list[dict[str, Any]], route: str) -> dict[str, Any]:
-    records = [q for q in queries if q["model"] == route and q.get("samples")]
+    records: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for q in queries:  # a question measured in several runs (e.g. two seeds' samples) counts once
+        if q["model"] == route and q.get("samples") and q.get("id", id(q)) not in seen:
+            seen.add(q.get("id", id(q)))
+            records.append(q)
     if not records:
         raise SystemExit(f"no queries of {route!r} with samples (re-run its fleet eval)")
     size = min(len(q["samples"]) for q in records)

@@ -60,7 +60,9 @@ def test_a_route_that_stopped_early_is_compared_as_run_with_its_first_sample():
          "samples": [_sample("1", 0, temperature=0.0), _sample("2", 1), _sample("2", 1), _sample("3", 0),
                      _sample("2", 1)]},
     ]
-    result = replay(queries, "vote")
+    queries = [{**q, "id": f"gsm8k/{i}"} for i, q in enumerate(queries)]
+    result = replay([*queries, {**queries[1], "score": 0}], "vote")
+    assert result["questions"] == 2  # the same question from a second run counts once
     assert [row["rule"] for row in result["rules"]] == ["the route as run", "first sample alone"]
     as_run = result["rules"][0]
     assert (as_run["accuracy"], as_run["only_rule_right"], as_run["only_first_right"]) == (1.0, 1, 0)
