@@ -4,10 +4,11 @@ The reference target of ``gateway_overhead.py``: what any Python proxy on this s
 the least, so that smallfleet's own cost is what it adds beyond this. The server side is what
 ``smallfleet serve`` runs (uvicorn, ``loop="uvloop"``, ``http="httptools"``, no access log);
 the ASGI app is a plain function (no Starlette, no middleware); the upstream client is one
-aiohttp session with a keep-alive pool (the connection pool smallfleet's ``openai`` backend
-uses). Each ``POST`` is forwarded as it came (body, content type) to the same path under
-``--upstream``, and the upstream's status, content type and body are sent back; ``GET
-/health`` answers ``{"status": "ok"}`` itself.
+aiohttp session with a keep-alive pool (the client smallfleet's ``openai`` backend used before
+its own, ``backends/http1.py``; kept, so that the reference stays what it was). Each ``POST`` is
+forwarded as it came (body, content type) to the same path under ``--upstream``, and the
+upstream's status, content type and body are sent back; ``GET /health`` answers
+``{"status": "ok"}`` itself.
 
     python benchmarks/passthrough.py --upstream http://127.0.0.1:PORT --port 8001
 """
