@@ -131,8 +131,8 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if not self.busy or self.exc is not None:
-            # bytes nobody asked for (or after a failure): this connection is not reusable
+        if not self.busy or self.done or self.exc is not None:
+            # bytes nobody asked for (after the answer, or after a failure): not reusable
             self.reusable = False
             if not self.busy and self.transport is not None:
                 self.transport.close()
@@ -141,7 +141,8 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except Exception as exc:  # not HTTP (or a body that does not decode: failed already)
             self.reusable = False
-            self._fail(self._parse_error(exc))
+            if not self.done:  # else a second answer began after this one's end: ignored
+                self._fail(self._parse_error(exc))
         if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -163,10 +164,17 @@ class _Connection(asyncio.Protocol):
         self.pool._lost(self)
 
     # -- httptools callbacks --------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.done:  # a second answer to one request: stop parsing (data_received ignores it)
+            raise httptools.HttpParserCallbackError("a second answer")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:  # informational (103 Early Hints...):
+            self.raw_headers = []  # skipped, as aiohttp skips it; the answer follows
+            return
         self.headers_done = True
         for name, value in self.raw_headers:
             lower = name.lower()
@@ -190,6 +198,8 @@ class _Connection(asyncio.Protocol):
         self.buffered += len(body)
 
     def on_message_complete(self) -> None:
+        if not self.headers_done:  # the end of an informational answer
+            return
         if self.decoder is not None:
             tail = self.decoder.flush()
             if tail:

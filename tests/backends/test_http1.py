@@ -504,3 +504,35 @@ async def test_tls_with_a_trusted_certificate_and_an_untrusted_one(tmp_path):
         finally:
             await pool.close()
     assert expected[0] is aiohttp.ClientConnectorCertificateError
+
+
+async def test_bytes_after_an_answer_are_ignored_and_its_connection_not_reused(pool_for):
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(answer(OK) + answer(b'{"extra":1}'))  # one request, two answers
+
+    server = RawServer(handler)
+    async with server as url:
+        pool = pool_for(url)
+        for _ in range(2):
+            response = await pool.request("POST", URL(url + "/x"), b"{}", 5)
+            assert (response.status, await response.read()) == (200, OK)
+            assert response.headers["content-length"] == str(len(OK))
+    assert server.connections == 2
+
+
+async def test_an_informational_answer_before_the_answer_is_skipped(pool_for):
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + answer(OK, b"X-Real: yes"))
+
+    server = RawServer(handler)
+    async with server as url:
+        pool = pool_for(url)
+        for _ in range(2):
+            response = await pool.request("POST", URL(url + "/x"), b"{}", 5)
+            assert (response.status, await response.read()) == (200, OK)
+            assert response.headers["x-real"] == "yes" and "link" not in response.headers
+    assert server.connections == 1
