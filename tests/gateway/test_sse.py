@@ -21,6 +21,16 @@ class Client:
         return {"type": "http.disconnect"}
 
 
+async def _long_work(cancelled: asyncio.Event) -> str:
+    """Work that would take 30 s; sets ``cancelled`` when it is cancelled."""
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+    return "never"
+
+
 async def test_the_work_s_result_when_the_client_stays() -> None:
     async def work() -> str:
         await asyncio.sleep(0)
@@ -31,18 +41,9 @@ async def test_the_work_s_result_when_the_client_stays() -> None:
 
 async def test_a_client_that_leaves_cancels_the_work() -> None:
     client, cancelled = Client(), asyncio.Event()
-
-    async def work() -> str:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return "never"
-
     asyncio.get_running_loop().call_later(0.01, client.gone.set)
     with pytest.raises(ClientDisconnected):
-        await until_disconnect(work(), client.receive)
+        await until_disconnect(_long_work(cancelled), client.receive)
     assert cancelled.is_set()
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]  # nothing left pending
     await asyncio.sleep(0)  # the task can still wait: no cancellation is left over
@@ -99,14 +100,6 @@ async def test_a_client_gone_before_the_watch_starts_is_noticed_when_it_starts()
     client, cancelled = Client(), asyncio.Event()
     client.gone.set()  # left at once
 
-    async def work() -> str:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return "never"
-
     with pytest.raises(ClientDisconnected):
-        await until_disconnect(work(), client.receive)
+        await until_disconnect(_long_work(cancelled), client.receive)
     assert cancelled.is_set()
