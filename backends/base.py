@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +19,9 @@ class Backend(Protocol):
     prompt (see :class:`GenerationRequest`). Cancelling the awaiting task, or
     closing the stream early, must stop the generation. Errors are raised as
     :mod:`backends.errors` types, never as a foreign library's exceptions.
+
+    ``stream_chat`` may return a :class:`ChunkStream`, which can also hand over the rest of its
+    answer at once (a whole answer read as a stream is collected that way, backends/resilience.py).
     """
 
     name: str
@@ -49,3 +53,36 @@ class Backend(Protocol):
     async def health(self) -> Health: ...
 
     async def aclose(self) -> None: ...
+
+
+class ChunkStream(AsyncIterator[StreamChunk]):
+    """A stream of one answer's chunks that can also hand over what is left of it at once.
+
+    ``stream_chat`` may return one (the ``openai`` backend does: backends/openai_http.py). A
+    whole answer read as a stream, to hold it to a first-token deadline, takes its first chunk
+    by ``anext`` and then the rest by :meth:`rest_in_hand` or :meth:`rest`: one wait, or none,
+    instead of one per chunk (backends/resilience.py)."""
+
+    def __aiter__(self) -> ChunkStream:
+        return self
+
+    @abstractmethod
+    async def __anext__(self) -> StreamChunk: ...
+
+    async def rest(self) -> list[StreamChunk]:
+        """Every chunk not taken yet, up to the one with a finish reason (an error raises)."""
+        chunks = []
+        async for chunk in self:
+            chunks.append(chunk)
+            if chunk.finish_reason is not None:
+                break
+        return chunks
+
+    def rest_in_hand(self) -> list[StreamChunk] | None:
+        """What :meth:`rest` would return, when it is already read and needs no wait; None when
+        more must be read (always, unless a stream knows better)."""
+        return None
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Stop the answer (release what it holds); the chunks not taken are dropped."""

@@ -32,6 +32,7 @@ import httpx
 import orjson
 from yarl import URL
 
+from backends.base import ChunkStream
 from backends.errors import (
     BackendError,
     BackendTimeout,
@@ -221,7 +222,7 @@ class OpenAIHTTPBackend:
         return path, payload
 
 
-class EventStream:
+class EventStream(ChunkStream):
     """A streamed answer's chunks, as an async iterator (``stream_chat``'s result).
 
     The request is made and sent at the first ``anext``; each read from the connection is parsed at once
@@ -240,9 +241,6 @@ class EventStream:
         self._ready: collections.deque[StreamChunk] = collections.deque()
         self._failure: Exception | None = None  # raised once the chunks before it are taken
         self._over = False  # ended, failed or closed: nothing more comes
-
-    def __aiter__(self) -> EventStream:
-        return self
 
     async def __anext__(self) -> StreamChunk:
         while not self._ready:

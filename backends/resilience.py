@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-from backends.base import Backend
+from backends.base import Backend, ChunkStream
 from backends.errors import BackendError, BackendTimeout, CircuitOpen, DeadlineExceeded, SmallfleetError
 from backends.features import Feature
 from backends.types import Completion, GenerationRequest, Health, StreamChunk, TokenLogprob, ToolCall, Usage
@@ -504,10 +504,9 @@ _NOT_IN_HAND = StreamChunk("")  # _add_rest_in_hand's answer when the rest must 
 
 def _add_rest_in_hand(chunks: AsyncIterator[StreamChunk], answer: _Assembly) -> StreamChunk | None:
     """As :func:`_add_rest`, without waiting, when the stream has read its answer's end already
-    (the openai backend's ``rest_in_hand``): a short answer usually has by its first token, and
-    then the timeout that :func:`_add_rest` needs is only overhead. ``_NOT_IN_HAND`` otherwise."""
-    rest_in_hand = getattr(chunks, "rest_in_hand", None)
-    ready = rest_in_hand() if rest_in_hand is not None else None
+    (:meth:`ChunkStream.rest_in_hand`): a short answer usually has by its first token, and then
+    the timeout that :func:`_add_rest` needs is only overhead. ``_NOT_IN_HAND`` otherwise."""
+    ready = chunks.rest_in_hand() if isinstance(chunks, ChunkStream) else None
     if ready is None:
         return _NOT_IN_HAND
     return _add_all(ready, answer)
@@ -523,12 +522,10 @@ def _add_all(chunks: list[StreamChunk], answer: _Assembly) -> StreamChunk | None
 
 async def _add_rest(chunks: AsyncIterator[StreamChunk], answer: _Assembly) -> StreamChunk | None:
     """Add ``chunks`` to ``answer`` up to the final one (with a finish reason), and return that;
-    None when the stream ends without one. A stream with a ``rest()`` method (the openai backend's,
-    backends/openai_http.py) hands over all its remaining chunks at once, in one wait instead of
-    one per chunk."""
-    rest = getattr(chunks, "rest", None)
-    if rest is not None:
-        return _add_all(await rest(), answer)
+    None when the stream ends without one. A :class:`ChunkStream` hands over all its remaining
+    chunks at once (:meth:`ChunkStream.rest`), in one wait instead of one per chunk."""
+    if isinstance(chunks, ChunkStream):
+        return _add_all(await chunks.rest(), answer)
     async for chunk in chunks:
         answer.add(chunk)
         if chunk.finish_reason is not None:

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from backends.base import ChunkStream
 from backends.errors import (
     BackendError,
     BackendTimeout,
@@ -428,6 +429,51 @@ async def test_a_whole_answer_under_a_deadline_is_read_as_a_stream() -> None:
     backend, _ = resilient(hung)
     with pytest.raises(DeadlineExceeded):
         await backend.chat(REQUEST, first_token_by=_by(0.05))
+
+
+class _ScriptedStream(ChunkStream):
+    """A ChunkStream over a list; ``in_hand``: it offers its rest without a wait."""
+
+    def __init__(self, chunks: list[StreamChunk], in_hand: bool) -> None:
+        self._chunks = list(chunks)
+        self._in_hand = in_hand
+        self.nexts = 0
+        self.closed = False
+
+    async def __anext__(self) -> StreamChunk:
+        self.nexts += 1
+        if not self._chunks:
+            raise StopAsyncIteration
+        return self._chunks.pop(0)
+
+    def rest_in_hand(self) -> list[StreamChunk] | None:
+        if not self._in_hand:
+            return None
+        rest, self._chunks = self._chunks, []
+        return rest
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("in_hand", [True, False])
+async def test_a_whole_answer_takes_a_chunk_streams_rest_at_once(in_hand: bool) -> None:
+    """The declared contract (backends.base.ChunkStream): after the first chunk the rest is taken
+    by ``rest_in_hand`` when offered (no more ``anext``), else by the default ``rest``."""
+    fake = FakeBackend()
+    script = [StreamChunk("Hello"), StreamChunk(" there"), StreamChunk("", finish_reason="stop", usage=Usage(1, 2))]
+    streams: list[_ScriptedStream] = []
+
+    def stream_chat(request: GenerationRequest) -> _ScriptedStream:
+        streams.append(_ScriptedStream(script, in_hand))
+        return streams[-1]
+
+    fake.stream_chat = stream_chat  # type: ignore[method-assign,assignment]
+    backend, _ = resilient(fake)
+    completion = await backend.chat(REQUEST, first_token_by=_by(5))
+    assert (completion.text, completion.finish_reason, completion.usage) == ("Hello there", "stop", Usage(1, 2))
+    [stream] = streams
+    assert stream.nexts == (1 if in_hand else 3) and stream.closed
 
 
 async def test_a_long_whole_answer_is_not_cut_once_its_first_token_came() -> None:
