@@ -28,6 +28,7 @@ from backends.resilience import FirstTokenDeadline
 from fleet.config import FleetConfig
 from fleet.embedders import build_embedders
 from fleet.members import Fleet
+from gateway import heap
 from gateway.access import AccessPolicy, parse_networks
 from gateway.auth import ApiKeyMiddleware
 from gateway.auto import FleetRouter
@@ -108,6 +109,7 @@ def create_app(
     embedders: Mapping[str, Embedder] | None = None,
     access: AccessPolicy | None = None,
     settings: Settings | None = None,
+    freeze_heap: bool = False,
 ) -> Starlette:
     """Build the gateway for ``config``.
 
@@ -120,7 +122,9 @@ def create_app(
     through that store (gateway/shared). ``settings`` are the environment's (gateway/settings.py),
     read here when not given; API and admin keys are not taken from them here (the caller builds
     the key stores). ``input_limits`` defaults to the settings' ``max_tokens``. ``embedders``
-    replaces some embedding models by name (tests).
+    replaces some embedding models by name (tests). ``freeze_heap``: once started, keep the
+    start-up objects out of the garbage collector's full collections (gateway/heap.py; for a
+    process that is the gateway's alone, as ``smallfleet serve``'s is).
     ``access`` says who is answered without keys (gateway/access.py); by default
     ``config.access``, with no API key local clients only.
     """
@@ -188,9 +192,13 @@ def create_app(
         await health.poll()
         poller = asyncio.create_task(health.poll_forever(health_poll_seconds))
         reload_on_sighup = _install_sighup_reload(endpoints)
+        if freeze_heap:
+            heap.freeze()
         try:
             yield
         finally:
+            if freeze_heap:
+                heap.thaw()
             reload_on_sighup()
             poller.cancel()
             if shared is not None:

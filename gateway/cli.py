@@ -88,7 +88,8 @@ def serve(args: argparse.Namespace) -> int:
         trusted_proxies=proxies,
     )
     app = create_app(
-        config, api_keys=keys, admin_keys=admin_keys, router=router, access=access, settings=settings
+        config, api_keys=keys, admin_keys=admin_keys, router=router, access=access, settings=settings,
+        freeze_heap=True,
     )
     uvicorn.run(
         app,

@@ -19,6 +19,7 @@ from backends.types import GenerationRequest, ResponseFormat, SamplingParams, To
 from backends.types import Message as ChatTurn
 from fleet.composites import member_names
 from fleet.config import ConfigError, FleetConfig, RouteConfig
+from gateway import heap
 from gateway.access import AccessPolicy
 from gateway.answer import Ask
 from gateway.auth import Unauthorized, bearer_key
@@ -436,13 +437,20 @@ class Endpoints:
                 fresh = await asyncio.to_thread(FleetRouter.load, path, self.gateway.fleet.names())
             except ConfigError as exc:
                 raise RequestError(str(exc), param="artifact") from None
-            previous, self.gateway.router = self.gateway.router, fresh
-            self.gateway.metrics.set_router_version(fresh.version, previous.version if previous else None)
-            if previous is not None:
-                previous.close()
+            if self._swap_router(fresh):
+                heap.refreeze()  # the previous router may be cyclic garbage frozen at start-up
             if publish and self.on_router_reload is not None:
                 await self.on_router_reload(path, fresh.version)
         return fresh.version
+
+    def _swap_router(self, fresh: FleetRouter) -> bool:
+        """Serve ``fresh``; close the router it replaces (False when there was none)."""
+        previous, self.gateway.router = self.gateway.router, fresh
+        self.gateway.metrics.set_router_version(fresh.version, previous.version if previous else None)
+        if previous is None:
+            return False
+        previous.close()
+        return True
 
     # -- API keys ---------------------------------------------------------
     def _table(self) -> KeyTable:
