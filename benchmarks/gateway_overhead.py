@@ -105,6 +105,9 @@ class LoadResult:
     p99_ms: float
     mean_ms: float
     max_ms: float
+    # CPU time (user + system, all threads) the target's process used per request during the
+    # run; None for the stub (direct), whose process also serves every other target
+    cpu_us_per_request: float | None = None
 
 
 @dataclass
@@ -363,22 +366,49 @@ class PythonLoad:
             max_ms=round((latencies[-1] if n else 0.0) * 1e3, 3))
 
 
-def measure(loadgen: Wrk | PythonLoad, result: TargetResult, args: argparse.Namespace) -> None:
-    """Warm up, then c=1 latency and c=N throughput."""
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (all its threads), from /proc; None
+    where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def timed_run(loadgen: Wrk | PythonLoad, url: str, concurrency: int, duration: float,
+              pid: int | None) -> LoadResult:
+    """One load run; with ``pid``, also the CPU that process spent per request meanwhile (a
+    steadier figure than latency on a shared machine: it does not count time waiting for a core)."""
+    before = process_cpu_seconds(pid) if pid is not None else None
+    result = loadgen.run(url, concurrency, duration)
+    after = process_cpu_seconds(pid) if pid is not None else None
+    if before is not None and after is not None and result.requests:
+        result.cpu_us_per_request = round((after - before) / result.requests * 1e6, 1)
+    return result
+
+
+def measure(loadgen: Wrk | PythonLoad, result: TargetResult, args: argparse.Namespace,
+            pid: int | None = None) -> None:
+    """Warm up, then c=1 latency and c=N throughput (and ``pid``'s CPU per request in each)."""
     url = result.url
     print(f"[{result.name}] warm-up", flush=True)
     loadgen.run(url, args.concurrency, args.warmup)
     print(f"[{result.name}] c=1 for {args.c1_duration:g}s", flush=True)
-    result.c1 = loadgen.run(url, 1, args.c1_duration)
+    result.c1 = timed_run(loadgen, url, 1, args.c1_duration, pid)
     print(f"[{result.name}]   median {result.c1.median_ms:.3f} ms over {result.c1.requests} "
-          f"requests", flush=True)
+          f"requests{_cpu_note(result.c1)}", flush=True)
     loadgen.run(url, args.concurrency, args.warmup)
     print(f"[{result.name}] c={args.concurrency} for {args.duration:g}s", flush=True)
-    result.cn = loadgen.run(url, args.concurrency, args.duration)
-    print(f"[{result.name}]   {result.cn.rps:.1f} req/s", flush=True)
+    result.cn = timed_run(loadgen, url, args.concurrency, args.duration, pid)
+    print(f"[{result.name}]   {result.cn.rps:.1f} req/s{_cpu_note(result.cn)}", flush=True)
     for run in (result.c1, result.cn):
         if run.errors:
             result.notes.append(f"{run.errors} errors at c={run.concurrency}")
+
+
+def _cpu_note(run: LoadResult) -> str:
+    return "" if run.cpu_us_per_request is None else f", {run.cpu_us_per_request:.0f} us CPU per request"
 
 
 # --------------------------------------------------------------------------
@@ -394,7 +424,7 @@ def run_proxy(name: str, cmd: list[str], health_url: str, chat_url: str, env: di
     try:
         wait_healthy(proc, health_url, args.start_timeout)
         check_answer(chat_url)
-        measure(loadgen, result, args)
+        measure(loadgen, result, args, proc.proc.pid)
     finally:
         proc.stop()
     return result
@@ -460,6 +490,11 @@ def summarize(results: dict[str, TargetResult]) -> dict[str, Any]:
         target = results.get(name)
         if direct and direct.c1 and target and target.c1:
             out[f"{name}_overhead_median_ms"] = round(target.c1.median_ms - direct.c1.median_ms, 3)
+    for name in ("passthrough", "gateway", "baseline", "litellm"):
+        target = results.get(name)
+        for key, run in (("c1", target.c1 if target else None), ("cn", target.cn if target else None)):
+            if run is not None and run.cpu_us_per_request is not None:
+                out[f"{name}_cpu_us_per_request_{key}"] = run.cpu_us_per_request
     gateway, litellm = results.get("gateway"), results.get("litellm")
     if gateway and gateway.cn and litellm and litellm.cn and litellm.cn.rps > 0:
         out["gateway_vs_litellm_throughput"] = round(gateway.cn.rps / litellm.cn.rps, 2)
@@ -514,6 +549,8 @@ def print_table(results: dict[str, TargetResult], summary: dict[str, Any], concu
         "baseline_vs_passthrough_overhead": "baseline / pass-through added median latency at c=1",
         "baseline_vs_passthrough_throughput": f"baseline / pass-through throughput at "
                                               f"c={concurrency}",
+        **{f"{name}_cpu_us_per_request_{key}": f"{name} CPU per request at c={c} (us)"
+           for name in ("passthrough", "gateway", "baseline") for key, c in (("c1", 1), ("cn", concurrency))},
         "litellm_overhead_median_ms": "LiteLLM added median latency at c=1",
         "gateway_vs_litellm_throughput": f"gateway / LiteLLM throughput at c={concurrency} "
                                          f"(floor >= {THROUGHPUT_FLOOR:g})",
@@ -576,7 +613,9 @@ def combine_loads(runs: list[LoadResult]) -> LoadResult:
         concurrency=runs[0].concurrency, duration_s=round(sum(r.duration_s for r in runs), 3),
         requests=sum(r.requests for r in runs), errors=sum(r.errors for r in runs),
         rps=med("rps"), median_ms=med("median_ms"), p90_ms=med("p90_ms"), p99_ms=med("p99_ms"),
-        mean_ms=med("mean_ms"), max_ms=max(r.max_ms for r in runs))
+        mean_ms=med("mean_ms"), max_ms=max(r.max_ms for r in runs),
+        cpu_us_per_request=(None if any(r.cpu_us_per_request is None for r in runs)
+                            else med("cpu_us_per_request")))
 
 
 def combine_rounds(rounds: list[dict[str, TargetResult]]) -> dict[str, TargetResult]:
