@@ -265,51 +265,28 @@ async def test_the_upstream_receives_the_bytes_aiohttp_sent():
 # -- failures: the same as aiohttp's -----------------------------------------------------------
 
 
-async def _close_before_answering(server: RawServer, reader, writer) -> None:
-    await server.read_request(reader)
+_CUT_BY_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n" + ANSWER[:20]
+_CUT_CHUNKS = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\ndata: {\"choices\"\r\n"
 
 
-async def _content_length_cut_short(server: RawServer, reader, writer) -> None:
-    await server.read_request(reader)
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n" + ANSWER[:20])
-    await writer.drain()
-    await asyncio.sleep(0.05)
+def _fault(sends: bytes = b"", *, wait: float = 0.0, reset_after: bool = False) -> Callable[..., Awaitable[None]]:
+    """An upstream's misbehaviour: read the request, send ``sends``, wait ``wait`` seconds, then
+    end the connection with a reset (``reset_after``) or, as the server does once the handler
+    returns, a plain close."""
+
+    async def handler(server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        if sends:
+            writer.write(sends)
+            await writer.drain()
+        await asyncio.sleep(wait)
+        if reset_after:
+            reset(writer)
+
+    return handler
 
 
-async def _chunks_cut_short(server: RawServer, reader, writer) -> None:
-    await server.read_request(reader)
-    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\ndata: {\"choices\"\r\n")
-    await writer.drain()
-    await asyncio.sleep(0.05)
-
-
-async def _reset_before_answering(server: RawServer, reader, writer) -> None:
-    await server.read_request(reader)
-    reset(writer)
-
-
-async def _reset_mid_answer(server: RawServer, reader, writer) -> None:
-    await _content_length_cut_short(server, reader, writer)
-    reset(writer)
-
-
-async def _silent(server: RawServer, reader, writer) -> None:
-    await server.read_request(reader)
-    await asyncio.sleep(1)
-
-
-async def _stalls_mid_answer(server: RawServer, reader, writer) -> None:
-    await server.read_request(reader)
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n" + ANSWER[:20])
-    await writer.drain()
-    await asyncio.sleep(1)
-
-
-async def _not_http(server: RawServer, reader, writer) -> None:
-    await server.read_request(reader)
-    writer.write(b"HELLO THERE\r\n\r\n")
-    await writer.drain()
-    await asyncio.sleep(0.05)
+_not_http = _fault(b"HELLO THERE\r\n\r\n", wait=0.05)
 
 
 async def _failure(call: Awaitable[bytes]) -> tuple[type, str]:
@@ -321,13 +298,13 @@ async def _failure(call: Awaitable[bytes]) -> tuple[type, str]:
 
 
 FAULTS = {
-    "closed before answering": _close_before_answering,
-    "content-length cut short": _content_length_cut_short,
-    "chunks cut short": _chunks_cut_short,
-    "reset before answering": _reset_before_answering,
-    "reset mid-answer": _reset_mid_answer,
-    "silent": _silent,
-    "stalls mid-answer": _stalls_mid_answer,
+    "closed before answering": _fault(),
+    "content-length cut short": _fault(_CUT_BY_LENGTH, wait=0.05),
+    "chunks cut short": _fault(_CUT_CHUNKS, wait=0.05),
+    "reset before answering": _fault(reset_after=True),
+    "reset mid-answer": _fault(_CUT_BY_LENGTH, wait=0.05, reset_after=True),
+    "silent": _fault(wait=1),
+    "stalls mid-answer": _fault(_CUT_BY_LENGTH, wait=1),
 }
 
 
@@ -427,11 +404,11 @@ async def test_the_backend_maps_faults_to_the_same_errors():
     finally:
         await gone.aclose()
     for fault, error, message in [
-        (_content_length_cut_short, BackendUnavailable,
+        (FAULTS["content-length cut short"], BackendUnavailable,
          "connection to model 'm' failed: Response payload is not completed: <ContentLengthError: 400, "
          "message='Not enough data to satisfy content length header (received 20 of 500 bytes).'>"),
-        (_close_before_answering, BackendUnavailable, "cannot connect to model 'm': Server disconnected"),
-        (_silent, BackendTimeout, "model 'm' timed out: ReadTimeout"),
+        (FAULTS["closed before answering"], BackendUnavailable, "cannot connect to model 'm': Server disconnected"),
+        (FAULTS["silent"], BackendTimeout, "model 'm' timed out: ReadTimeout"),
     ]:
         async with _serving(fault) as url:
             backend = OpenAIHTTPBackend("m", url + "/v1", timeouts=Timeouts(connect=0.3, read=0.3))
