@@ -434,7 +434,7 @@ class Endpoints:
             raise RequestError("no router artifact configured; pass one as 'artifact'", param="artifact")
         async with self._reload_lock:
             try:
-                fresh = await asyncio.to_thread(FleetRouter.load, path, self.gateway.fleet.names())
+                fresh = await asyncio.to_thread(FleetRouter.load, path, self.config.names())
             except ConfigError as exc:
                 raise RequestError(str(exc), param="artifact") from None
             if self._swap_router(fresh):

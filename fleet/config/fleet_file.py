@@ -105,7 +105,8 @@ class FleetConfig(Strict):
         return next((route for route in self.routes if route.name == name), None)
 
     def names(self) -> list[str]:
-        """What the fleet serves by name, models then routes: what `auto` may choose among."""
+        """What the fleet serves by name, models then routes: what `auto` may choose among. The one
+        list of a router's candidates: ``smallfleet serve`` and every reload load the router with it."""
         return [model.name for model in self.models] + [route.name for route in self.routes]
 
     def embedding(self, name: str) -> EmbeddingModelConfig | None:
