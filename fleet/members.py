@@ -8,17 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from backends.base import Backend
+from backends.circuit import CircuitBreaker, CircuitBreakerPolicy, CircuitState
 from backends.composite import Embed
 from backends.errors import ModelNotFound
 from backends.features import Feature
-from backends.resilience import (
-    CircuitBreaker,
-    CircuitBreakerPolicy,
-    CircuitState,
-    ResilientBackend,
-    RetryPolicy,
-    StreamTimeouts,
-)
+from backends.resilience import ResilientBackend, RetryPolicy, StreamTimeouts
 from backends.types import Completion, GenerationRequest, StreamChunk
 from fleet.composites import StaticEmbedding, build_route
 from fleet.config import FleetConfig, LlamaCppModel, ModelConfig, OpenAIModel, Price

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from backends import llama_cpp, openai_http, resilience
+from backends import circuit, llama_cpp, openai_http, resilience
 from backends.features import Feature
 from fleet.config.base import ModelName, Price, Strict, check_not_reserved
 
@@ -36,10 +36,10 @@ class RetryConfig(Strict):
 class CircuitBreakerConfig(Strict):
     enabled: bool = True
     failure_threshold: int = Field(
-        default=resilience.DEFAULT_FAILURE_THRESHOLD, ge=1, le=10_000, description="failures in a row to open"
+        default=circuit.DEFAULT_FAILURE_THRESHOLD, ge=1, le=10_000, description="failures in a row to open"
     )
     cool_down: float = Field(
-        default=resilience.DEFAULT_COOL_DOWN, ge=0, le=86_400, description="seconds open before a probe"
+        default=circuit.DEFAULT_COOL_DOWN, ge=0, le=86_400, description="seconds open before a probe"
     )
 
 

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from backends.base import ChunkStream
+from backends.circuit import CircuitBreaker, CircuitBreakerPolicy, CircuitState
 from backends.errors import (
     BackendError,
     BackendTimeout,
@@ -20,15 +21,7 @@ from backends.errors import (
     SmallfleetError,
 )
 from backends.fake import FakeBackend
-from backends.resilience import (
-    CircuitBreaker,
-    CircuitBreakerPolicy,
-    CircuitState,
-    FirstTokenDeadline,
-    ResilientBackend,
-    RetryPolicy,
-    StreamTimeouts,
-)
+from backends.resilience import FirstTokenDeadline, ResilientBackend, RetryPolicy, StreamTimeouts
 from backends.types import GenerationRequest, Message, StreamChunk, ToolCall, ToolCallDelta, Usage
 
 REQUEST = GenerationRequest(messages=(Message("user", "hi"),))

@@ -6,11 +6,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
+from backends.circuit import CircuitBreakerPolicy
 from backends.composite import CascadeSettings, DiverseSettings, PlanSolveSettings
 from backends.embeddings import LlamaCppEmbedder, OpenAIEmbedder
 from backends.llama_cpp import LlamaCppBackend
 from backends.openai_http import OpenAIHTTPBackend, Timeouts
-from backends.resilience import CircuitBreakerPolicy, FirstTokenDeadline, RetryPolicy, StreamTimeouts
+from backends.resilience import FirstTokenDeadline, RetryPolicy, StreamTimeouts
 from fleet.config import (
     CascadeRoute,
     CircuitBreakerConfig,

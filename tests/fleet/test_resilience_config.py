@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from backends.circuit import CircuitState
 from backends.fake import FakeBackend
-from backends.resilience import CircuitState, ResilientBackend
+from backends.resilience import ResilientBackend
 from fleet.config import ConfigError, parse_fleet
 from fleet.members import Fleet
 
