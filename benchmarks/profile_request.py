@@ -19,30 +19,15 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
-import os
 import pstats
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.gateway_overhead import (  # noqa: E402
-    BENCH_KEY,
-    BENCH_KEY_LIMITS,
-    CHAT_PATH,
-    HOST,
-    REQUEST_BODY,
-    fleet_yaml,
-    free_port,
-    start_stub,
-    wait_healthy,
-)
+from benchmarks.in_process import serve_under_load  # noqa: E402
 
 # Each part of the request path, by the files its code lives in (first match wins).
 PARTS: list[tuple[str, tuple[str, ...]]] = [
@@ -121,63 +106,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="keep the pstats file here")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="smallfleet-profile-") as tmp:
-        work = Path(tmp)
-        stub, stub_port = start_stub(sys.executable, work, None)
+    import uvicorn  # noqa: F401
+
+    import gateway.app  # noqa: F401  imported before profiling: start-up is not the question
+    from gateway.cli import main as smallfleet
+
+    # thread_time: the CPU time of the thread the profiler runs in (the event loop's); the
+    # profile covers the whole serve (start-up, the load, shut-down), of which the load is
+    # nearly all
+    profiler = cProfile.Profile(time.thread_time)
+
+    def profiled(argv: list[str]) -> None:
+        profiler.enable()
         try:
-            config = work / "fleet.yaml"
-            config.write_text(fleet_yaml(stub_port, work / "requests.db"))
-            os.environ["SMALLFLEET_API_KEYS"] = f"bench:{BENCH_KEY}"
-            os.environ["SMALLFLEET_KEY_LIMITS"] = json.dumps(BENCH_KEY_LIMITS)
-            port = free_port()
-            script = work / "post.lua"
-            script.write_text(
-                'wrk.method = "POST"\n'
-                f"wrk.body = {json.dumps(json.dumps(REQUEST_BODY))}\n"
-                'wrk.headers["Content-Type"] = "application/json"\n'
-                f'wrk.headers["Authorization"] = "Bearer {BENCH_KEY}"\n')
-            url = f"http://{HOST}:{port}"
-
-            def load() -> None:
-                class Proc:  # what wait_healthy needs of a process
-                    name = "gateway"
-                    log_path = work / "none"
-
-                    @staticmethod
-                    def alive() -> bool:
-                        return True
-
-                    @staticmethod
-                    def log_tail() -> str:
-                        return ""
-
-                wait_healthy(Proc, url + "/health", 60)  # type: ignore[arg-type]
-                out = subprocess.run(
-                    ["wrk", "-t1", f"-c{args.concurrency}", f"-d{args.seconds}s", "-s", str(script),
-                     url + CHAT_PATH], capture_output=True, text=True, check=True)
-                print(out.stdout)
-                os.kill(os.getpid(), 2)  # SIGINT: uvicorn shuts down, serve() returns
-
-            import uvicorn  # noqa: F401
-
-            import gateway.app  # noqa: F401  imported before profiling: start-up is not the question
-            from gateway.cli import main as smallfleet
-
-            # thread_time: the CPU time of the thread the profiler runs in (the event loop's);
-            # the profile covers the whole serve (start-up, the load, shut-down), of which the
-            # load is nearly all
-            profiler = cProfile.Profile(time.thread_time)
-            loader = threading.Thread(target=load, daemon=True)
-            started = time.monotonic()
-            loader.start()
-            profiler.enable()
-            smallfleet(["serve", "--config", str(config), "--host", HOST, "--port", str(port),
-                        "--log-level", "warning"])
-            profiler.disable()
-            loader.join(5)
-            print(f"ran {time.monotonic() - started:.1f} s")
+            smallfleet(argv)
         finally:
-            stub.stop()
+            profiler.disable()
+
+    started = time.monotonic()
+    print(serve_under_load(profiled, concurrency=args.concurrency, seconds=args.seconds))
+    print(f"ran {time.monotonic() - started:.1f} s")
     stats = pstats.Stats(profiler)
     if args.out:
         stats.dump_stats(args.out)

@@ -35,13 +35,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,17 +45,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.gateway_overhead import (  # noqa: E402
-    BENCH_KEY,
-    BENCH_KEY_LIMITS,
-    CHAT_PATH,
-    HOST,
-    REQUEST_BODY,
-    fleet_yaml,
-    free_port,
-    start_stub,
-)
-from benchmarks.profile_request import wait_healthy  # noqa: E402
+from benchmarks.in_process import serve_under_load  # noqa: E402
 
 POINTS = [
     "received", "app", "key checked", "admitted", "parsing", "parsed", "asked", "chosen",
@@ -164,52 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     install(marks)
     from gateway.cli import main as smallfleet
 
-    with tempfile.TemporaryDirectory(prefix="smallfleet-phases-") as tmp:
-        work = Path(tmp)
-        stub, stub_port = start_stub(sys.executable, work, None)
-        try:
-            config = work / "fleet.yaml"
-            config.write_text(fleet_yaml(stub_port, work / "requests.db"))
-            os.environ["SMALLFLEET_API_KEYS"] = f"bench:{BENCH_KEY}"
-            os.environ["SMALLFLEET_KEY_LIMITS"] = json.dumps(BENCH_KEY_LIMITS)
-            port = free_port()
-            script = work / "post.lua"
-            script.write_text(
-                'wrk.method = "POST"\n'
-                f"wrk.body = {json.dumps(json.dumps(REQUEST_BODY))}\n"
-                'wrk.headers["Content-Type"] = "application/json"\n'
-                f'wrk.headers["Authorization"] = "Bearer {BENCH_KEY}"\n')
-            url = f"http://{HOST}:{port}"
+    def measuring(on: bool) -> None:
+        marks.on = on
 
-            def load() -> None:
-                class Proc:  # what wait_healthy needs of a process
-                    name = "gateway"
-                    log_path = work / "none"
-
-                    @staticmethod
-                    def alive() -> bool:
-                        return True
-
-                    @staticmethod
-                    def log_tail() -> str:
-                        return ""
-
-                wait_healthy(Proc, url + "/health", 60)  # type: ignore[arg-type]
-                wrk = ["wrk", "-t1", f"-c{args.concurrency}", "-s", str(script), url + CHAT_PATH]
-                subprocess.run([*wrk[:3], "-d2s", *wrk[3:]], capture_output=True, check=True)  # warm-up
-                marks.on = True
-                out = subprocess.run([*wrk[:3], f"-d{args.seconds}s", "--latency", *wrk[3:]],
-                                     capture_output=True, text=True, check=True)
-                marks.on = False
-                lines = out.stdout.splitlines()
-                print("\n".join(line for line in lines if "50%" in line or "Requests/sec" in line))
-                os.kill(os.getpid(), 2)  # SIGINT: uvicorn shuts down, serve() returns
-
-            threading.Thread(target=load, daemon=True).start()
-            smallfleet(["serve", "--config", str(config), "--host", HOST, "--port", str(port),
-                        "--log-level", "warning"])
-        finally:
-            stub.stop()
+    out = serve_under_load(smallfleet, concurrency=args.concurrency, seconds=args.seconds, warmup=2,
+                           measuring=measuring)
+    print("\n".join(line for line in out.splitlines() if "50%" in line or "Requests/sec" in line))
     complete = [m for m in marks.requests if all(point in m for point in POINTS)]
     print(f"{len(complete)} of {len(marks.requests)} requests passed every point; median gaps:")
     for before, after in zip(POINTS, POINTS[1:], strict=False):
