@@ -54,7 +54,7 @@ MODEL = "stub"
 REQUEST_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}],
                 "max_tokens": 16}
 CHAT_PATH = "/v1/chat/completions"
-TARGETS = ("direct", "passthrough", "gateway", "baseline", "litellm")
+TARGETS = ("direct", "passthrough", "gateway", "unheld", "baseline", "litellm")
 DEFAULT_GATEWAY_CMD = "{python} -m gateway serve --config {config} --host {host} --port {port}"
 DEFAULT_LITELLM_CMD = ("{python} -m litellm.proxy.proxy_cli --config {config} --host {host} "
                        "--port {port} --num_workers 1")
@@ -212,9 +212,13 @@ def wait_healthy(proc: Managed, url: str, timeout: float) -> None:
                        f"log {proc.log_path}:\n{proc.log_tail()}")
 
 
-def fleet_yaml(stub_port: int, request_log: Path) -> str:
+def fleet_yaml(stub_port: int, request_log: Path, held: bool = True) -> str:
+    """The gateway's fleet: the stub as its one model. ``held=False``: the model is not held to
+    the first-token deadline, so a whole answer is asked of it whole, as the pass-through asks,
+    rather than as a stream read to its first token."""
+    unheld = "" if held else "    resilience:\n      deadline: false\n"
     return (f"models:\n  - name: {MODEL}\n    backend: openai\n"
-            f"    base_url: http://{HOST}:{stub_port}/v1\n"
+            f"    base_url: http://{HOST}:{stub_port}/v1\n{unheld}"
             f"request_log:\n  url: sqlite:///{request_log}\n")
 
 
@@ -436,7 +440,7 @@ def run_gateway(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namesp
     request_log = work_dir / "requests.db"
     for stale in work_dir.glob("requests.db*"):  # each round starts with an empty log
         stale.unlink()
-    config.write_text(fleet_yaml(stub_port, request_log))
+    config.write_text(fleet_yaml(stub_port, request_log, held=name != "unheld"))
     port = free_port()
     template = args.baseline_cmd if name == "baseline" else args.gateway_cmd
     cmd = pinned(format_cmd(template, python=args.gateway_python, config=str(config),
@@ -486,11 +490,11 @@ def summarize(results: dict[str, TargetResult]) -> dict[str, Any]:
     """Overheads and ratios, with the floor's verdicts where both sides ran."""
     out: dict[str, Any] = {}
     direct = results.get("direct")
-    for name in ("passthrough", "gateway", "baseline", "litellm"):
+    for name in ("passthrough", "gateway", "unheld", "baseline", "litellm"):
         target = results.get(name)
         if direct and direct.c1 and target and target.c1:
             out[f"{name}_overhead_median_ms"] = round(target.c1.median_ms - direct.c1.median_ms, 3)
-    for name in ("passthrough", "gateway", "baseline", "litellm"):
+    for name in ("passthrough", "gateway", "unheld", "baseline", "litellm"):
         target = results.get(name)
         for key, run in (("c1", target.c1 if target else None), ("cn", target.cn if target else None)):
             if run is not None and run.cpu_us_per_request is not None:
@@ -503,10 +507,11 @@ def summarize(results: dict[str, TargetResult]) -> dict[str, Any]:
     passthrough = results.get("passthrough")
     if passthrough and passthrough.cn and gateway and gateway.cn and passthrough.cn.rps > 0:
         out["gateway_vs_passthrough_throughput"] = round(gateway.cn.rps / passthrough.cn.rps, 3)
-    baseline = results.get("baseline")
-    if passthrough and passthrough.cn and baseline and baseline.cn and passthrough.cn.rps > 0:
-        out["baseline_vs_passthrough_throughput"] = round(baseline.cn.rps / passthrough.cn.rps, 3)
-    for name in ("gateway", "baseline"):
+    for name in ("unheld", "baseline"):
+        other = results.get(name)
+        if passthrough and passthrough.cn and other and other.cn and passthrough.cn.rps > 0:
+            out[f"{name}_vs_passthrough_throughput"] = round(other.cn.rps / passthrough.cn.rps, 3)
+    for name in ("gateway", "unheld", "baseline"):
         if out.get("passthrough_overhead_median_ms", 0) > 0 and f"{name}_overhead_median_ms" in out:
             out[f"{name}_vs_passthrough_overhead"] = round(
                 out[f"{name}_overhead_median_ms"] / out["passthrough_overhead_median_ms"], 2)
@@ -545,12 +550,16 @@ def print_table(results: dict[str, TargetResult], summary: dict[str, Any], concu
         "gateway_vs_passthrough_throughput": f"gateway / pass-through throughput at "
                                              f"c={concurrency} (target >= "
                                              f"{PASSTHROUGH_THROUGHPUT_TARGET:g})",
+        "unheld_overhead_median_ms": "unheld (--unheld) added median latency at c=1",
+        "unheld_vs_passthrough_overhead": "unheld / pass-through added median latency at c=1",
+        "unheld_vs_passthrough_throughput": f"unheld / pass-through throughput at c={concurrency}",
         "baseline_overhead_median_ms": "baseline (--baseline-cmd) added median latency at c=1",
         "baseline_vs_passthrough_overhead": "baseline / pass-through added median latency at c=1",
         "baseline_vs_passthrough_throughput": f"baseline / pass-through throughput at "
                                               f"c={concurrency}",
         **{f"{name}_cpu_us_per_request_{key}": f"{name} CPU per request at c={c} (us)"
-           for name in ("passthrough", "gateway", "baseline") for key, c in (("c1", 1), ("cn", concurrency))},
+           for name in ("passthrough", "gateway", "unheld", "baseline")
+           for key, c in (("c1", 1), ("cn", concurrency))},
         "litellm_overhead_median_ms": "LiteLLM added median latency at c=1",
         "gateway_vs_litellm_throughput": f"gateway / LiteLLM throughput at c={concurrency} "
                                          f"(floor >= {THROUGHPUT_FLOOR:g})",
@@ -587,6 +596,9 @@ def run_round(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namespac
             results[name] = run_passthrough(stub_port, loadgen, args, work_dir)
         elif name == "gateway":
             results[name] = run_gateway(stub_port, loadgen, args, work_dir)
+        elif name == "unheld":
+            if args.unheld:
+                results[name] = run_gateway(stub_port, loadgen, args, work_dir, name)
         elif name == "baseline":
             if args.baseline_cmd:
                 results[name] = run_gateway(stub_port, loadgen, args, work_dir, name)
@@ -703,6 +715,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline-cmd",
                         help="a second gateway measured in the same run (e.g. an older "
                              "checkout: '{python} -c \"...\"'); placeholders as --gateway-cmd")
+    parser.add_argument("--unheld", action="store_true",
+                        help="also measure the gateway with its model not held to the first-token "
+                             "deadline (resilience.deadline: false): the upstream asked for a whole "
+                             "answer, as the pass-through asks, instead of a stream")
     parser.add_argument("--gateway-python", default=sys.executable,
                         help="interpreter for the gateway and the pass-through")
     parser.add_argument("--gateway-features", choices=("on", "off"), default="on",
