@@ -60,18 +60,20 @@ def serve_under_load(
     seconds: int,
     warmup: int = 0,
     measuring: Callable[[bool], None] = lambda on: None,
+    held: bool = True,
 ) -> str:
     """Serve the gateway by calling ``serve(argv)`` (``smallfleet``'s arguments; it returns once
     the load is over) while ``wrk`` runs ``warmup`` seconds (discarded), then ``seconds`` at
-    ``concurrency``, between ``measuring(True)`` and ``measuring(False)``. Returns what ``wrk``
-    printed of the measured run."""
+    ``concurrency``, between ``measuring(True)`` and ``measuring(False)``. ``held=False``: the
+    model is not held to the first-token deadline (``gateway_overhead.fleet_yaml``). Returns what
+    ``wrk`` printed of the measured run."""
     printed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="smallfleet-in-process-") as tmp:
         work = Path(tmp)
         stub, stub_port = start_stub(sys.executable, work, None)
         try:
             config = work / "fleet.yaml"
-            config.write_text(fleet_yaml(stub_port, work / "requests.db"))
+            config.write_text(fleet_yaml(stub_port, work / "requests.db", held=held))
             os.environ["SMALLFLEET_API_KEYS"] = f"bench:{BENCH_KEY}"
             os.environ["SMALLFLEET_KEY_LIMITS"] = json.dumps(BENCH_KEY_LIMITS)
             port = free_port()

@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--top", type=int, default=30, help="how many functions to list")
     parser.add_argument("--out", type=Path, help="keep the pstats file here")
+    parser.add_argument("--unheld", action="store_true",
+                        help="the model not held to the first-token deadline (a whole answer asked whole)")
     args = parser.parse_args(argv)
 
     import uvicorn  # noqa: F401
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             profiler.disable()
 
     started = time.monotonic()
-    print(serve_under_load(profiled, concurrency=args.concurrency, seconds=args.seconds))
+    out = serve_under_load(profiled, concurrency=args.concurrency, seconds=args.seconds, held=not args.unheld)
+    print(out)
     print(f"ran {time.monotonic() - started:.1f} s")
     stats = pstats.Stats(profiler)
     if args.out:
