@@ -230,20 +230,23 @@ class ResilientBackend:
     async def stream_chat(
         self, request: GenerationRequest, *, first_token_by: float | None = None
     ) -> AsyncIterator[StreamChunk]:
-        deadline = asyncio.get_running_loop().time() + self.timeouts.total
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeouts.total
         chunks, first = await self._open(request, deadline, first_token_by)
         # The first chunk is out: from here a failure is raised, never retried.
         verdict: SmallfleetError | None = None
+        watch = _StallWatch(loop, self.timeouts.idle, deadline)
         try:
             chunk = first
             yield chunk
             while chunk.finish_reason is None:
-                chunk = await self._next(chunks, self.timeouts.idle, deadline, first=False)
+                chunk = await self._next(chunks, watch)
                 yield chunk
         except SmallfleetError as exc:
             verdict = exc
             raise
         finally:
+            watch.close()
             await self._end(chunks, verdict, chunk.finish_reason is not None)
 
     async def _collect(self, request: GenerationRequest, first_token_by: float) -> Completion:
@@ -295,7 +298,7 @@ class ResilientBackend:
             self._admit()
             chunks = self.inner.stream_chat(request)
             try:
-                first = await self._next(chunks, self.timeouts.first_token, deadline, share_end, share)
+                first = await self._first(chunks, self.timeouts.first_token, deadline, share_end, share)
             except BaseException as exc:
                 await _close(chunks)
                 if not isinstance(exc, SmallfleetError):
@@ -374,17 +377,15 @@ class ResilientBackend:
             "request's first-token deadline"
         )
 
-    async def _next(
+    async def _first(
         self,
         chunks: AsyncIterator[StreamChunk],
         limit: float,
         deadline: float,
         share_end: float | None = None,
         share: float | None = None,
-        *,
-        first: bool = True,
     ) -> StreamChunk:
-        """The next chunk within ``limit`` seconds and before ``deadline`` (the call's total) and
+        """The first chunk within ``limit`` seconds and before ``deadline`` (the call's total) and
         ``share_end`` (the end of this model's share of a first-token deadline)."""
         # Which bound ends the wait is decided before waiting: the event loop may wake a timer up
         # to its clock resolution early, so comparing times afterwards could name the wrong one.
@@ -400,13 +401,100 @@ class ResilientBackend:
                 message = f"model {self.name!r} did not finish within {self.timeouts.total:g} s"
             elif share is not None and share_end is not None and until >= share_end:
                 raise self._deadline_exceeded(share) from None
-            elif first:
-                message = f"model {self.name!r} sent no first token within {limit:g} s"
             else:
-                message = f"model {self.name!r} stalled: no chunk for {limit:g} s"
+                message = f"model {self.name!r} sent no first token within {limit:g} s"
             raise BackendTimeout(message) from None
         except StopAsyncIteration:
             raise BackendError(f"model {self.name!r} ended its stream without finishing") from None
+
+    async def _next(self, chunks: AsyncIterator[StreamChunk], watch: _StallWatch) -> StreamChunk:
+        """A chunk after the first, within ``idle`` seconds of waiting and before the call's
+        total; timed by the stream's one :class:`_StallWatch` rather than a timeout per chunk (a
+        long answer has hundreds)."""
+        watch.waiting()
+        try:
+            return await anext(chunks)
+        except asyncio.CancelledError:
+            bound = watch.expired()
+            if bound is None:
+                raise
+            if bound == "total":
+                message = f"model {self.name!r} did not finish within {self.timeouts.total:g} s"
+            else:
+                message = f"model {self.name!r} stalled: no chunk for {self.timeouts.idle:g} s"
+            raise BackendTimeout(message) from None
+        except StopAsyncIteration:
+            raise BackendError(f"model {self.name!r} ended its stream without finishing") from None
+        finally:
+            watch.waited()
+
+
+class _StallWatch:
+    """The timeouts of a stream after its first chunk, with one timer for the whole stream: each
+    wait for a chunk may last ``idle`` seconds and every wait ends by ``deadline`` (loop time, the
+    call's total), as an ``asyncio.timeout_at`` around each wait would allow, without arming and
+    cancelling a timer per chunk. The timer is armed at the first wait and, when it fires before
+    the current wait is due (a later wait started since), armed again for that wait's end; time
+    between waits (the consumer's) does not count. At the end of a wait it cancels the waiting
+    task, which :meth:`expired` then tells apart from any other cancellation."""
+
+    __slots__ = ("_cancelling", "_deadline", "_fired", "_handle", "_idle", "_loop", "_since", "_task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, idle: float, deadline: float) -> None:
+        self._loop = loop
+        self._idle = idle
+        self._deadline = deadline
+        self._handle: asyncio.TimerHandle | None = None
+        self._since: float | None = None  # when the current wait began; None between waits
+        self._task: asyncio.Task[object] | None = None
+        self._cancelling = 0
+        self._fired: str | None = None  # "idle" or "total": the bound that ended the current wait
+
+    def waiting(self) -> None:
+        """A wait for the next chunk begins, in the current task."""
+        now = self._loop.time()
+        self._since = now
+        task = self._task = asyncio.current_task()
+        assert task is not None
+        self._cancelling = task.cancelling()
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._due(now), self._check)
+
+    def waited(self) -> None:
+        """The wait is over (a chunk, an error, or a cancellation)."""
+        self._since = None
+        if self._fired is not None and self._task is not None:
+            self._task.uncancel()  # this watch's cancellation is spent (raised or swallowed)
+            self._fired = None
+
+    def expired(self) -> str | None:
+        """The bound that ended the wait ("idle" or "total"), when the cancellation being handled
+        is this watch's alone; None for any other cancellation (the client left, a shutdown)."""
+        if self._fired is None or self._task is None:
+            return None
+        fired, self._fired = self._fired, None
+        return fired if self._task.uncancel() <= self._cancelling else None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _due(self, since: float) -> float:
+        return min(since + self._idle, self._deadline)
+
+    def _check(self) -> None:
+        self._handle = None
+        since = self._since
+        if since is None:  # between waits: the next wait arms the timer again
+            return
+        due = self._due(since)
+        if self._loop.time() < due:  # a later wait than the one it was armed for
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self._fired = "total" if due >= self._deadline else "idle"
+        assert self._task is not None
+        self._task.cancel()
 
 
 _NOT_IN_HAND = StreamChunk("")  # _add_rest_in_hand's answer when the rest must still be read

@@ -241,6 +241,77 @@ async def test_a_stalled_stream_times_out_on_idle() -> None:
     assert received == ["one "]
 
 
+def _paced(gaps: list[float]):  # type: ignore[no-untyped-def]
+    """A scripted stream: a first chunk, then one chunk after each gap, then the final one."""
+
+    async def stream(request: GenerationRequest):  # type: ignore[no-untyped-def]
+        yield StreamChunk("0 ")
+        for i, gap in enumerate(gaps, 1):
+            await asyncio.sleep(gap)
+            yield StreamChunk(f"{i} ")
+        yield StreamChunk("", finish_reason="stop")
+
+    return stream
+
+
+async def test_idle_bounds_each_wait_not_the_sum_of_them() -> None:
+    """One timer serves the whole stream (backends.resilience._StallWatch): chunks that each come
+    within ``idle`` pass however long the stream lasts, and so does a consumer that takes longer
+    than ``idle`` between two chunks (its time is not the model's)."""
+    fake = FakeBackend()
+    fake.stream_chat = _paced([0.03] * 8)  # type: ignore[method-assign]
+    backend, _ = resilient(fake, timeouts=StreamTimeouts(first_token=1, idle=0.08, total=10))
+    received = []
+    async for chunk in backend.stream_chat(REQUEST):
+        received.append(chunk.text)
+        if len(received) == 3:
+            await asyncio.sleep(0.2)  # a slow client, between two waits
+    assert "".join(received) == "0 1 2 3 4 5 6 7 8 "  # 0.24 s of chunks, 0.44 s in all, idle 0.08
+
+
+async def test_total_ends_a_stream_that_keeps_sending() -> None:
+    fake = FakeBackend()
+    fake.stream_chat = _paced([0.03] * 20)  # type: ignore[method-assign]
+    backend, _ = resilient(fake, timeouts=StreamTimeouts(first_token=1, idle=0.08, total=0.2))
+    received: list[str] = []
+    with pytest.raises(BackendTimeout, match="did not finish within 0.2 s"):
+        async for chunk in backend.stream_chat(REQUEST):
+            received.append(chunk.text)
+    assert 3 <= len(received) < 10
+
+
+async def test_a_cancellation_from_outside_mid_stream_is_not_a_timeout() -> None:
+    fake = FakeBackend()
+    fake.stream_chat = _paced([10])  # type: ignore[method-assign]
+    backend, _ = resilient(fake, timeouts=StreamTimeouts(first_token=1, idle=0.05, total=10))
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for _chunk in backend.stream_chat(REQUEST):
+            started.set()
+
+    task = asyncio.create_task(consume())
+    await started.wait()
+    await asyncio.sleep(0.01)
+    task.cancel()  # the client left while the stream waited, before idle ran out
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+
+
+async def test_a_timeout_mid_stream_leaves_the_task_uncancelled() -> None:
+    """The watch's own cancellation is spent when it becomes a BackendTimeout: the task can go
+    on (write an error event) without a cancellation still pending."""
+    fake = FakeBackend()
+    fake.stream_chat = _paced([10])  # type: ignore[method-assign]
+    backend, _ = resilient(fake, timeouts=StreamTimeouts(first_token=1, idle=0.05, total=10))
+    with pytest.raises(BackendTimeout, match="stalled"):
+        await collect(backend.stream_chat(REQUEST))
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0)  # no CancelledError here
+
+
 async def test_a_stream_that_ends_without_finishing_is_an_error() -> None:
     fake = FakeBackend()
 
