@@ -274,15 +274,32 @@ def format_cmd(template: str, **values: str) -> list[str]:
 # --------------------------------------------------------------------------
 
 
+def use_streamed_request() -> None:
+    """Every target is sent ``"stream": true`` (``--stream``): the answer comes as server-sent
+    events, one per word, which the gateway relays as they come and the pass-through as one body."""
+    REQUEST_BODY["stream"] = True
+
+
 def check_answer(url: str) -> str:
-    """One request; raise unless it is a chat completion. Returns its content."""
+    """One request; raise unless it is a chat completion (or, streamed, a stream of its chunks
+    ending in ``[DONE]``). Returns its content."""
     req = urllib.request.Request(url, data=json.dumps(REQUEST_BODY).encode(), method="POST",
                                  headers=REQUEST_HEADERS)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
-            payload = json.loads(resp.read())
+            body = resp.read()
     except urllib.error.HTTPError as exc:
         raise RuntimeError(f"{url} answered {exc.code}: {exc.read()[:500]!r}") from exc
+    if REQUEST_BODY.get("stream"):
+        events = [line[6:] for line in body.decode().splitlines() if line.startswith("data: ")]
+        if not events or events[-1] != "[DONE]":
+            raise RuntimeError(f"{url} answered a stream without [DONE]: {body[:500]!r}")
+        chunks = [json.loads(event) for event in events[:-1]]
+        content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        if not content:
+            raise RuntimeError(f"{url} streamed no content: {body[:500]!r}")
+        return content
+    payload = json.loads(body)
     content = payload["choices"][0]["message"]["content"]
     if not content:
         raise RuntimeError(f"{url} answered an empty completion: {payload}")
@@ -715,6 +732,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline-cmd",
                         help="a second gateway measured in the same run (e.g. an older "
                              "checkout: '{python} -c \"...\"'); placeholders as --gateway-cmd")
+    parser.add_argument("--stream", action="store_true",
+                        help='send every request with "stream": true (server-sent events, one per word)')
     parser.add_argument("--unheld", action="store_true",
                         help="also measure the gateway with its model not held to the first-token "
                              "deadline (resilience.deadline: false): the upstream asked for a whole "
@@ -744,6 +763,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.stream:
+        use_streamed_request()
     with tempfile.TemporaryDirectory(prefix="smallfleet-bench-") as tmp:
         work_dir = args.log_dir or Path(tmp)
         work_dir.mkdir(parents=True, exist_ok=True)
