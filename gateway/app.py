@@ -28,7 +28,6 @@ from backends.resilience import FirstTokenDeadline
 from fleet.config import FleetConfig
 from fleet.embedders import build_embedders
 from fleet.members import Fleet
-from gateway import heap
 from gateway.access import AccessPolicy, parse_networks
 from gateway.auth import ApiKeyMiddleware
 from gateway.auto import FleetRouter
@@ -37,6 +36,7 @@ from gateway.endpoints import Endpoints
 from gateway.errors import MethodNotAllowed, NotFound, error_bytes
 from gateway.fast_path import CompletionFastPath, GatewayApp
 from gateway.health import HealthPoller
+from gateway.heap import freeze_startup_heap, thaw_heap
 from gateway.keys import KeyStore, KeyTable
 from gateway.limits import InputLimits, KeyLimitsMiddleware, Limiter
 from gateway.metrics import GatewayMetrics
@@ -193,12 +193,12 @@ def create_app(
         poller = asyncio.create_task(health.poll_forever(health_poll_seconds))
         reload_on_sighup = _install_sighup_reload(endpoints)
         if freeze_heap:
-            heap.freeze()
+            freeze_startup_heap()
         try:
             yield
         finally:
             if freeze_heap:
-                heap.thaw()
+                thaw_heap()
             reload_on_sighup()
             poller.cancel()
             if shared is not None:

@@ -19,13 +19,13 @@ from backends.types import GenerationRequest, ResponseFormat, SamplingParams, To
 from backends.types import Message as ChatTurn
 from fleet.composites import member_names
 from fleet.config import ConfigError, FleetConfig, RouteConfig
-from gateway import heap
 from gateway.access import AccessPolicy
 from gateway.answer import Ask
 from gateway.auth import Unauthorized, bearer_key
 from gateway.auto import ALPHA_HEADER, FleetRouter, is_auto
 from gateway.errors import request_error_from_validation
 from gateway.health import HealthPoller
+from gateway.heap import refreeze_heap
 from gateway.keys import ADMIN_KEYS_ENV, ApiKey, KeyLimits, KeyStore, KeyTable
 from gateway.limits import InputLimits, Limiter
 from gateway.metrics import CONTENT_TYPE_LATEST
@@ -438,7 +438,7 @@ class Endpoints:
             except ConfigError as exc:
                 raise RequestError(str(exc), param="artifact") from None
             if self._swap_router(fresh):
-                heap.refreeze()  # the previous router may be cyclic garbage frozen at start-up
+                refreeze_heap()  # the previous router may be cyclic garbage frozen at start-up
             if publish and self.on_router_reload is not None:
                 await self.on_router_reload(path, fresh.version)
         return fresh.version

@@ -10,9 +10,9 @@ import httpx
 
 import router
 from fleet.config import parse_fleet
-from gateway import heap
 from gateway.access import AccessPolicy
 from gateway.app import create_app
+from gateway.heap import freeze_startup_heap, refreeze_heap, thaw_heap
 from tests.conftest import LiveServer
 
 
@@ -26,18 +26,18 @@ class _Cycle:
 def test_a_frozen_cycle_outlives_collections_until_refreeze() -> None:
     cycle = _Cycle()
     ref = weakref.ref(cycle)
-    heap.freeze()
+    freeze_startup_heap()
     try:
         assert gc.get_freeze_count() > 0
         del cycle
         gc.collect()
         assert ref() is not None  # frozen: the collector skips it
-        heap.refreeze()
+        refreeze_heap()
         assert ref() is None and gc.get_freeze_count() > 0
     finally:
-        heap.thaw()
+        thaw_heap()
     assert gc.get_freeze_count() == 0
-    heap.refreeze()  # thawed: a no-op
+    refreeze_heap()  # thawed: a no-op
     assert gc.get_freeze_count() == 0
 
 
