@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from backends.assembly import Assembly
 from backends.errors import BackendError, ContextLengthExceeded, Overloaded
 from backends.features import Feature
 from backends.gguf_store import resolve_gguf
@@ -33,7 +34,6 @@ from backends.types import (
     Message,
     StreamChunk,
     TokenLogprob,
-    ToolCall,
     ToolCallDelta,
     Usage,
 )
@@ -158,18 +158,11 @@ class LlamaCppBackend:
 
     # -- generation --------------------------------------------------------
     async def chat(self, request: GenerationRequest) -> Completion:
-        text: list[str] = []
-        logprobs: list[TokenLogprob] = []
+        answer = Assembly(request)
         async for chunk in self.stream_chat(request):
-            text.append(chunk.text)
-            logprobs.extend(chunk.logprobs)
+            answer.add(chunk)
             if chunk.finish_reason is not None:
-                assert chunk.usage is not None
-                recorded = tuple(logprobs) if request.params.logprobs else None
-                calls = tuple(ToolCall(d.id or "", d.name or "", d.arguments) for d in chunk.tool_calls)
-                return Completion(
-                    "".join(text), chunk.finish_reason, chunk.usage, logprobs=recorded, tool_calls=calls
-                )
+                return answer.completion()
         raise BackendError(f"model {self.name!r} ended without a final chunk")
 
     async def stream_chat(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:

@@ -38,11 +38,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from backends.base import Backend, ChunkStream
+from backends.assembly import NOT_IN_HAND, Assembly
+from backends.base import Backend
 from backends.circuit import CircuitBreaker, CircuitState
 from backends.errors import BackendError, BackendTimeout, CircuitOpen, DeadlineExceeded, SmallfleetError
 from backends.features import Feature
-from backends.types import Completion, GenerationRequest, Health, StreamChunk, TokenLogprob, ToolCall, Usage
+from backends.stall_watch import StallWatch
+from backends.types import Completion, GenerationRequest, Health, StreamChunk
 
 T = TypeVar("T")
 
@@ -235,7 +237,7 @@ class ResilientBackend:
         chunks, first = await self._open(request, deadline, first_token_by)
         # The first chunk is out: from here a failure is raised, never retried.
         verdict: SmallfleetError | None = None
-        watch = _StallWatch(loop, self.timeouts.idle, deadline)
+        watch = StallWatch(loop, self.timeouts.idle, deadline)
         try:
             chunk = first
             yield chunk
@@ -255,18 +257,18 @@ class ResilientBackend:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.total
         chunks, first = await self._open(request, deadline, first_token_by)
-        answer = _Assembly(request)
+        answer = Assembly(request)
         verdict: SmallfleetError | None = None
         chunk = first
         try:
             answer.add(chunk)
             if chunk.finish_reason is None:
-                last = _add_rest_in_hand(chunks, answer)
-                if last is _NOT_IN_HAND:
+                last = answer.add_rest_in_hand(chunks)
+                if last is NOT_IN_HAND:
                     # the rest under one timeout (the call's total), not one per chunk
                     try:
                         async with asyncio.timeout_at(deadline):
-                            last = await _add_rest(chunks, answer)
+                            last = await answer.add_rest(chunks)
                     except TimeoutError:
                         raise BackendTimeout(
                             f"model {self.name!r} did not finish within {self.timeouts.total:g} s"
@@ -407,9 +409,9 @@ class ResilientBackend:
         except StopAsyncIteration:
             raise BackendError(f"model {self.name!r} ended its stream without finishing") from None
 
-    async def _next(self, chunks: AsyncIterator[StreamChunk], watch: _StallWatch) -> StreamChunk:
+    async def _next(self, chunks: AsyncIterator[StreamChunk], watch: StallWatch) -> StreamChunk:
         """A chunk after the first, within ``idle`` seconds of waiting and before the call's
-        total; timed by the stream's one :class:`_StallWatch` rather than a timeout per chunk (a
+        total; timed by the stream's one :class:`StallWatch` rather than a timeout per chunk (a
         long answer has hundreds)."""
         watch.waiting()
         try:
@@ -429,139 +431,7 @@ class ResilientBackend:
             watch.waited()
 
 
-class _StallWatch:
-    """The timeouts of a stream after its first chunk, with one timer for the whole stream: each
-    wait for a chunk may last ``idle`` seconds and every wait ends by ``deadline`` (loop time, the
-    call's total), as an ``asyncio.timeout_at`` around each wait would allow, without arming and
-    cancelling a timer per chunk. The timer is armed at the first wait and, when it fires before
-    the current wait is due (a later wait started since), armed again for that wait's end; time
-    between waits (the consumer's) does not count. At the end of a wait it cancels the waiting
-    task, which :meth:`expired` then tells apart from any other cancellation."""
-
-    __slots__ = ("_cancelling", "_deadline", "_fired", "_handle", "_idle", "_loop", "_since", "_task")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, idle: float, deadline: float) -> None:
-        self._loop = loop
-        self._idle = idle
-        self._deadline = deadline
-        self._handle: asyncio.TimerHandle | None = None
-        self._since: float | None = None  # when the current wait began; None between waits
-        self._task: asyncio.Task[object] | None = None
-        self._cancelling = 0
-        self._fired: str | None = None  # "idle" or "total": the bound that ended the current wait
-
-    def waiting(self) -> None:
-        """A wait for the next chunk begins, in the current task."""
-        now = self._loop.time()
-        self._since = now
-        task = self._task = asyncio.current_task()
-        assert task is not None
-        self._cancelling = task.cancelling()
-        if self._handle is None:
-            self._handle = self._loop.call_at(self._due(now), self._check)
-
-    def waited(self) -> None:
-        """The wait is over (a chunk, an error, or a cancellation)."""
-        self._since = None
-        if self._fired is not None and self._task is not None:
-            self._task.uncancel()  # this watch's cancellation is spent (raised or swallowed)
-            self._fired = None
-
-    def expired(self) -> str | None:
-        """The bound that ended the wait ("idle" or "total"), when the cancellation being handled
-        is this watch's alone; None for any other cancellation (the client left, a shutdown)."""
-        if self._fired is None or self._task is None:
-            return None
-        fired, self._fired = self._fired, None
-        return fired if self._task.uncancel() <= self._cancelling else None
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _due(self, since: float) -> float:
-        return min(since + self._idle, self._deadline)
-
-    def _check(self) -> None:
-        self._handle = None
-        since = self._since
-        if since is None:  # between waits: the next wait arms the timer again
-            return
-        due = self._due(since)
-        if self._loop.time() < due:  # a later wait than the one it was armed for
-            self._handle = self._loop.call_at(due, self._check)
-            return
-        self._fired = "total" if due >= self._deadline else "idle"
-        assert self._task is not None
-        self._task.cancel()
-
-
-_NOT_IN_HAND = StreamChunk("")  # _add_rest_in_hand's answer when the rest must still be read
-
-
-def _add_rest_in_hand(chunks: AsyncIterator[StreamChunk], answer: _Assembly) -> StreamChunk | None:
-    """As :func:`_add_rest`, without waiting, when the stream has read its answer's end already
-    (:meth:`ChunkStream.rest_in_hand`): a short answer usually has by its first token, and then
-    the timeout that :func:`_add_rest` needs is only overhead. ``_NOT_IN_HAND`` otherwise."""
-    ready = chunks.rest_in_hand() if isinstance(chunks, ChunkStream) else None
-    if ready is None:
-        return _NOT_IN_HAND
-    return _add_all(ready, answer)
-
-
-def _add_all(chunks: list[StreamChunk], answer: _Assembly) -> StreamChunk | None:
-    for chunk in chunks:
-        answer.add(chunk)
-        if chunk.finish_reason is not None:
-            return chunk
-    return None
-
-
-async def _add_rest(chunks: AsyncIterator[StreamChunk], answer: _Assembly) -> StreamChunk | None:
-    """Add ``chunks`` to ``answer`` up to the final one (with a finish reason), and return that;
-    None when the stream ends without one. A :class:`ChunkStream` hands over all its remaining
-    chunks at once (:meth:`ChunkStream.rest`), in one wait instead of one per chunk."""
-    if isinstance(chunks, ChunkStream):
-        return _add_all(await chunks.rest(), answer)
-    async for chunk in chunks:
-        answer.add(chunk)
-        if chunk.finish_reason is not None:
-            return chunk
-    return None
-
-
 async def _close(chunks: AsyncIterator[StreamChunk]) -> None:
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-class _Assembly:
-    """A whole answer put together from a stream's chunks."""
-
-    def __init__(self, request: GenerationRequest) -> None:
-        self._request = request
-        self._text: list[str] = []
-        self._logprobs: list[TokenLogprob] = []
-        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
-        self._last: StreamChunk | None = None
-
-    def add(self, chunk: StreamChunk) -> None:
-        self._text.append(chunk.text)
-        self._logprobs.extend(chunk.logprobs)
-        for delta in chunk.tool_calls:
-            call = self._calls.setdefault(delta.index, ["", "", ""])
-            call[0] = call[0] or delta.id or ""
-            call[1] = call[1] or delta.name or ""
-            call[2] += delta.arguments
-        self._last = chunk
-
-    def completion(self) -> Completion:
-        last = self._last
-        assert last is not None and last.finish_reason is not None
-        calls = tuple(ToolCall(*self._calls[index]) for index in sorted(self._calls))
-        logprobs = tuple(self._logprobs) if self._request.params.logprobs else None
-        usage = last.usage if last.usage is not None else Usage()
-        return Completion("".join(self._text), last.finish_reason, usage, trace=last.trace,
-                          logprobs=logprobs, tool_calls=calls)

@@ -255,7 +255,7 @@ def _paced(gaps: list[float]):  # type: ignore[no-untyped-def]
 
 
 async def test_idle_bounds_each_wait_not_the_sum_of_them() -> None:
-    """One timer serves the whole stream (backends.resilience._StallWatch): chunks that each come
+    """One timer serves the whole stream (backends.stall_watch.StallWatch): chunks that each come
     within ``idle`` pass however long the stream lasts, and so does a consumer that takes longer
     than ``idle`` between two chunks (its time is not the model's)."""
     fake = FakeBackend()
