@@ -80,6 +80,19 @@ def answer(body: bytes, *headers: bytes) -> bytes:
         len(body), extra, body)
 
 
+def _answering(reply: bytes, ssl_context: ssl.SSLContext | None = None) -> RawServer:
+    """A server that answers every request of a connection with ``reply``, bytes as they are."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(reply)
+            await writer.drain()
+
+    server = RawServer(handler, ssl_context)
+    return server
+
+
 def reset(writer: asyncio.StreamWriter) -> None:
     """Close with a TCP reset (SO_LINGER 0), not a FIN."""
     writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -197,13 +210,7 @@ async def test_an_idle_connection_the_server_closed_or_kept_too_long_is_not_reus
 
 
 async def test_an_answer_released_before_its_end_closes_its_connection(pool_for):
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await server.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
-            await writer.drain()
-
-    server = RawServer(handler)
+    server = _answering(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")  # no end
     async with server as url:
         pool = pool_for(url)
         for _ in range(2):
@@ -238,12 +245,7 @@ async def test_the_upstream_receives_the_bytes_aiohttp_sent():
     """The request line, Host, the backend's headers in their order, Accept-Encoding and
     Content-Length, as aiohttp sent them for the backend's session (a POST and the health GET)."""
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await server.read_request(reader)
-            writer.write(answer(OK))
-
-    server = RawServer(handler)
+    server = _answering(answer(OK))
     headers = {**_HEADERS, "authorization": "Bearer sk-up"}
     async with server as url:
         async with aiohttp.ClientSession(headers=headers) as session:
@@ -341,10 +343,7 @@ async def _read_all(pool: Http1Pool, target: URL) -> bytes:
 
 
 async def test_an_answer_that_is_not_http_fails_with_aiohttps_class(pool_for):
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _not_http(server, reader, writer)
-
-    server = RawServer(handler)
+    server = _serving(_not_http)
     async with server as url:
         with pytest.raises(aiohttp.ClientResponseError, match="400.*Expected HTTP/"):
             await pool_for(url).request("POST", URL(url + "/x"), b"{}", 1)
@@ -455,13 +454,7 @@ async def test_tls_with_a_trusted_certificate_and_an_untrusted_one(tmp_path):
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await server.read_request(reader)
-            writer.write(answer(OK))
-            await writer.drain()
-
-    server = RawServer(handler, server_context)
+    server = _answering(answer(OK), server_context)
     async with server as url:
         base = URL(url).with_host("localhost")
         trusting = ssl.create_default_context(cafile=cert)
@@ -484,12 +477,7 @@ async def test_tls_with_a_trusted_certificate_and_an_untrusted_one(tmp_path):
 
 
 async def test_bytes_after_an_answer_are_ignored_and_its_connection_not_reused(pool_for):
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await server.read_request(reader)
-            writer.write(answer(OK) + answer(b'{"extra":1}'))  # one request, two answers
-
-    server = RawServer(handler)
+    server = _answering(answer(OK) + answer(b'{"extra":1}'))  # one request, two answers
     async with server as url:
         pool = pool_for(url)
         for _ in range(2):
@@ -500,12 +488,7 @@ async def test_bytes_after_an_answer_are_ignored_and_its_connection_not_reused(p
 
 
 async def test_an_informational_answer_before_the_answer_is_skipped(pool_for):
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await server.read_request(reader)
-            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + answer(OK, b"X-Real: yes"))
-
-    server = RawServer(handler)
+    server = _answering(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + answer(OK, b"X-Real: yes"))
     async with server as url:
         pool = pool_for(url)
         for _ in range(2):
