@@ -274,23 +274,23 @@ def format_cmd(template: str, **values: str) -> list[str]:
 # --------------------------------------------------------------------------
 
 
-def use_streamed_request() -> None:
-    """Every target is sent ``"stream": true`` (``--stream``): the answer comes as server-sent
-    events, one per word, which the gateway relays as they come and the pass-through as one body."""
-    REQUEST_BODY["stream"] = True
+def request_body(stream: bool) -> dict[str, Any]:
+    """The benchmark's request; with ``stream`` (``--stream``) asking for server-sent events, one
+    per word, which the gateway relays as they come and the pass-through as one body."""
+    return {**REQUEST_BODY, "stream": True} if stream else REQUEST_BODY
 
 
-def check_answer(url: str) -> str:
-    """One request; raise unless it is a chat completion (or, streamed, a stream of its chunks
-    ending in ``[DONE]``). Returns its content."""
-    req = urllib.request.Request(url, data=json.dumps(REQUEST_BODY).encode(), method="POST",
+def check_answer(url: str, request: dict[str, Any]) -> str:
+    """One ``request``; raise unless it is answered with a chat completion (or, streamed, a
+    stream of its chunks ending in ``[DONE]``). Returns its content."""
+    req = urllib.request.Request(url, data=json.dumps(request).encode(), method="POST",
                                  headers=REQUEST_HEADERS)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             body = resp.read()
     except urllib.error.HTTPError as exc:
         raise RuntimeError(f"{url} answered {exc.code}: {exc.read()[:500]!r}") from exc
-    if REQUEST_BODY.get("stream"):
+    if request.get("stream"):
         events = [line[6:] for line in body.decode().splitlines() if line.startswith("data: ")]
         if not events or events[-1] != "[DONE]":
             raise RuntimeError(f"{url} answered a stream without [DONE]: {body[:500]!r}")
@@ -320,11 +320,12 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
 class Wrk:
     """wrk as the load generator (one thread: it is far faster than any target)."""
 
-    def __init__(self, binary: str, work_dir: Path, cpus: str | None) -> None:
+    def __init__(self, binary: str, work_dir: Path, cpus: str | None, body: dict[str, Any]) -> None:
         self.binary = binary
         self.cpus = cpus
+        self.body = body  # the request it sends
         self.script = work_dir / "post.lua"
-        self.script.write_text(WRK_LUA % (json.dumps(json.dumps(REQUEST_BODY)), BENCH_KEY))
+        self.script.write_text(WRK_LUA % (json.dumps(json.dumps(body)), BENCH_KEY))
 
     def run(self, url: str, concurrency: int, duration: float) -> LoadResult:
         cmd = pinned([self.binary, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
@@ -346,13 +347,16 @@ class Wrk:
 class PythonLoad:
     """Fallback load generator: aiohttp keep-alive connections in this process."""
 
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body  # the request it sends
+
     def run(self, url: str, concurrency: int, duration: float) -> LoadResult:
         return asyncio.run(self._run(url, concurrency, duration))
 
     async def _run(self, url: str, concurrency: int, duration: float) -> LoadResult:
         import aiohttp  # only needed without wrk
 
-        body = json.dumps(REQUEST_BODY).encode()
+        body = json.dumps(self.body).encode()
         headers = REQUEST_HEADERS
         latencies: list[float] = []
         errors = 0
@@ -444,7 +448,7 @@ def run_proxy(name: str, cmd: list[str], health_url: str, chat_url: str, env: di
     proc = Managed(name, cmd, log_dir, env=env)
     try:
         wait_healthy(proc, health_url, args.start_timeout)
-        check_answer(chat_url)
+        check_answer(chat_url, loadgen.body)
         measure(loadgen, result, args, proc.proc.pid)
     finally:
         proc.stop()
@@ -493,7 +497,7 @@ def run_litellm(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namesp
 
 def run_direct(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namespace) -> TargetResult:
     result = TargetResult("direct", f"http://{HOST}:{stub_port}{CHAT_PATH}")
-    check_answer(result.url)
+    check_answer(result.url, loadgen.body)
     measure(loadgen, result, args)
     return result
 
@@ -666,7 +670,8 @@ def run_all(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
     wrk = None if args.loadgen == "python" else shutil.which("wrk")
     if args.loadgen == "wrk" and wrk is None:
         raise SystemExit("wrk not found (apt-get install -y wrk), or use --loadgen python")
-    loadgen: Wrk | PythonLoad = Wrk(wrk, work_dir, args.loadgen_cpus) if wrk else PythonLoad()
+    body = request_body(args.stream)
+    loadgen: Wrk | PythonLoad = Wrk(wrk, work_dir, args.loadgen_cpus, body) if wrk else PythonLoad(body)
     info = machine_info()
     stub, stub_port = start_stub(args.stub_python, work_dir, args.stub_cpus)
     rounds: list[dict[str, TargetResult]] = []
@@ -684,7 +689,7 @@ def run_all(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
     print_table(results, summary, args.concurrency)
     return {
         "machine": info,
-        "settings": {"request": REQUEST_BODY, "loadgen": "wrk" if wrk else "aiohttp",
+        "settings": {"request": body, "loadgen": "wrk" if wrk else "aiohttp",
                      "concurrency": args.concurrency, "c1_duration_s": args.c1_duration,
                      "duration_s": args.duration, "warmup_s": args.warmup,
                      "rounds": args.rounds,
@@ -763,8 +768,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.stream:
-        use_streamed_request()
     with tempfile.TemporaryDirectory(prefix="smallfleet-bench-") as tmp:
         work_dir = args.log_dir or Path(tmp)
         work_dir.mkdir(parents=True, exist_ok=True)
