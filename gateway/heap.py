@@ -34,8 +34,9 @@ def freeze_startup_heap() -> None:
 def refreeze_heap() -> None:
     """After start-up objects were replaced (a router reload): free what became garbage among the
     frozen objects, then freeze again. A no-op where :func:`freeze_startup_heap` was not called.
-    It is one full collection (~50-100 ms for a gateway's heap on a small machine), on the
-    calling thread: a reload pauses the event loop that long."""
+    It is one full collection (~50 ms for a gateway with the default router artifact on a small
+    machine: benchmarks/request_steps.py), on the calling thread: a reload pauses the event loop
+    that long."""
     if _frozen:
         gc.unfreeze()
         freeze_startup_heap()
