@@ -1,7 +1,7 @@
 """The start-up heap kept out of the cyclic garbage collector's way.
 
 A gateway that has loaded its fleet, router and keys holds ~100,000 objects that live as long as
-the process. Each full collection of the cyclic garbage collector walks all of them (~50 ms on a
+the process. Each full collection of the cyclic garbage collector walks all of them (20-50 ms on a
 small machine, a few times a minute under load: ~3% of the event loop's time), to find nothing.
 :func:`freeze_startup_heap` moves every object alive once the gateway has started into the collector's
 permanent generation (:func:`gc.freeze`), which its collections skip.
@@ -34,7 +34,7 @@ def freeze_startup_heap() -> None:
 def refreeze_heap() -> None:
     """After start-up objects were replaced (a router reload): free what became garbage among the
     frozen objects, then freeze again. A no-op where :func:`freeze_startup_heap` was not called.
-    It is one full collection (~50 ms for a gateway with the default router artifact on a small
+    It is one full collection (20-50 ms for a gateway with the default router artifact on a small
     machine: benchmarks/request_steps.py), on the calling thread: a reload pauses the event loop
     that long."""
     if _frozen:
