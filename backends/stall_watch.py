@@ -2,7 +2,7 @@
 
 ``ResilientBackend.stream_chat`` (backends/resilience.py) waits for each chunk after the first
 within ``idle`` seconds and before the call's total. An ``asyncio.timeout_at`` around each wait
-arms and cancels a timer per chunk (~4 µs; a long answer has hundreds of chunks);
+arms and cancels a timer per chunk (~5 µs warm; a long answer has hundreds of chunks);
 :class:`StallWatch` keeps one timer for the stream and moves it only when it fires early.
 """
 
