@@ -43,9 +43,10 @@ APP_ARGS: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def ray_gateway() -> Iterator[str]:
-    port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+        # picked once Ray's own processes have bound their ports: one of them once took it first
+        port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(APP_ARGS), name="smallfleet", route_prefix="/", blocking=False)
         yield f"http://127.0.0.1:{port}"
