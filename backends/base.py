@@ -83,6 +83,12 @@ class ChunkStream(AsyncIterator[StreamChunk]):
         more must be read (always, unless a stream knows better)."""
         return None
 
+    def whole_after_first(self) -> None:
+        """Say, before the first ``anext``, that everything after the first chunk will be taken
+        at once (:meth:`rest`), as a whole: the stream may then join the text of the chunks
+        after the first into fewer chunks (the same text, in the same order). No effect unless a
+        stream knows how."""
+
     @abstractmethod
     async def aclose(self) -> None:
         """Stop the answer (release what it holds); the chunks not taken are dropped."""

@@ -269,6 +269,9 @@ class EventStream(ChunkStream):
         self._release()
         return chunks
 
+    def whole_after_first(self) -> None:
+        self._parser.join_after_first = True
+
     async def aclose(self) -> None:
         self._over = True
         self._release()

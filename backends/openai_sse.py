@@ -130,7 +130,11 @@ class EventParser:
     one extra empty line, which SSE ignores). A stream ends at ``data: [DONE]``, or when the
     server closes it cleanly after a chunk with a ``finish_reason`` (some servers omit [DONE]): a
     complete answer either way. A stream that ends without any finish reason, [DONE] or not, was
-    cut short, and is an error (before the first token the gateway retries it or falls back)."""
+    cut short, and is an error (before the first token the gateway retries it or falls back).
+
+    With ``join_after_first`` (a whole answer read as a stream: only its first chunk is looked at
+    alone), the text-only events after the first are given as one chunk per piece fed: their
+    texts joined, before any other chunk, in order. Fewer chunks to make and to assemble."""
 
     def __init__(self, name: str, request: GenerationRequest) -> None:
         self.name = name
@@ -141,6 +145,9 @@ class EventParser:
         self._finish: Any = None
         self._usage: Usage | None = None
         self._pieces = 0  # chunks with content given so far
+        # with join_after_first, the texts of the plain-text events after the first, not yet given
+        self.join_after_first = False
+        self._texts: list[str] = []
 
     def feed(self, data: bytes, chunks: list[StreamChunk]) -> None:
         """Append to ``chunks`` the chunks of every complete line of ``data`` (after what was left
@@ -148,21 +155,29 @@ class EventParser:
         before the broken one are in ``chunks`` by then."""
         lines = (self._partial + data).splitlines(keepends=True) if self._partial else data.splitlines(True)
         self._partial = lines.pop() if lines and not lines[-1].endswith(_LINE_ENDS) else b""
-        for line in lines:
-            # only data lines carry anything (the blank line after each event, comments and other
-            # fields do not); what follows "data:" is read on its own
-            if line.startswith(b"data:"):
-                self._line(line[5:], chunks)
-                if self.done:
-                    return
+        try:
+            for line in lines:
+                # only data lines carry anything (the blank line after each event, comments and
+                # other fields do not); what follows "data:" is read on its own
+                if line.startswith(b"data:"):
+                    self._line(line[5:], chunks)
+                    if self.done:
+                        return
+        finally:
+            if self._texts:
+                self._flush(chunks)
 
     def end(self, chunks: list[StreamChunk]) -> None:
         """The body is over: parse its unended last line, then give the final chunk of an answer
         whose finish reason came without [DONE], or raise for one cut short."""
         if self._partial and not self.done:
             partial, self._partial = self._partial, b""
-            if partial.startswith(b"data:"):
-                self._line(partial[5:], chunks)
+            try:
+                if partial.startswith(b"data:"):
+                    self._line(partial[5:], chunks)
+            finally:
+                if self._texts:
+                    self._flush(chunks)
         if self.done:
             return
         if self._finish is not None:  # a complete answer whose server closed cleanly without [DONE]
@@ -171,6 +186,12 @@ class EventParser:
         raise BackendError(
             f"model {self.name!r} ended its stream without a finish reason", retryable=self._pieces == 0
         )
+
+    def _flush(self, chunks: list[StreamChunk]) -> None:
+        """The texts joined so far, as one chunk (before any other chunk, and at each piece's end)."""
+        texts = self._texts
+        chunks.append(text_chunk(texts[0] if len(texts) == 1 else "".join(texts)))
+        texts.clear()
 
     def _final(self) -> StreamChunk:
         self.done = True
@@ -199,6 +220,8 @@ class EventParser:
                 # llama-cpp-python's server, for one, ends an interrupted generation this way
                 message = f"model {self.name!r} ended its stream without a finish reason"
                 raise BackendError(message, retryable=self._pieces == 0)  # nothing sent yet: try again
+            if self._texts:
+                self._flush(chunks)
             chunks.append(self._final())
             return
         try:
@@ -231,7 +254,12 @@ class EventParser:
                     raise BackendError(f"model {self.name!r} sent a malformed stream chunk") from exc
                 if text or calls or logprobs:
                     self._pieces += 1
+                    if self._texts:
+                        self._flush(chunks)
                     chunks.append(StreamChunk(text or "", logprobs=logprobs, tool_calls=calls))
             elif text:  # the common event: a piece of text and nothing else
                 self._pieces += 1
-                chunks.append(text_chunk(text))
+                if self.join_after_first and self._pieces > 1:
+                    self._texts.append(text)  # given joined, at the next other chunk or the piece's end
+                else:
+                    chunks.append(text_chunk(text))

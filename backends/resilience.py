@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from backends.assembly import NOT_IN_HAND, Assembly
-from backends.base import Backend
+from backends.base import Backend, ChunkStream
 from backends.circuit import CircuitBreaker, CircuitState
+from backends.coarse_timers import coarse_timers
 from backends.errors import BackendError, BackendTimeout, CircuitOpen, DeadlineExceeded, SmallfleetError
 from backends.features import Feature
 from backends.stall_watch import StallWatch
@@ -256,7 +257,7 @@ class ResilientBackend:
         ``total`` (no ``idle`` limit: a whole answer may hold its text back, as a tool call does)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.total
-        chunks, first = await self._open(request, deadline, first_token_by)
+        chunks, first = await self._open(request, deadline, first_token_by, whole=True)
         answer = Assembly(request)
         verdict: SmallfleetError | None = None
         chunk = first
@@ -267,7 +268,7 @@ class ResilientBackend:
                 if last is NOT_IN_HAND:
                     # the rest under one timeout (the call's total), not one per chunk
                     try:
-                        async with asyncio.timeout_at(deadline):
+                        with coarse_timers().timeout_at(deadline):
                             last = await answer.add_rest(chunks)
                     except TimeoutError:
                         raise BackendTimeout(
@@ -284,10 +285,11 @@ class ResilientBackend:
         return answer.completion()
 
     async def _open(
-        self, request: GenerationRequest, deadline: float, first_token_by: float | None
+        self, request: GenerationRequest, deadline: float, first_token_by: float | None, whole: bool = False
     ) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
         """Start a stream and wait for its first chunk, retrying failures before it; within
-        ``first_token`` per attempt, the call's ``deadline`` (total) and ``first_token_by``."""
+        ``first_token`` per attempt, the call's ``deadline`` (total) and ``first_token_by``.
+        ``whole``: the rest will be taken at once (:meth:`ChunkStream.whole_after_first`)."""
         loop = asyncio.get_running_loop()
         share_end, share = deadline, None
         if first_token_by is not None:
@@ -299,6 +301,8 @@ class ResilientBackend:
                 raise self._deadline_exceeded(share)  # spent before this try: nothing to blame it on
             self._admit()
             chunks = self.inner.stream_chat(request)
+            if whole and isinstance(chunks, ChunkStream):
+                chunks.whole_after_first()
             try:
                 first = await self._first(chunks, self.timeouts.first_token, deadline, share_end, share)
             except BaseException as exc:
@@ -396,7 +400,7 @@ class ResilientBackend:
         if share_end is not None:
             until = min(until, share_end)
         try:
-            async with asyncio.timeout_at(until):
+            with coarse_timers().timeout_at(until):
                 return await anext(chunks)
         except TimeoutError:
             if until >= deadline:

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from backends.coarse_timers import coarse_timers
+
 T = TypeVar("T")
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -51,7 +53,7 @@ async def until_disconnect(work: Awaitable[T], receive: Receive) -> T:
     current = asyncio.current_task()
     assert current is not None
     watch = _Watch(current, receive)
-    timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch.start)
+    timer = coarse_timers().call_later(WATCH_AFTER, watch.start)
     try:
         result = await work
     except asyncio.CancelledError:

@@ -335,3 +335,46 @@ def test_an_event_line_reads_as_its_decoded_stripped_text_would(line, text):
     parser.feed(line + b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n', chunks)
     assert [c.text for c in chunks] == [text, ""]
     assert chunks[-1].finish_reason == "stop" and parser.done
+
+
+def _text_events(*texts: str) -> bytes:
+    return b"".join(b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": t}}]}) + b"\n\n"
+                    for t in texts)
+
+
+def test_a_whole_answer_gets_the_texts_after_its_first_joined_in_order():
+    """``join_after_first`` (a whole answer read as a stream): the first text alone, then the texts
+    of each piece fed joined into one chunk, given before any other chunk (a tool call's piece),
+    in order; usage counted by pieces is what it would be chunk by chunk."""
+    tool = {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "c", "function": {"name": "f", "arguments": "{}"}}]}}]}
+    finish = {"choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "stop"}]}
+    first_piece = _text_events("Hello", " big", " wide") + b"data: " + orjson.dumps(tool) + b"\n\n"
+    second_piece = (_text_events(" wor", "ld") + b"data: " + orjson.dumps(finish) + b"\n\ndata: [DO")
+    parts = (first_piece, second_piece, b"NE]\n\n")
+
+    def parse(join: bool) -> list[StreamChunk]:
+        parser = EventParser("no-usage", CHAT)  # reports no usage: counted by its pieces
+        parser.join_after_first = join
+        chunks: list[StreamChunk] = []
+        for part in parts:
+            parser.feed(part, chunks)
+        assert parser.done
+        return chunks
+
+    joined, one_by_one = parse(True), parse(False)
+    assert [c.text for c in joined] == ["Hello", " big wide", "", " world!", ""]
+    assert joined[2].tool_calls == one_by_one[3].tool_calls != ()
+    assert "".join(c.text for c in joined) == "".join(c.text for c in one_by_one) == "Hello big wide world!"
+    assert joined[-1].usage == one_by_one[-1].usage == Usage(completion_tokens=7)
+    assert joined[-1].finish_reason == one_by_one[-1].finish_reason == "stop"
+
+
+def test_joined_texts_before_a_broken_event_come_first():
+    """A broken event after joined texts: the texts before it are given, then the error."""
+    parser = EventParser("m", CHAT)
+    parser.join_after_first = True
+    chunks: list[StreamChunk] = []
+    with pytest.raises(BackendError, match="malformed"):
+        parser.feed(_text_events("a", "b", "c") + b"data: {broken\n\n", chunks)
+    assert [c.text for c in chunks] == ["a", "bc"]
