@@ -378,3 +378,30 @@ def test_joined_texts_before_a_broken_event_come_first():
     with pytest.raises(BackendError, match="malformed"):
         parser.feed(_text_events("a", "b", "c") + b"data: {broken\n\n", chunks)
     assert [c.text for c in chunks] == ["a", "bc"]
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"])
+def test_a_stream_cut_anywhere_parses_as_it_does_whole(line_end):
+    """Lines may end in LF, CRLF or CR and pieces may end anywhere (a CRLF cut in two gives one
+    extra empty line, which SSE ignores): every cut, and a body fed byte by byte, give the chunks
+    the whole body gives."""
+    events = [{"choices": [{"index": 0, "delta": {"content": word}}]} for word in ("Hi ", "there", "!")]
+    events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 2, "completion_tokens": 3}})
+    body = b"".join(b": comment" + line_end + b"data: " + orjson.dumps(e) + line_end * 2 for e in events)
+    body += b"data: [DONE]" + line_end * 2
+
+    def parse(pieces: list[bytes]) -> list[StreamChunk]:
+        parser = EventParser("m", CHAT)
+        chunks: list[StreamChunk] = []
+        for piece in pieces:
+            parser.feed(piece, chunks)
+        if not parser.done:
+            parser.end(chunks)
+        return chunks
+
+    whole = parse([body])
+    assert [c.text for c in whole] == ["Hi ", "there", "!", ""] and whole[-1].usage == Usage(2, 3)
+    for cut in range(1, len(body)):
+        assert parse([body[:cut], body[cut:]]) == whole, cut
+    assert parse([body[i:i + 1] for i in range(len(body))]) == whole
