@@ -109,7 +109,9 @@ def measure(name: str, template: str, config: Path, args: argparse.Namespace, wo
     cmd = [*CALLGRIND, f"--callgrind-out-file={out}",
            *format_cmd(template or DEFAULT_GATEWAY_CMD, python=sys.executable, config=str(config),
                        host=HOST, port=str(port), upstream=upstream)]
-    proc = Managed(name, cmd, work, env=gateway_env(True))
+    # one hash seed for every run: with Python's random one, dicts and sets probe differently from
+    # one process to the next, and counts of identical gateways differed by up to ~3%
+    proc = Managed(name, cmd, work, env=gateway_env(True) | {"PYTHONHASHSEED": "0"})
     try:
         wait_healthy(proc, f"http://{HOST}:{port}/health", args.start_timeout)
         send_concurrently(port, args.warmup, 16, body)

@@ -45,9 +45,10 @@ async def until_disconnect(work: Awaitable[T], receive: Receive) -> T:
     """Await ``work``; if the client disconnects first, cancel it and raise ClientDisconnected.
 
     ``work`` runs in the calling task. A watcher task that cancels it when the client leaves is
-    started only once ``work`` has run :data:`WATCH_AFTER` seconds: most answers of a nearby
-    upstream are done by then, and a task made, started and cancelled per request was a
-    measurable share of the gateway's CPU (a timer is not). A client that leaves sooner is
+    started only once ``work`` has run :data:`WATCH_AFTER` seconds (up to 10 ms more: the timer is
+    a coarse one, backends/coarse_timers.py): most answers of a nearby upstream are done by then,
+    and a task made, started and cancelled per request was a measurable share of the gateway's
+    CPU (a shared timer is not). A client that leaves sooner is
     noticed then. A cancellation that is not the watcher's (a server shutting down) goes through
     unchanged."""
     current = asyncio.current_task()
