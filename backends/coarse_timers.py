@@ -88,7 +88,8 @@ class CoarseTimers:
         if not tick:
             return
         for timer in list(tick):
-            timer._run()
+            if timer._tick is tick:  # not cancelled by an earlier one's callback
+                timer._run()
 
 
 class CoarseTimeout:
