@@ -45,8 +45,6 @@ from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from backends.coarse_timers import coarse_timers
-
 ACCEPT_ENCODING = "gzip, deflate"  # aiohttp's default without brotli or zstd installed
 HAPPY_EYEBALLS_DELAY = 0.25  # aiohttp's default
 HIGH_WATER = 1 << 18  # bytes buffered before reading from the socket pauses
@@ -103,7 +101,6 @@ class _Connection(asyncio.Protocol):
     def __init__(self, pool: Http1Pool) -> None:
         self.pool = pool
         self.loop = pool.loop
-        self.timers = pool.timers
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False
@@ -235,7 +232,7 @@ class _Connection(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
         waiter = self.waiter = self.loop.create_future()
-        timer = self.timers.call_later(self.read_timeout, self._timed_out, waiter)
+        timer = self.loop.call_later(self.read_timeout, self._timed_out, waiter)
         try:
             await waiter
         finally:
@@ -333,7 +330,6 @@ class Http1Pool:
         connect_timeout: float = 5.0,
     ) -> None:
         self.loop = asyncio.get_running_loop()
-        self.timers = coarse_timers()  # read timeouts: one loop timer per 10 ms tick, not per wait
         # a URL aiohttp would refuse is refused at each request, as aiohttp did
         self._invalid: type[errors.ClientError] | None = None
         if base.scheme not in ("http", "https"):

@@ -41,10 +41,10 @@ from typing import TypeVar
 from backends.assembly import NOT_IN_HAND, Assembly
 from backends.base import Backend, ChunkStream
 from backends.circuit import CircuitBreaker, CircuitState
-from backends.coarse_timers import coarse_timers
 from backends.errors import BackendError, BackendTimeout, CircuitOpen, DeadlineExceeded, SmallfleetError
 from backends.features import Feature
 from backends.stall_watch import StallWatch
+from backends.timeouts import timeout_at
 from backends.types import Completion, GenerationRequest, Health, StreamChunk
 
 T = TypeVar("T")
@@ -268,7 +268,7 @@ class ResilientBackend:
                 if last is NOT_IN_HAND:
                     # the rest under one timeout (the call's total), not one per chunk
                     try:
-                        with coarse_timers().timeout_at(deadline):
+                        with timeout_at(deadline):
                             last = await answer.add_rest(chunks)
                     except TimeoutError:
                         raise BackendTimeout(
@@ -370,7 +370,7 @@ class ResilientBackend:
 
     async def _before(self, deadline: float, work: Awaitable[T], what: str) -> T:
         try:
-            async with asyncio.timeout_at(deadline):
+            with timeout_at(deadline):
                 return await work
         except TimeoutError:
             raise BackendTimeout(
@@ -400,7 +400,7 @@ class ResilientBackend:
         if share_end is not None:
             until = min(until, share_end)
         try:
-            with coarse_timers().timeout_at(until):
+            with timeout_at(until):
                 return await anext(chunks)
         except TimeoutError:
             if until >= deadline:

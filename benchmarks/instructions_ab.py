@@ -15,8 +15,7 @@ metrics) and the benchmark's request (``gateway_overhead.py``) against the same 
 ``--warmup`` requests, the instructions of ``--requests`` sequential requests (c=1) are counted,
 then those of as many requests sent by 16 clients at once (c=16). All of the gateway's threads
 are counted. Valgrind runs the gateway ~50x slower, so what depends on time passing behaves as on
-a slow machine: every answer's bytes are in by the time the gateway reads them, and timers that
-would share a tick (``backends/coarse_timers.py``) each get their own.
+a slow machine: every answer's bytes are in by the time the gateway reads them.
 
     .venv/bin/python benchmarks/instructions_ab.py --requests 1000 \\
         "before={python} -c \\"import sys; sys.path[0] = '/tmp/before'; from gateway.cli import main; \\

@@ -17,8 +17,6 @@ from typing import Any, TypeVar
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from backends.coarse_timers import coarse_timers
-
 T = TypeVar("T")
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -45,16 +43,15 @@ async def until_disconnect(work: Awaitable[T], receive: Receive) -> T:
     """Await ``work``; if the client disconnects first, cancel it and raise ClientDisconnected.
 
     ``work`` runs in the calling task. A watcher task that cancels it when the client leaves is
-    started only once ``work`` has run :data:`WATCH_AFTER` seconds (up to 10 ms more: the timer is
-    a coarse one, backends/coarse_timers.py): most answers of a nearby upstream are done by then,
-    and a task made, started and cancelled per request was a measurable share of the gateway's
-    CPU (a shared timer is not). A client that leaves sooner is
+    started only once ``work`` has run :data:`WATCH_AFTER` seconds: most answers of a nearby
+    upstream are done by then, and a task made, started and cancelled per request was a
+    measurable share of the gateway's CPU (a timer is not). A client that leaves sooner is
     noticed then. A cancellation that is not the watcher's (a server shutting down) goes through
     unchanged."""
     current = asyncio.current_task()
     assert current is not None
     watch = _Watch(current, receive)
-    timer = coarse_timers().call_later(WATCH_AFTER, watch.start)
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch.start)
     try:
         result = await work
     except asyncio.CancelledError:
