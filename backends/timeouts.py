@@ -3,9 +3,9 @@
 Every request waits under a timeout at least once in backends/resilience.py: a whole answer for
 its total, or one held to the first-token deadline for its first chunk and (when it is not in
 hand by then) for the rest. ``asyncio.timeout_at`` is an async context manager over a ``Timeout``
-object with a state machine and a ``reschedule`` method; under callgrind one use costs ~29,000
+object with a state machine and a ``reschedule`` method; under callgrind one use costs ~28,000
 instructions, where :class:`TimeoutAt`, the same bound as a ``with`` block over one loop timer,
-costs ~17,000 (``benchmarks/timeout_instructions.py``). Its timer is the loop's own
+costs ~16,000 (``benchmarks/step_instructions.py``). Its timer is the loop's own
 (``call_at``), so it ends exactly when ``asyncio.timeout_at`` would.
 """
 
