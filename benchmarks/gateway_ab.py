@@ -20,6 +20,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,11 +45,33 @@ from benchmarks.gateway_overhead import (  # noqa: E402
 FIGURES = ("c1 median ms", "c1 CPU us/request", "c16 req/s", "c16 CPU us/request")
 
 
-def _with_model_lines(config: str, extra: str) -> str:
-    """``config`` with ``extra`` (``\\n`` for line breaks) added to the stub model's entry."""
-    lines = extra.replace("\\n", "\n").rstrip("\n")
-    entry = "    backend: openai\n"
-    return config.replace(entry, entry + lines + "\n") if lines else config
+@dataclass(frozen=True)
+class Variant:
+    """One gateway to compare, from ``name=COMMAND[|YAML]`` (``instructions_ab.py`` takes the same)."""
+
+    name: str
+    template: str  # gateway_overhead.py's --gateway-cmd placeholders; "" for this checkout's serve
+    extra: str  # lines added to the stub model's entry ("\\n" for line breaks)
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        name, _, rest = spec.partition("=")
+        template, _, extra = rest.partition("|")
+        return cls(name, template, extra)
+
+    def write_config(self, work: Path, stub_port: int, request_log: Path) -> Path:
+        """Its fleet config: the benchmark's fleet, with its lines in the stub model's entry."""
+        config = fleet_yaml(stub_port, request_log)
+        lines = self.extra.replace("\\n", "\n").rstrip("\n")
+        entry = "    backend: openai\n"
+        path = work / f"{self.name}.yaml"
+        path.write_text(config.replace(entry, entry + lines + "\n") if lines else config)
+        return path
+
+    def command(self, config: Path, port: int, **more: str) -> list[str]:
+        """Its command line, serving ``config`` on ``port`` (``more``: other placeholders)."""
+        return format_cmd(self.template or DEFAULT_GATEWAY_CMD, python=sys.executable,
+                          config=str(config), host=HOST, port=str(port), **more)
 
 
 def _figures(values: tuple[float, ...] | list[float]) -> str:
@@ -62,22 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="of each load run")
     parser.add_argument("--stream", action="store_true", help='requests with "stream": true')
     args = parser.parse_args(argv)
-    variants = [spec.split("=", 1) for spec in args.variants]
+    variants = [Variant.parse(spec) for spec in args.variants]
     work = Path(tempfile.mkdtemp(prefix="smallfleet-ab-"))
     stub, stub_port = start_stub(sys.executable, work, None)
     wrk = Wrk("wrk", work, None, request_body(args.stream))
-    figures: dict[str, list[tuple[float, ...]]] = {name: [] for name, _ in variants}
+    figures: dict[str, list[tuple[float, ...]]] = {variant.name: [] for variant in variants}
     try:
         for round_ in range(args.rounds):
-            for name, spec in variants:
-                template, _, extra = spec.partition("|")
-                config = work / f"{name}.yaml"
-                fleet = fleet_yaml(stub_port, work / f"{name}-{round_}.db")
-                config.write_text(_with_model_lines(fleet, extra))
+            for variant in variants:
+                name = variant.name
+                config = variant.write_config(work, stub_port, work / f"{name}-{round_}.db")
                 port = free_port()
-                cmd = format_cmd(template or DEFAULT_GATEWAY_CMD, python=sys.executable,
-                                 config=str(config), host=HOST, port=str(port))
-                proc = Managed(name, cmd, work, env=gateway_env(True))
+                proc = Managed(name, variant.command(config, port), work, env=gateway_env(True))
                 try:
                     base = f"http://{HOST}:{port}"
                     wait_healthy(proc, base + "/health", 60)

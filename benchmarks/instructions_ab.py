@@ -37,15 +37,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.gateway_ab import _with_model_lines  # noqa: E402
+from benchmarks.gateway_ab import Variant  # noqa: E402
 from benchmarks.gateway_overhead import (  # noqa: E402
     CHAT_PATH,
-    DEFAULT_GATEWAY_CMD,
     HOST,
     REQUEST_HEADERS,
     Managed,
-    fleet_yaml,
-    format_cmd,
     free_port,
     gateway_env,
     request_body,
@@ -100,17 +97,15 @@ def instructions(dump: Path) -> int:
     return int(found.group(1))
 
 
-def measure(name: str, template: str, config: Path, args: argparse.Namespace, work: Path,
+def measure(variant: Variant, config: Path, args: argparse.Namespace, work: Path,
             body: bytes, upstream: str) -> tuple[float, float]:
     """Instructions per request of one variant: at c=1 and at c=16."""
     port = free_port()
-    out = work / f"{name}.callgrind"
-    cmd = [*CALLGRIND, f"--callgrind-out-file={out}",
-           *format_cmd(template or DEFAULT_GATEWAY_CMD, python=sys.executable, config=str(config),
-                       host=HOST, port=str(port), upstream=upstream)]
+    out = work / f"{variant.name}.callgrind"
+    cmd = [*CALLGRIND, f"--callgrind-out-file={out}", *variant.command(config, port, upstream=upstream)]
     # one hash seed for every run: with Python's random one, dicts and sets probe differently from
     # one process to the next, and counts of identical gateways differed by up to ~3%
-    proc = Managed(name, cmd, work, env=gateway_env(True) | {"PYTHONHASHSEED": "0"})
+    proc = Managed(variant.name, cmd, work, env=gateway_env(True) | {"PYTHONHASHSEED": "0"})
     try:
         wait_healthy(proc, f"http://{HOST}:{port}/health", args.start_timeout)
         send_concurrently(port, args.warmup, 16, body)
@@ -143,13 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     stub, stub_port = start_stub(sys.executable, work, None)
     results: dict[str, dict[str, float]] = {}
     try:
-        for name, spec in (variant.split("=", 1) for variant in args.variants):
-            template, _, extra = spec.partition("|")
-            config = work / f"{name}.yaml"
-            config.write_text(_with_model_lines(fleet_yaml(stub_port, work / f"{name}.db"), extra))
-            c1, c16 = measure(name, template, config, args, work, body, f"http://{HOST}:{stub_port}")
-            results[name] = {"c1 instructions/request": round(c1), "c16 instructions/request": round(c16)}
-            print(f"{name}: c=1 {c1:,.0f} instructions per request, c=16 {c16:,.0f}", flush=True)
+        for variant in map(Variant.parse, args.variants):
+            config = variant.write_config(work, stub_port, work / f"{variant.name}.db")
+            c1, c16 = measure(variant, config, args, work, body, f"http://{HOST}:{stub_port}")
+            results[variant.name] = {"c1 instructions/request": round(c1),
+                                     "c16 instructions/request": round(c16)}
+            print(f"{variant.name}: c=1 {c1:,.0f} instructions per request, c=16 {c16:,.0f}", flush=True)
     finally:
         stub.stop()
     first = next(iter(results.values()), None)
