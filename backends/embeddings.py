@@ -36,6 +36,7 @@ import orjson
 
 from backends.errors import BackendError, BackendTimeout, ContextLengthExceeded, Overloaded, RequestError
 from backends.openai_http import Timeouts, _error_for_status, _map_transport_errors
+from backends.timeouts import timeout
 
 Pooling = Literal["auto", "mean", "cls", "last"]
 DEFAULT_MAX_QUEUE = 16
@@ -354,9 +355,8 @@ class OpenAIEmbedder:
         if dimensions is not None and dimensions != self.dimensions:
             payload["dimensions"] = dimensions
         try:
-            async with asyncio.timeout(self._timeouts.total):
-                with _map_transport_errors(self.name):
-                    response = await self._client.post("/embeddings", content=orjson.dumps(payload))
+            with timeout(self._timeouts.total), _map_transport_errors(self.name):
+                response = await self._client.post("/embeddings", content=orjson.dumps(payload))
         except TimeoutError as exc:
             raise BackendTimeout(f"embedding model {self.name!r} did not answer in time") from exc
         if response.status_code != 200:

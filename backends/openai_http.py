@@ -18,7 +18,6 @@ use httpx.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import email.utils
@@ -46,6 +45,7 @@ from backends.errors import (
 from backends.features import Feature
 from backends.http1 import Http1Pool, Response
 from backends.openai_sse import EventParser, parse_completion
+from backends.timeouts import timeout
 from backends.types import (
     Completion,
     GenerationRequest,
@@ -162,10 +162,9 @@ class OpenAIHTTPBackend:
     async def chat(self, request: GenerationRequest) -> Completion:
         path, payload = self._payload(request, stream=False)
         try:
-            async with asyncio.timeout(self._total):
-                with _map_client_errors(self.name):
-                    response = await self.post(self._urls[path], orjson.dumps(payload))
-                    body = await response.read()
+            with timeout(self._total), _map_client_errors(self.name):
+                response = await self.post(self._urls[path], orjson.dumps(payload))
+                body = await response.read()
         except TimeoutError as exc:
             raise BackendTimeout(f"model {self.name!r} did not answer in time") from exc
         if response.status != 200:

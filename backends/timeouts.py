@@ -1,4 +1,4 @@
-"""``asyncio.timeout_at`` as a plain ``with`` block, for the request path.
+"""``asyncio.timeout_at`` and ``asyncio.timeout`` as plain ``with`` blocks, for the request path.
 
 Every request waits under a timeout at least once in backends/resilience.py: a whole answer for
 its total, or one held to the first-token deadline for its first chunk and (when it is not in
@@ -61,3 +61,8 @@ class TimeoutAt:
 def timeout_at(when: float | None) -> TimeoutAt:
     """A ``with`` block that ends with ``TimeoutError`` at ``when`` (loop time; None: never)."""
     return TimeoutAt(when)
+
+
+def timeout(delay: float | None) -> TimeoutAt:
+    """``asyncio.timeout(delay)`` as a ``with`` block: ``delay`` seconds from now (None: never)."""
+    return TimeoutAt(None if delay is None else asyncio.get_running_loop().time() + delay)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from backends import timeouts
 from backends.base import Backend
 from backends.errors import BackendError, BackendTimeout, SmallfleetError
 from backends.features import NO_FEATURES
@@ -40,7 +41,7 @@ async def call_member(
     """``member.chat(request)`` within ``timeout`` seconds."""
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout):
+        with timeouts.timeout(timeout):
             completion = await member.chat(request)
     except TimeoutError:
         error: SmallfleetError = timeout_error(route, step, member.name, timeout)

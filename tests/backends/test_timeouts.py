@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from backends.timeouts import timeout_at
+from backends.timeouts import timeout, timeout_at
 
 
 async def test_a_block_past_its_time_ends_with_timeout_error():
@@ -69,3 +69,15 @@ async def test_a_timeout_and_an_outside_cancellation_together_are_a_cancellation
 def test_it_needs_a_task():
     with pytest.raises(RuntimeError), timeout_at(None):  # no loop running, so no task
         pass
+
+
+async def test_a_delay_counts_from_now_and_none_never_ends():
+    """``timeout(delay)``, as ``asyncio.timeout(delay)``: ``delay`` seconds from entering."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(TimeoutError), timeout(0.05):
+        await asyncio.sleep(10)
+    assert 0.049 <= loop.time() - start < 2
+    with timeout(None) as never:
+        await asyncio.sleep(0.06)
+    assert not never.expired
