@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -54,7 +55,7 @@ MODEL = "stub"
 REQUEST_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}],
                 "max_tokens": 16}
 CHAT_PATH = "/v1/chat/completions"
-TARGETS = ("direct", "passthrough", "gateway", "unheld", "baseline", "litellm")
+TARGETS = ("direct", "direct_streamed", "passthrough", "gateway", "unheld", "baseline", "litellm")
 DEFAULT_GATEWAY_CMD = "{python} -m gateway serve --config {config} --host {host} --port {port}"
 DEFAULT_LITELLM_CMD = ("{python} -m litellm.proxy.proxy_cli --config {config} --host {host} "
                        "--port {port} --num_workers 1")
@@ -324,7 +325,7 @@ class Wrk:
         self.binary = binary
         self.cpus = cpus
         self.body = body  # the request it sends
-        self.script = work_dir / "post.lua"
+        self.script = work_dir / f"post-{hashlib.sha256(json.dumps(body).encode()).hexdigest()[:12]}.lua"
         self.script.write_text(WRK_LUA % (json.dumps(json.dumps(body)), BENCH_KEY))
 
     def run(self, url: str, concurrency: int, duration: float) -> LoadResult:
@@ -495,8 +496,15 @@ def run_litellm(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namesp
                      litellm_env(), loadgen, args, work_dir)
 
 
-def run_direct(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namespace) -> TargetResult:
-    result = TargetResult("direct", f"http://{HOST}:{stub_port}{CHAT_PATH}")
+def held_upstream_body(body: dict[str, Any]) -> dict[str, Any]:
+    """What a gateway whose model is held to the first-token deadline asks the stub for when the
+    client asks for ``body`` whole: the same answer as a stream, with its usage."""
+    return {**body, "stream": True, "stream_options": {"include_usage": True}}
+
+
+def run_direct(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namespace,
+               name: str = "direct") -> TargetResult:
+    result = TargetResult(name, f"http://{HOST}:{stub_port}{CHAT_PATH}")
     check_answer(result.url, loadgen.body)
     measure(loadgen, result, args)
     return result
@@ -528,14 +536,22 @@ def summarize(results: dict[str, TargetResult]) -> dict[str, Any]:
     passthrough = results.get("passthrough")
     if passthrough and passthrough.cn and gateway and gateway.cn and passthrough.cn.rps > 0:
         out["gateway_vs_passthrough_throughput"] = round(gateway.cn.rps / passthrough.cn.rps, 3)
+    streamed = results.get("direct_streamed")
+    if direct and direct.c1 and streamed and streamed.c1 and "unheld_overhead_median_ms" in out:
+        # A held gateway waits for the stub to stream the answer where the unheld one waits for it
+        # whole; the rest of its work is the unheld gateway's, less one JSON body's parse. So it
+        # cannot add less than this, whatever it does with the stream.
+        out["stub_streaming_ms"] = round(streamed.c1.median_ms - direct.c1.median_ms, 3)
+        out["held_floor_ms"] = round(out["unheld_overhead_median_ms"] + out["stub_streaming_ms"], 3)
     for name in ("unheld", "baseline"):
         other = results.get(name)
         if passthrough and passthrough.cn and other and other.cn and passthrough.cn.rps > 0:
             out[f"{name}_vs_passthrough_throughput"] = round(other.cn.rps / passthrough.cn.rps, 3)
-    for name in ("gateway", "unheld", "baseline"):
-        if out.get("passthrough_overhead_median_ms", 0) > 0 and f"{name}_overhead_median_ms" in out:
+    for name in ("gateway", "unheld", "baseline", "held_floor"):
+        key = f"{name}_overhead_median_ms" if name != "held_floor" else "held_floor_ms"
+        if out.get("passthrough_overhead_median_ms", 0) > 0 and key in out:
             out[f"{name}_vs_passthrough_overhead"] = round(
-                out[f"{name}_overhead_median_ms"] / out["passthrough_overhead_median_ms"], 2)
+                out[key] / out["passthrough_overhead_median_ms"], 2)
     if "gateway_overhead_median_ms" in out:
         out["overhead_floor_met"] = out["gateway_overhead_median_ms"] <= OVERHEAD_FLOOR_MS
     if "gateway_vs_litellm_throughput" in out:
@@ -574,6 +590,9 @@ def print_table(results: dict[str, TargetResult], summary: dict[str, Any], concu
         "unheld_overhead_median_ms": "unheld (--unheld) added median latency at c=1",
         "unheld_vs_passthrough_overhead": "unheld / pass-through added median latency at c=1",
         "unheld_vs_passthrough_throughput": f"unheld / pass-through throughput at c={concurrency}",
+        "stub_streaming_ms": "the stub's c=1 median, streaming the answer (direct_streamed) less whole",
+        "held_floor_ms": "a held gateway's least added latency at c=1: unheld's + the stub's streaming",
+        "held_floor_vs_passthrough_overhead": "that floor / pass-through added median latency at c=1",
         "baseline_overhead_median_ms": "baseline (--baseline-cmd) added median latency at c=1",
         "baseline_vs_passthrough_overhead": "baseline / pass-through added median latency at c=1",
         "baseline_vs_passthrough_throughput": f"baseline / pass-through throughput at "
@@ -613,6 +632,12 @@ def run_round(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namespac
             continue
         if name == "direct":
             results[name] = run_direct(stub_port, loadgen, args)
+        elif name == "direct_streamed":
+            if args.unheld and not args.stream:  # the stub's own cost of streaming what is held
+                streamed = held_upstream_body(loadgen.body)
+                streamed_load = (Wrk(loadgen.binary, work_dir, loadgen.cpus, streamed)
+                                 if isinstance(loadgen, Wrk) else PythonLoad(streamed))
+                results[name] = run_direct(stub_port, streamed_load, args, name)
         elif name == "passthrough":
             results[name] = run_passthrough(stub_port, loadgen, args, work_dir)
         elif name == "gateway":
