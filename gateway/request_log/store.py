@@ -20,6 +20,9 @@ from gateway.request_log.records import Feedback, FeedbackResult, RequestRecord,
 REQUEST_COLUMNS = tuple(f.name for f in fields(RequestRecord))
 FEEDBACK_COLUMNS = ("score", "label", "comment")
 KEY_COLUMNS = tuple(f.name for f in fields(StoredKey))
+# A batch is written in chunks of these sizes, largest first: a few statements per batch, each
+# prepared once (64 rows of 15 columns: 960 parameters, under SQLite's oldest limit of 999).
+ROWS_PER_STATEMENT = (64, 32, 16, 8, 4, 2, 1)
 
 
 class SqlStore:
@@ -41,9 +44,12 @@ class SqlStore:
         p = dialect.param
         cols = ", ".join(REQUEST_COLUMNS)
         marks = ", ".join([p] * len(REQUEST_COLUMNS))
-        self._insert_request = (
-            f"INSERT INTO requests ({cols}) VALUES ({marks}) ON CONFLICT (request_id) DO NOTHING"
-        )
+        # one statement per chunk of a batch, of each size in ROWS_PER_STATEMENT
+        self._insert_requests = {
+            size: f"INSERT INTO requests ({cols}) VALUES {', '.join([f'({marks})'] * size)} "
+            "ON CONFLICT (request_id) DO NOTHING"
+            for size in ROWS_PER_STATEMENT
+        }
         self._select_request = f"SELECT {cols} FROM requests WHERE request_id = {p}"
         self._select_feedback = f"SELECT score, label, comment FROM feedback WHERE request_id = {p}"
         self._insert_feedback = (
@@ -96,10 +102,21 @@ class SqlStore:
     # -- operations ----------------------------------------------------------------------
 
     def insert(self, records: Sequence[RequestRecord]) -> None:
-        """Commit a batch; a request id already logged keeps its first record."""
+        """Commit a batch; a request id already logged keeps its first record.
+
+        The rows go in chunks of up to 64, each one multi-row ``INSERT``, rather than one
+        statement per row (``executemany``): the database driver lets go of the GIL for each
+        statement it runs and must take it back after, and while the event loop thread is busy
+        that wait is long. Row by row, the writer thread spent ~40 µs of CPU per row under load
+        and fell behind the requests at c=16 (benchmarks/README.md, "The request log's writer")."""
         rows = [self._row(r) for r in records]
         with self._transaction() as cur:
-            cur.executemany(self._insert_request, rows)
+            at = 0
+            for size in ROWS_PER_STATEMENT:
+                while len(rows) - at >= size:
+                    chunk = rows[at : at + size]
+                    cur.execute(self._insert_requests[size], [value for row in chunk for value in row])
+                    at += size
 
     def _row(self, r: RequestRecord) -> tuple[Any, ...]:
         return (

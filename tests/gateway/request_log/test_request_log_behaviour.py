@@ -67,6 +67,23 @@ async def test_a_repeated_request_id_keeps_its_first_record(open_log: OpenLog) -
         assert await log.count() == 1
 
 
+async def test_a_batch_goes_in_whole_through_chunks_of_every_size(open_log: OpenLog) -> None:
+    # 64 + 64 + 32 + 16 + 8 + 4 + 2 + 1 rows: each chunk statement is used, and a repeated id in a
+    # later chunk (and in the same chunk) keeps its first record
+    records = [make_record(i, prompt_tokens=i) for i in range(189)]  # 191 with the repeats
+    records.insert(100, make_record(5, model="again, another chunk"))
+    records.insert(3, make_record(2, model="again, the same chunk"))
+    async with open_log() as log:
+        for record in records:
+            log.record(record)
+        await log.flush()
+        assert await log.count() == 189
+        for i in (0, 2, 5, 63, 64, 127, 128, 159, 160, 175, 183, 186, 188):
+            stored = await log.get(f"req-{i}")
+            assert stored == make_record(i, prompt_tokens=i, created_at=stored.created_at if stored else 0,
+                                         prompt=None)
+
+
 async def test_aclose_writes_everything_pending(open_log: OpenLog) -> None:
     async with open_log() as log:
         for i in range(300):
