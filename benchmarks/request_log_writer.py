@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(1, str(REPO_ROOT))  # benchmarks/ from this checkout
     from benchmarks.in_process import serve_under_load
     from gateway.cli import main as smallfleet
-    from gateway.request_log import store
+    from gateway.request_log import store, writer
 
     inserted = {"cpu": 0.0, "rows": 0, "commits": 0}
     insert = store.SqlStore.insert
@@ -59,10 +59,20 @@ def main(argv: list[str] | None = None) -> int:
         inserted["commits"] += 1
 
     store.SqlStore.insert = counted_insert  # type: ignore[method-assign]
+    logs: list[Any] = []
+    init = writer.BatchingRequestLog.__init__
+
+    def kept_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        logs.append(self)
+
+    writer.BatchingRequestLog.__init__ = kept_init  # type: ignore[method-assign]
     marks: dict[str, Any] = {}
 
     def measuring(on: bool) -> None:
         marks["after" if not on else "before"] = (_thread_cpu(WRITER_THREAD), dict(inserted))
+        if not on:  # the records still waiting for the writer when the load ends
+            marks["queued"] = sum(len(log._pending) for log in logs)
 
     printed = serve_under_load(smallfleet, concurrency=args.concurrency, seconds=args.seconds,
                                warmup=args.warmup, measuring=measuring)
@@ -74,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = after["rows"] - before["rows"]
     print(f"gateway from {args.tree}, c={args.concurrency}, {args.seconds} s")
     print(f"  requests answered: {requests:,}; rows committed: {rows:,} ({rows / requests:.0%}) "
-          f"in {after['commits'] - before['commits']} commits")
+          f"in {after['commits'] - before['commits']} commits; still queued at the end: {marks['queued']:,}")
     print(f"  writer thread CPU: {(cpu_after - cpu_before) / max(rows, 1) * 1e6:.1f} µs per row committed "
           f"({(cpu_after - cpu_before) / requests * 1e6:.1f} per request); inside insert: "
           f"{(after['cpu'] - before['cpu']) / max(rows, 1) * 1e6:.1f} µs per row")
