@@ -624,10 +624,15 @@ def machine_info() -> dict[str, Any]:
 
 
 def run_round(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namespace,
-              work_dir: Path) -> dict[str, TargetResult]:
-    """Every target once, one after the other, each proxy started and stopped."""
+              work_dir: Path, reverse: bool = False) -> dict[str, TargetResult]:
+    """Every target once, one after the other, each proxy started and stopped. ``reverse``: the
+    proxies in the opposite order (the stub itself is measured first either way), so that over
+    rounds each proxy runs early and late: where a target ran in a round has moved its figures
+    more than some changes do."""
     results: dict[str, TargetResult] = {}
-    for name in TARGETS:
+    direct = [name for name in TARGETS if name.startswith("direct")]
+    proxies = [name for name in TARGETS if not name.startswith("direct")]
+    for name in direct + (proxies[::-1] if reverse else proxies):
         if name in args.skip:
             continue
         if name == "direct":
@@ -650,7 +655,7 @@ def run_round(stub_port: int, loadgen: Wrk | PythonLoad, args: argparse.Namespac
                 results[name] = run_gateway(stub_port, loadgen, args, work_dir, name)
         else:
             results[name] = run_litellm(stub_port, loadgen, args, work_dir)
-    return results
+    return {name: results[name] for name in TARGETS if name in results}
 
 
 def _median(values: list[float]) -> float:
@@ -706,7 +711,7 @@ def run_all(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
         for index in range(args.rounds):
             if args.rounds > 1:
                 print(f"--- round {index + 1}/{args.rounds}", flush=True)
-            rounds.append(run_round(stub_port, loadgen, args, work_dir))
+            rounds.append(run_round(stub_port, loadgen, args, work_dir, reverse=index % 2 == 1))
     finally:
         stub.stop()
     results = combine_rounds(rounds)
@@ -749,8 +754,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="leave a target out (repeatable)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=1,
-                        help="measure every target this many times, interleaved; report "
-                             "the median of each figure over rounds")
+                        help="measure every target this many times, interleaved (the proxies in "
+                             "the opposite order every other round); report the median of each "
+                             "figure over rounds")
     parser.add_argument("--c1-duration", type=float, default=10.0,
                         help="seconds of sequential requests for the c=1 latency")
     parser.add_argument("--duration", type=float, default=15.0,
