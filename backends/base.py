@@ -83,6 +83,12 @@ class ChunkStream(AsyncIterator[StreamChunk]):
         more must be read (always, unless a stream knows better)."""
         return None
 
+    def first_by(self, when: float) -> None:
+        """Say, before the first ``anext``, that the first chunk is not wanted before loop time
+        ``when`` unless the answer ends sooner: a whole answer only has to show, by then, that it
+        has started. The stream may then wake its reader once, at the answer's end, instead of at
+        its first piece while the rest is still arriving. No effect unless a stream knows how."""
+
     def whole_after_first(self) -> None:
         """Say, before the first ``anext``, that everything after the first chunk will be taken
         at once (:meth:`rest`), as a whole: the stream may then join the text of the chunks

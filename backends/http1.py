@@ -22,6 +22,13 @@ It keeps what the ``openai`` backend promised while it went through aiohttp:
   from socket`` ...), connects the way aiohttp's connector does (its resolver, aiohappyeyeballs,
   the same TLS context and server name), so that ``_client_failure`` in
   ``backends/openai_http.py`` maps them to the same error classes and messages as before.
+
+A reader that does not need the body as it comes may wait *lazily* (``wake_by``): it is woken
+when the answer has ended, has failed, fills the buffer, or at ``wake_by`` (a loop time),
+rather than at every piece. A whole answer held to a first-token deadline is read this way
+(``ResilientBackend``): waking its task for the first piece, while the rest is still arriving,
+cost more than the whole answer's parse at c=1 (benchmarks/README.md). The read timeout stays
+the longest silence: a piece that arrives without waking the reader still counts as sound.
 """
 
 from __future__ import annotations
@@ -74,11 +81,13 @@ class Response:
             ))
         return self._headers
 
-    async def readany(self) -> bytes:
+    async def readany(self, wake_by: float | None = None) -> bytes:
+        """What has arrived of the body, at least one byte (``b""`` at its end); with ``wake_by``
+        (a loop time), the wait for it is lazy (:meth:`_Connection.wait`)."""
         conn = self._conn
         if conn is None:
             return b""
-        return await conn.readany()
+        return await conn.readany(wake_by)
 
     async def read(self) -> bytes:
         pieces: list[bytes] = []
@@ -93,6 +102,11 @@ class Response:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.finish()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _Connection(asyncio.Protocol):
@@ -110,6 +124,9 @@ class _Connection(asyncio.Protocol):
         self.read_timeout = 0.0
         self.url: URL | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.wake_by: float | None = None  # a lazy wait's (loop time): see wait()
+        self.last_data = 0.0  # loop time of the last bytes received
+        self._timers: list[asyncio.TimerHandle] = []  # the current wait's
         self.paused = False
         self._reset()
 
@@ -131,6 +148,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.last_data = self.loop.time()
         if not self.busy or self.done or self.exc is not None:
             # bytes nobody asked for (after the answer, or after a failure): not reusable
             self.reusable = False
@@ -147,7 +165,9 @@ class _Connection(asyncio.Protocol):
             self.paused = True
             self.transport.pause_reading()
         waiter = self.waiter
-        if waiter is not None and not waiter.done():
+        # a lazy wait (wake_by) is woken only by the end, a failure or a full buffer
+        wake = self.wake_by is None or self.done or self.exc is not None or self.paused
+        if wake and waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -209,7 +229,9 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
 
     # -- the reader's side -----------------------------------------------------
-    async def readany(self) -> bytes:
+    async def readany(self, wake_by: float | None = None) -> bytes:
+        """What has arrived of the body (joined), waiting for some if none has; ``b""`` at its end.
+        With ``wake_by``, a lazy wait (:meth:`wait`)."""
         while True:
             if self.exc is not None:
                 raise self.exc
@@ -224,23 +246,37 @@ class _Connection(asyncio.Protocol):
                 return data
             if self.done:
                 return b""
-            await self.wait()
+            await self.wait(wake_by)
 
-    async def wait(self) -> None:
-        """Until something happens on the connection, at most ``read_timeout`` seconds of silence."""
+    async def wait(self, wake_by: float | None = None) -> None:
+        """Until something happens on the connection, at most ``read_timeout`` seconds of silence.
+
+        With ``wake_by`` (a loop time still ahead), lazily: bytes that arrive do not end the wait
+        unless they end the answer or fill the buffer; the wait ends at ``wake_by`` at the latest.
+        """
         if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
-        waiter = self.waiter = self.loop.create_future()
-        timer = self.loop.call_later(self.read_timeout, self._timed_out, waiter)
+        loop = self.loop
+        waiter = self.waiter = loop.create_future()
+        self.wake_by = wake_by if wake_by is not None and wake_by > loop.time() else None
+        timers = self._timers = [loop.call_later(self.read_timeout, self._timed_out, waiter)]
+        if self.wake_by is not None:
+            timers.append(loop.call_at(self.wake_by, _wake, waiter))
         try:
             await waiter
         finally:
-            timer.cancel()
-            self.waiter = None
+            for timer in timers:
+                timer.cancel()
+            self.waiter = self.wake_by = None
 
     def _timed_out(self, waiter: asyncio.Future[None]) -> None:
         if waiter.done():
+            return
+        quiet_until = self.last_data + self.read_timeout
+        if self.wake_by is not None and quiet_until > self.loop.time():
+            # a lazy wait heard bytes it was not woken for: the silence began with the last of them
+            self._timers[0] = self.loop.call_at(quiet_until, self._timed_out, waiter)
             return
         self.reusable = False
         self._fail(errors.SocketTimeoutError(_READ_TIMEOUT_MESSAGE))
@@ -356,8 +392,11 @@ class Http1Pool:
         self._resolver: Any = None
         self._closed = False
 
-    async def request(self, method: str, url: URL, body: bytes | None, read_timeout: float) -> Response:
-        """Send one request and wait for its answer's status and headers."""
+    async def request(
+        self, method: str, url: URL, body: bytes | None, read_timeout: float, wake_by: float | None = None
+    ) -> Response:
+        """Send one request and wait for its answer's status and headers; with ``wake_by``,
+        lazily (:meth:`_Connection.wait`): the answer may then be whole by the time it returns."""
         if self._invalid is not None:
             raise self._invalid(url)
         conn = self._take_idle()
@@ -365,16 +404,22 @@ class Http1Pool:
         if conn is None:
             conn = await self._acquire(url)
         try:
-            return await self._exchange(conn, method, url, body, read_timeout)
+            return await self._exchange(conn, method, url, body, read_timeout, wake_by)
         except (errors.ServerDisconnectedError, errors.ClientOSError):
             # aiohttp sends an idempotent request again, once, when a reused connection dropped
             if not (reused and method == "GET"):
                 raise
         conn = await self._acquire(url)
-        return await self._exchange(conn, method, url, body, read_timeout)
+        return await self._exchange(conn, method, url, body, read_timeout, wake_by)
 
     async def _exchange(
-        self, conn: _Connection, method: str, url: URL, body: bytes | None, read_timeout: float
+        self,
+        conn: _Connection,
+        method: str,
+        url: URL,
+        body: bytes | None,
+        read_timeout: float,
+        wake_by: float | None = None,
     ) -> Response:
         conn._reset()
         conn.busy = True
@@ -391,7 +436,7 @@ class Http1Pool:
             while not conn.headers_done:
                 if conn.exc is not None:
                     raise conn.exc
-                await conn.wait()
+                await conn.wait(wake_by)
         except BaseException:
             conn.finish()
             raise

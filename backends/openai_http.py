@@ -143,9 +143,10 @@ class OpenAIHTTPBackend:
             raise BackendError(f"backend {self.name!r} is not started")
         return self._pool
 
-    async def post(self, url: URL, body: bytes) -> Response:
-        """POST ``body`` (JSON) to ``url``: the answer once its headers are in (release it)."""
-        return await self.pool.request("POST", url, body, self._read_timeout)
+    async def post(self, url: URL, body: bytes, wake_by: float | None = None) -> Response:
+        """POST ``body`` (JSON) to ``url``: the answer once its headers are in (release it); with
+        ``wake_by``, waited for lazily (backends/http1.py)."""
+        return await self.pool.request("POST", url, body, self._read_timeout, wake_by)
 
     async def health(self) -> Health:
         try:
@@ -240,10 +241,12 @@ class EventStream(ChunkStream):
         self._ready: collections.deque[StreamChunk] = collections.deque()
         self._failure: Exception | None = None  # raised once the chunks before it are taken
         self._over = False  # ended, failed or closed: nothing more comes
+        self._first_by: float | None = None  # until the first chunk is taken: see first_by
 
     async def __anext__(self) -> StreamChunk:
         while not self._ready:
             await self._read()
+        self._first_by = None
         return self._ready.popleft()
 
     async def rest(self) -> list[StreamChunk]:
@@ -268,6 +271,9 @@ class EventStream(ChunkStream):
         self._release()
         return chunks
 
+    def first_by(self, when: float) -> None:
+        self._first_by = when
+
     def whole_after_first(self) -> None:
         self._parser.join_after_first = True
 
@@ -291,7 +297,7 @@ class EventStream(ChunkStream):
         try:
             with _map_client_errors(name):
                 response = self._response or await self._open()
-                piece = await response.readany()
+                piece = await response.readany(self._first_by)
         except BaseException:
             self._over = True
             self._release()
@@ -309,7 +315,7 @@ class EventStream(ChunkStream):
     async def _open(self) -> Response:
         backend = self._backend
         path, payload = backend._payload(self._request, stream=True)
-        response = await backend.post(backend._urls[path], orjson.dumps(payload))
+        response = await backend.post(backend._urls[path], orjson.dumps(payload), self._first_by)
         self._response = response
         if response.status != 200:
             error = await response.read()

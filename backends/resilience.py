@@ -59,6 +59,10 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_TOTAL_TIMEOUT = 600.0
 DEFAULT_FIRST_TOKEN_DEADLINE = 60.0  # a request's budget to its first token, all candidates together
 DEFAULT_HAND_OVER = 15.0  # the longest one candidate is waited for while another could answer
+# A whole answer's first chunk is handed over by this long before its first-token bound at the
+# latest (ChunkStream.first_by): the loop's timers may fire a little early or late, and a first
+# token that came in time must be seen before the bound's timeout fires.
+FIRST_CHUNK_MARGIN = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +308,9 @@ class ResilientBackend:
             if whole and isinstance(chunks, ChunkStream):
                 chunks.whole_after_first()
             try:
-                first = await self._first(chunks, self.timeouts.first_token, deadline, share_end, share)
+                first = await self._first(
+                    chunks, self.timeouts.first_token, deadline, share_end, share, whole
+                )
             except BaseException as exc:
                 await _close(chunks)
                 if not isinstance(exc, SmallfleetError):
@@ -390,15 +396,20 @@ class ResilientBackend:
         deadline: float,
         share_end: float | None = None,
         share: float | None = None,
+        whole: bool = False,
     ) -> StreamChunk:
         """The first chunk within ``limit`` seconds and before ``deadline`` (the call's total) and
-        ``share_end`` (the end of this model's share of a first-token deadline)."""
+        ``share_end`` (the end of this model's share of a first-token deadline). ``whole``: a
+        whole answer, which need not hand over its first chunk before the last moment
+        (:meth:`ChunkStream.first_by`)."""
         # Which bound ends the wait is decided before waiting: the event loop may wake a timer up
         # to its clock resolution early, so comparing times afterwards could name the wrong one.
         loop = asyncio.get_running_loop()
         until = min(loop.time() + limit, deadline)
         if share_end is not None:
             until = min(until, share_end)
+        if whole and isinstance(chunks, ChunkStream):
+            chunks.first_by(until - FIRST_CHUNK_MARGIN)
         try:
             with timeout_at(until):
                 return await anext(chunks)

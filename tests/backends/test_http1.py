@@ -183,6 +183,75 @@ async def test_a_stream_read_as_it_comes_and_a_large_body_past_the_high_water_ma
     assert server.connections == 1
 
 
+def _streaming(pieces: list[bytes], gap: float, then: str = "end") -> RawServer:
+    """A server that answers with a chunked body, ``pieces`` one at a time ``gap`` seconds apart,
+    then ends it (``then="end"``) or goes silent (``"silent"``)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in pieces:
+            await asyncio.sleep(gap)
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        if then == "end":
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        await asyncio.sleep(30)
+
+    server = RawServer(handler)
+    return server
+
+
+async def test_a_lazy_wait_is_woken_at_the_end_not_at_each_piece(pool_for):
+    pieces = [b"one ", b"two ", b"three"]
+    async with _streaming(pieces, 0.05) as url:
+        loop = asyncio.get_running_loop()
+        response = await pool_for(url).request("POST", URL(url + "/x"), b"{}", 5, wake_by=loop.time() + 10)
+        assert await response.readany(wake_by=loop.time() + 10) == b"one two three"  # whole, at once
+        assert await response.readany() == b""
+    async with _streaming(pieces, 0.05) as url:  # the same answer read eagerly: piece by piece
+        response = await pool_for(url).request("POST", URL(url + "/x"), b"{}", 5)
+        assert await response.readany() == b"one "
+
+
+async def test_a_lazy_wait_ends_at_wake_by_with_what_has_arrived(pool_for):
+    async with _streaming([b"first"], 0.0, then="silent") as url:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response = await pool_for(url).request("POST", URL(url + "/x"), b"{}", 5, wake_by=started + 0.3)
+        assert await response.readany(wake_by=started + 0.3) == b"first"
+        assert 0.25 <= loop.time() - started < 2  # not at once, not at the read timeout
+        response.release()
+
+
+async def test_a_lazy_wait_times_out_on_silence_not_on_its_length(pool_for):
+    pieces = [b"a", b"b", b"c", b"d", b"e", b"f"]
+    async with _streaming(pieces, 0.1) as url:  # 0.6 s of pieces, none 0.3 s apart
+        loop = asyncio.get_running_loop()
+        response = await pool_for(url).request("POST", URL(url + "/x"), b"{}", 0.3, wake_by=loop.time() + 10)
+        assert await response.readany(wake_by=loop.time() + 10) == b"abcdef"
+    async with _streaming([b"a"], 0.0, then="silent") as url:
+        started = loop.time()
+        with pytest.raises(aiohttp.SocketTimeoutError):
+            response = await pool_for(url).request("POST", URL(url + "/x"), b"{}", 0.3, wake_by=started + 10)
+            await response.readany(wake_by=started + 10)
+        assert 0.25 <= loop.time() - started < 2
+
+
+async def test_a_full_buffer_wakes_a_lazy_wait(pool_for):
+    big = b"x" * (http1.HIGH_WATER * 4)
+    async with _streaming([big], 0.0) as url:
+        loop = asyncio.get_running_loop()
+        response = await pool_for(url).request("POST", URL(url + "/x"), b"{}", 5, wake_by=loop.time() + 10)
+        first = await response.readany(wake_by=loop.time() + 10)
+        assert 0 < len(first) < len(big)  # woken by the full buffer before the end
+        rest = b""
+        while piece := await response.readany(wake_by=loop.time() + 10):
+            rest += piece
+        assert first + rest == big
+
+
 async def test_an_idle_connection_the_server_closed_or_kept_too_long_is_not_reused(pool_for):
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)

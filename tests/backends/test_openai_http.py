@@ -16,6 +16,7 @@ from backends.errors import (
     BackendUnavailable,
     ContentPolicyViolation,
     ContextLengthExceeded,
+    DeadlineExceeded,
     Overloaded,
     RequestError,
 )
@@ -281,6 +282,33 @@ async def test_a_held_answer_whose_end_is_in_hand_is_taken_without_waiting(stub_
     assert (held.text, held.finish_reason, held.usage) == (whole.text, whole.finish_reason, whole.usage)
     assert first.text + "".join(c.text for c in rest) == whole.text
     assert rest[-1].finish_reason == "stop" and rest[-1].usage == whole.usage
+
+
+async def test_a_held_answer_is_read_lazily_yet_its_first_token_counts_when_it_came():
+    """A whole answer held to a deadline wakes its reader at its end, or just before its share of
+    the deadline ends (``ChunkStream.first_by``), not at its first piece. Its first token still
+    counts when it came: one that came in time keeps the answer, even when the rest comes after
+    the share's end; a role chunk alone is no first token."""
+    with stub_upstream_process("--chunk-delay-ms", "100") as url:  # an event every 0.1 s: ~0.9 s
+        backend = await started(OpenAIHTTPBackend("stub", url))
+        try:
+            whole = await backend.chat(CHAT)
+            started_at = time.monotonic()
+            held = await ResilientBackend(backend, retry=NO_RETRIES).chat(CHAT, first_token_by=started_at + 0.5)
+            took = time.monotonic() - started_at
+        finally:
+            await backend.aclose()
+    assert (held.text, held.usage) == (whole.text, whole.usage)
+    assert took > 0.6  # the answer went on past the share's end, and was kept
+    with stub_upstream_process() as url:
+        backend = await started(OpenAIHTTPBackend("fault:slow-first-token-3000", url))
+        try:
+            started_at = time.monotonic()
+            with pytest.raises(DeadlineExceeded):  # its role chunk came at once; no token by 0.3 s
+                await ResilientBackend(backend, retry=NO_RETRIES).chat(CHAT, first_token_by=started_at + 0.3)
+            assert time.monotonic() - started_at < 2
+        finally:
+            await backend.aclose()
 
 
 def test_stream_events_with_tool_calls_logprobs_and_other_choices():

@@ -21,7 +21,13 @@ from backends.errors import (
     SmallfleetError,
 )
 from backends.fake import FakeBackend
-from backends.resilience import FirstTokenDeadline, ResilientBackend, RetryPolicy, StreamTimeouts
+from backends.resilience import (
+    FIRST_CHUNK_MARGIN,
+    FirstTokenDeadline,
+    ResilientBackend,
+    RetryPolicy,
+    StreamTimeouts,
+)
 from backends.types import GenerationRequest, Message, StreamChunk, ToolCall, ToolCallDelta, Usage
 
 REQUEST = GenerationRequest(messages=(Message("user", "hi"),))
@@ -510,6 +516,11 @@ class _ScriptedStream(ChunkStream):
             raise StopAsyncIteration
         return self._chunks.pop(0)
 
+    first_by_at: float | None = None  # what first_by was told
+
+    def first_by(self, when: float) -> None:
+        self.first_by_at = when
+
     def rest_in_hand(self) -> list[StreamChunk] | None:
         if not self._in_hand:
             return None
@@ -538,6 +549,29 @@ async def test_a_whole_answer_takes_a_chunk_streams_rest_at_once(in_hand: bool) 
     assert (completion.text, completion.finish_reason, completion.usage) == ("Hello there", "stop", Usage(1, 2))
     [stream] = streams
     assert stream.nexts == (1 if in_hand else 3) and stream.closed
+
+
+async def test_only_a_whole_answer_lets_its_stream_hold_its_first_chunk_back() -> None:
+    """``ChunkStream.first_by``: a whole answer's stream is told the last moment its first chunk
+    is wanted (its share's end, less a margin); a stream relayed to a client is not."""
+    fake = FakeBackend()
+    script = [StreamChunk("Hello"), StreamChunk("", finish_reason="stop", usage=Usage(1, 1))]
+    streams: list[_ScriptedStream] = []
+
+    def stream_chat(request: GenerationRequest) -> _ScriptedStream:
+        streams.append(_ScriptedStream(script, True))
+        return streams[-1]
+
+    fake.stream_chat = stream_chat  # type: ignore[method-assign,assignment]
+    backend, _ = resilient(fake)
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    await backend.chat(REQUEST, first_token_by=_by(5))
+    after = loop.time()
+    when = streams[-1].first_by_at
+    assert when is not None and before + 5 - FIRST_CHUNK_MARGIN - 0.05 <= when <= after + 5 - FIRST_CHUNK_MARGIN
+    await collect(backend.stream_chat(REQUEST, first_token_by=_by(5)))
+    assert streams[-1].first_by_at is None
 
 
 async def test_a_long_whole_answer_is_not_cut_once_its_first_token_came() -> None:
