@@ -59,9 +59,8 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_TOTAL_TIMEOUT = 600.0
 DEFAULT_FIRST_TOKEN_DEADLINE = 60.0  # a request's budget to its first token, all candidates together
 DEFAULT_HAND_OVER = 15.0  # the longest one candidate is waited for while another could answer
-# A whole answer's first chunk is handed over by this long before its first-token bound at the
-# latest (ChunkStream.first_by): the loop's timers may fire a little early or late, and a first
-# token that came in time must be seen before the bound's timeout fires.
+# A whole answer's first chunk is handed over this long before its first-token bound at the latest
+# (ChunkStream.first_by): a token that came in time is seen before the bound's timeout fires.
 FIRST_CHUNK_MARGIN = 0.005
 
 
@@ -308,9 +307,8 @@ class ResilientBackend:
             if whole and isinstance(chunks, ChunkStream):
                 chunks.whole_after_first()
             try:
-                first = await self._first(
-                    chunks, self.timeouts.first_token, deadline, share_end, share, whole
-                )
+                limit = self.timeouts.first_token
+                first = await self._first(chunks, limit, deadline, share_end, share, whole)
             except BaseException as exc:
                 await _close(chunks)
                 if not isinstance(exc, SmallfleetError):
