@@ -83,17 +83,13 @@ class ChunkStream(AsyncIterator[StreamChunk]):
         more must be read (always, unless a stream knows better)."""
         return None
 
-    def first_by(self, when: float) -> None:
-        """Say, before the first ``anext``, that the first chunk is not wanted before loop time
-        ``when`` unless the answer ends sooner: a whole answer only has to show, by then, that it
-        has started. The stream may then wake its reader once, at the answer's end, instead of at
-        its first piece while the rest is still arriving. No effect unless a stream knows how."""
-
-    def whole_after_first(self) -> None:
-        """Say, before the first ``anext``, that everything after the first chunk will be taken
-        at once (:meth:`rest`), as a whole: the stream may then join the text of the chunks
-        after the first into fewer chunks (the same text, in the same order). No effect unless a
-        stream knows how."""
+    def take_whole(self, first_by: float) -> None:
+        """Say, before the first ``anext``, that the answer will be taken whole: its first chunk
+        by loop time ``first_by`` at the latest (a whole answer only has to show by then that it
+        has started), everything after it at once (:meth:`rest`). The stream may then wake its
+        reader once, at the answer's end, rather than at its first piece while the rest is still
+        arriving, and join the text of the chunks after the first into fewer chunks (the same
+        text, in the same order). No effect unless a stream knows how."""
 
     @abstractmethod
     async def aclose(self) -> None:

@@ -125,7 +125,7 @@ class _Connection(asyncio.Protocol):
         self.url: URL | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.wake_by: float | None = None  # a lazy wait's (loop time): see wait()
-        self.last_data = 0.0  # loop time of the last bytes received
+        self.last_data = 0.0  # loop time of the last bytes a lazy wait was not woken for
         self._timers: list[asyncio.TimerHandle] = []  # the current wait's
         self.paused = False
         self._reset()
@@ -148,7 +148,8 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.last_data = self.loop.time()
+        if self.wake_by is not None:  # only a lazy wait's read timeout asks when bytes came
+            self.last_data = self.loop.time()
         if not self.busy or self.done or self.exc is not None:
             # bytes nobody asked for (after the answer, or after a failure): not reusable
             self.reusable = False
@@ -273,7 +274,7 @@ class _Connection(asyncio.Protocol):
     def _timed_out(self, waiter: asyncio.Future[None]) -> None:
         if waiter.done():
             return
-        quiet_until = self.last_data + self.read_timeout
+        quiet_until = self.last_data + self.read_timeout  # bytes from before this wait: in the past
         if self.wake_by is not None and quiet_until > self.loop.time():
             # a lazy wait heard bytes it was not woken for: the silence began with the last of them
             self._timers[0] = self.loop.call_at(quiet_until, self._timed_out, waiter)

@@ -241,7 +241,7 @@ class EventStream(ChunkStream):
         self._ready: collections.deque[StreamChunk] = collections.deque()
         self._failure: Exception | None = None  # raised once the chunks before it are taken
         self._over = False  # ended, failed or closed: nothing more comes
-        self._first_by: float | None = None  # until the first chunk is taken: see first_by
+        self._first_by: float | None = None  # until the first chunk is taken: see take_whole
 
     async def __anext__(self) -> StreamChunk:
         while not self._ready:
@@ -271,10 +271,8 @@ class EventStream(ChunkStream):
         self._release()
         return chunks
 
-    def first_by(self, when: float) -> None:
-        self._first_by = when
-
-    def whole_after_first(self) -> None:
+    def take_whole(self, first_by: float) -> None:
+        self._first_by = first_by
         self._parser.join_after_first = True
 
     async def aclose(self) -> None:

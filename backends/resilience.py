@@ -60,7 +60,7 @@ DEFAULT_TOTAL_TIMEOUT = 600.0
 DEFAULT_FIRST_TOKEN_DEADLINE = 60.0  # a request's budget to its first token, all candidates together
 DEFAULT_HAND_OVER = 15.0  # the longest one candidate is waited for while another could answer
 # A whole answer's first chunk is handed over this long before its first-token bound at the latest
-# (ChunkStream.first_by): a token that came in time is seen before the bound's timeout fires.
+# (ChunkStream.take_whole): a token that came in time is seen before the bound's timeout fires.
 FIRST_CHUNK_MARGIN = 0.005
 
 
@@ -292,7 +292,7 @@ class ResilientBackend:
     ) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
         """Start a stream and wait for its first chunk, retrying failures before it; within
         ``first_token`` per attempt, the call's ``deadline`` (total) and ``first_token_by``.
-        ``whole``: the rest will be taken at once (:meth:`ChunkStream.whole_after_first`)."""
+        ``whole``: the answer will be taken whole (:meth:`ChunkStream.take_whole`)."""
         loop = asyncio.get_running_loop()
         share_end, share = deadline, None
         if first_token_by is not None:
@@ -304,8 +304,6 @@ class ResilientBackend:
                 raise self._deadline_exceeded(share)  # spent before this try: nothing to blame it on
             self._admit()
             chunks = self.inner.stream_chat(request)
-            if whole and isinstance(chunks, ChunkStream):
-                chunks.whole_after_first()
             try:
                 limit = self.timeouts.first_token
                 first = await self._first(chunks, limit, deadline, share_end, share, whole)
@@ -399,7 +397,7 @@ class ResilientBackend:
         """The first chunk within ``limit`` seconds and before ``deadline`` (the call's total) and
         ``share_end`` (the end of this model's share of a first-token deadline). ``whole``: a
         whole answer, which need not hand over its first chunk before the last moment
-        (:meth:`ChunkStream.first_by`)."""
+        (:meth:`ChunkStream.take_whole`)."""
         # Which bound ends the wait is decided before waiting: the event loop may wake a timer up
         # to its clock resolution early, so comparing times afterwards could name the wrong one.
         loop = asyncio.get_running_loop()
@@ -407,7 +405,7 @@ class ResilientBackend:
         if share_end is not None:
             until = min(until, share_end)
         if whole and isinstance(chunks, ChunkStream):
-            chunks.first_by(until - FIRST_CHUNK_MARGIN)
+            chunks.take_whole(until - FIRST_CHUNK_MARGIN)
         try:
             with timeout_at(until):
                 return await anext(chunks)

@@ -286,7 +286,7 @@ async def test_a_held_answer_whose_end_is_in_hand_is_taken_without_waiting(stub_
 
 async def test_a_held_answer_is_read_lazily_yet_its_first_token_counts_when_it_came():
     """A whole answer held to a deadline wakes its reader at its end, or just before its share of
-    the deadline ends (``ChunkStream.first_by``), not at its first piece. Its first token still
+    the deadline ends (``ChunkStream.take_whole``), not at its first piece. Its first token still
     counts when it came: one that came in time keeps the answer, even when the rest comes after
     the share's end; a role chunk alone is no first token."""
     with stub_upstream_process("--chunk-delay-ms", "100") as url:  # an event every 0.1 s: ~0.9 s

@@ -516,10 +516,10 @@ class _ScriptedStream(ChunkStream):
             raise StopAsyncIteration
         return self._chunks.pop(0)
 
-    first_by_at: float | None = None  # what first_by was told
+    first_by: float | None = None  # what take_whole was told
 
-    def first_by(self, when: float) -> None:
-        self.first_by_at = when
+    def take_whole(self, first_by: float) -> None:
+        self.first_by = first_by
 
     def rest_in_hand(self) -> list[StreamChunk] | None:
         if not self._in_hand:
@@ -531,12 +531,9 @@ class _ScriptedStream(ChunkStream):
         self.closed = True
 
 
-@pytest.mark.parametrize("in_hand", [True, False])
-async def test_a_whole_answer_takes_a_chunk_streams_rest_at_once(in_hand: bool) -> None:
-    """The declared contract (backends.base.ChunkStream): after the first chunk the rest is taken
-    by ``rest_in_hand`` when offered (no more ``anext``), else by the default ``rest``."""
-    fake = FakeBackend()
-    script = [StreamChunk("Hello"), StreamChunk(" there"), StreamChunk("", finish_reason="stop", usage=Usage(1, 2))]
+def _scripted(fake: FakeBackend, script: list[StreamChunk], in_hand: bool) -> list[_ScriptedStream]:
+    """Make ``fake.stream_chat`` answer with ``script`` as a :class:`_ScriptedStream`; the list
+    of the streams it made."""
     streams: list[_ScriptedStream] = []
 
     def stream_chat(request: GenerationRequest) -> _ScriptedStream:
@@ -544,6 +541,16 @@ async def test_a_whole_answer_takes_a_chunk_streams_rest_at_once(in_hand: bool) 
         return streams[-1]
 
     fake.stream_chat = stream_chat  # type: ignore[method-assign,assignment]
+    return streams
+
+
+@pytest.mark.parametrize("in_hand", [True, False])
+async def test_a_whole_answer_takes_a_chunk_streams_rest_at_once(in_hand: bool) -> None:
+    """The declared contract (backends.base.ChunkStream): after the first chunk the rest is taken
+    by ``rest_in_hand`` when offered (no more ``anext``), else by the default ``rest``."""
+    fake = FakeBackend()
+    script = [StreamChunk("Hello"), StreamChunk(" there"), StreamChunk("", finish_reason="stop", usage=Usage(1, 2))]
+    streams = _scripted(fake, script, in_hand)
     backend, _ = resilient(fake)
     completion = await backend.chat(REQUEST, first_token_by=_by(5))
     assert (completion.text, completion.finish_reason, completion.usage) == ("Hello there", "stop", Usage(1, 2))
@@ -552,26 +559,19 @@ async def test_a_whole_answer_takes_a_chunk_streams_rest_at_once(in_hand: bool) 
 
 
 async def test_only_a_whole_answer_lets_its_stream_hold_its_first_chunk_back() -> None:
-    """``ChunkStream.first_by``: a whole answer's stream is told the last moment its first chunk
+    """``ChunkStream.take_whole``: a whole answer's stream is told the last moment its first chunk
     is wanted (its share's end, less a margin); a stream relayed to a client is not."""
     fake = FakeBackend()
-    script = [StreamChunk("Hello"), StreamChunk("", finish_reason="stop", usage=Usage(1, 1))]
-    streams: list[_ScriptedStream] = []
-
-    def stream_chat(request: GenerationRequest) -> _ScriptedStream:
-        streams.append(_ScriptedStream(script, True))
-        return streams[-1]
-
-    fake.stream_chat = stream_chat  # type: ignore[method-assign,assignment]
+    streams = _scripted(fake, [StreamChunk("Hello"), StreamChunk("", finish_reason="stop", usage=Usage(1, 1))], True)
     backend, _ = resilient(fake)
     loop = asyncio.get_running_loop()
     before = loop.time()
     await backend.chat(REQUEST, first_token_by=_by(5))
     after = loop.time()
-    when = streams[-1].first_by_at
+    when = streams[-1].first_by
     assert when is not None and before + 5 - FIRST_CHUNK_MARGIN - 0.05 <= when <= after + 5 - FIRST_CHUNK_MARGIN
     await collect(backend.stream_chat(REQUEST, first_token_by=_by(5)))
-    assert streams[-1].first_by_at is None
+    assert streams[-1].first_by is None
 
 
 async def test_a_long_whole_answer_is_not_cut_once_its_first_token_came() -> None:
