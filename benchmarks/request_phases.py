@@ -11,6 +11,12 @@ of each request, then prints the median gap between consecutive marks over every
 request are not interleaved with another's).
 
     .venv/bin/python benchmarks/request_phases.py [--seconds 4]
+    .venv/bin/python benchmarks/request_phases.py --upstream [--unheld]
+
+``--upstream`` keeps only the points every whole answer passes, held to the first-token deadline
+or not (``--unheld``: the model is not held, so the stub is asked for the answer whole), with
+``upstream done`` (the upstream's last bytes are in) added, and counts the reads of the
+upstream's answer per request.
 
 The marks wrap methods of uvicorn and of the gateway (each wrapper costs ~0.5 µs); the points:
 
@@ -25,6 +31,7 @@ The marks wrap methods of uvicorn and of the gateway (each wrapper costs ~0.5 µ
 * ``upstream asked``: the ``openai`` backend builds its upstream request (``EventStream._open``);
 * ``upstream sent``: the upstream request is written (``Http1Pool._exchange``);
 * ``upstream answered``: the first bytes of the upstream's answer arrive;
+* ``upstream done``: its last bytes are in (``--upstream`` only);
 * ``first chunk``: the first chunk is out of the resilience layer (the first-token deadline met);
 * ``assembled``: the whole answer is assembled (``ResilientBackend._collect`` returned);
 * ``answer starts``: uvicorn is handed the answer's status and headers;
@@ -52,6 +59,7 @@ POINTS = [
     "upstream asked", "upstream sent", "upstream answered", "first chunk", "assembled",
     "answer starts", "sent",
 ]  # fmt: skip
+UPSTREAM_POINTS = ["received", "upstream sent", "upstream answered", "upstream done", "answer starts", "sent"]
 
 
 class Marks:
@@ -135,7 +143,16 @@ def install(marks: Marks) -> None:
     _around(streaming.Responder, "whole", "chosen", None, marks)
     _around(openai_http.EventStream, "_open", "upstream asked", None, marks)
     _around(http1.Http1Pool, "_exchange", "upstream sent", None, marks)
-    _around(http1._Connection, "data_received", "upstream answered", None, marks)
+    received = http1._Connection.data_received
+
+    def data_received(self: Any, data: bytes) -> None:
+        marks.mark("upstream answered")
+        marks.current["reads"] = marks.current.get("reads", 0) + 1
+        received(self, data)
+        if self.done:
+            marks.mark("upstream done")
+
+    http1._Connection.data_received = data_received  # type: ignore[method-assign]
     _around(resilience.ResilientBackend, "_open", None, "first chunk", marks)
     _around(resilience.ResilientBackend, "_collect", None, "assembled", marks)
 
@@ -144,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--upstream", action="store_true",
+                        help="only the points every whole answer passes, with the upstream's last bytes")
+    parser.add_argument("--unheld", action="store_true",
+                        help="the model not held to the first-token deadline")
     args = parser.parse_args(argv)
+    points = UPSTREAM_POINTS if args.upstream else POINTS
     marks = Marks()
     install(marks)
     from gateway.cli import main as smallfleet
@@ -153,11 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         marks.on = on
 
     out = serve_under_load(smallfleet, concurrency=args.concurrency, seconds=args.seconds, warmup=2,
-                           measuring=measuring)
+                           measuring=measuring, held=not args.unheld)
     print("\n".join(line for line in out.splitlines() if "50%" in line or "Requests/sec" in line))
-    complete = [m for m in marks.requests if all(point in m for point in POINTS)]
-    print(f"{len(complete)} of {len(marks.requests)} requests passed every point; median gaps:")
-    for before, after in zip(POINTS, POINTS[1:], strict=False):
+    complete = [m for m in marks.requests if all(point in m for point in points)]
+    reads = statistics.mean(m["reads"] for m in complete)
+    print(f"{len(complete)} of {len(marks.requests)} requests passed every point "
+          f"({reads:.2f} reads of the upstream's answer each); median gaps:")
+    for before, after in zip(points, points[1:], strict=False):
         gap = statistics.median(m[after] - m[before] for m in complete) * 1e6
         print(f"  {before:>17} -> {after:<17} {gap:7.1f} us")
     total = statistics.median(m["sent"] - m["received"] for m in complete) * 1e6
