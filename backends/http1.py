@@ -29,12 +29,6 @@ rather than at every piece. A whole answer held to a first-token deadline is rea
 (``ResilientBackend``): waking its task for the first piece, while the rest is still arriving,
 cost more than the whole answer's parse at c=1 (benchmarks/README.md). The read timeout stays
 the longest silence: a piece that arrives without waking the reader still counts as sound.
-
-Such a reader may also hand the body to a *sink* (``request(..., sink=...)``): each piece of a
-200 answer's body is given to it in the connection's data callback, as it arrives, instead of
-being kept for :meth:`Response.readany`; the reader then waits with :meth:`Response.wait` for
-the end. A held whole answer's events are parsed this way while the rest is still arriving, not
-all at once after its end. A sink has no backpressure, so it suits an answer read whole anyway.
 """
 
 from __future__ import annotations
@@ -45,7 +39,7 @@ import contextlib
 import socket
 import ssl
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohappyeyeballs
@@ -95,18 +89,6 @@ class Response:
             return b""
         return await conn.readany(wake_by)
 
-    async def wait(self, wake_by: float | None = None) -> bool:
-        """For an answer whose body goes to a sink: wait until something happens on it (lazily
-        with ``wake_by``), and say whether the body has ended; a failure raises."""
-        conn = self._conn
-        if conn is None:
-            return True
-        if conn.exc is None and not conn.done:
-            await conn.wait(wake_by)
-        if conn.exc is not None:
-            raise conn.exc
-        return conn.done
-
     async def read(self) -> bytes:
         pieces: list[bytes] = []
         try:
@@ -148,9 +130,7 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self._reset()
 
-    def _reset(self, sink: Callable[[bytes], None] | None = None) -> None:
-        self.sink_asked = sink  # takes the body if the answer's status is 200
-        self.sink: Callable[[bytes], None] | None = None
+    def _reset(self) -> None:
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
         self.done = False
@@ -182,8 +162,6 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
             if not self.done:  # else a second answer began after this one's end: ignored
                 self._fail(self._parse_error(exc))
-        if self.sink is not None and self.body:
-            self._to_sink(self.sink)
         if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -201,8 +179,6 @@ class _Connection(asyncio.Protocol):
             failure = self._lost_error(exc)
             if failure is not None:
                 self._fail(failure)
-            elif self.sink is not None and self.body:
-                self._to_sink(self.sink)
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -221,8 +197,6 @@ class _Connection(asyncio.Protocol):
             self.raw_headers = []  # skipped, as aiohttp skips it; the answer follows
             return
         self.headers_done = True
-        if self.sink_asked is not None and self.parser.get_status_code() == 200:
-            self.sink = self.sink_asked
         for name, value in self.raw_headers:
             lower = name.lower()
             if lower == b"content-length":
@@ -254,14 +228,6 @@ class _Connection(asyncio.Protocol):
         self.done = True
         if not self.parser.should_keep_alive():
             self.reusable = False
-
-    def _to_sink(self, sink: Callable[[bytes], None]) -> None:
-        """Hand what has arrived of the body to the sink (which does not raise)."""
-        body = self.body
-        data = body[0] if len(body) == 1 else b"".join(body)
-        body.clear()
-        self.buffered = 0
-        sink(data)
 
     # -- the reader's side -----------------------------------------------------
     async def readany(self, wake_by: float | None = None) -> bytes:
@@ -428,17 +394,10 @@ class Http1Pool:
         self._closed = False
 
     async def request(
-        self,
-        method: str,
-        url: URL,
-        body: bytes | None,
-        read_timeout: float,
-        wake_by: float | None = None,
-        sink: Callable[[bytes], None] | None = None,
+        self, method: str, url: URL, body: bytes | None, read_timeout: float, wake_by: float | None = None
     ) -> Response:
         """Send one request and wait for its answer's status and headers; with ``wake_by``,
-        lazily (:meth:`_Connection.wait`): the answer may then be whole by the time it returns.
-        With ``sink``, a 200 answer's body goes to it as it arrives (module docstring)."""
+        lazily (:meth:`_Connection.wait`): the answer may then be whole by the time it returns."""
         if self._invalid is not None:
             raise self._invalid(url)
         conn = self._take_idle()
@@ -446,13 +405,13 @@ class Http1Pool:
         if conn is None:
             conn = await self._acquire(url)
         try:
-            return await self._exchange(conn, method, url, body, read_timeout, wake_by, sink)
+            return await self._exchange(conn, method, url, body, read_timeout, wake_by)
         except (errors.ServerDisconnectedError, errors.ClientOSError):
             # aiohttp sends an idempotent request again, once, when a reused connection dropped
             if not (reused and method == "GET"):
                 raise
         conn = await self._acquire(url)
-        return await self._exchange(conn, method, url, body, read_timeout, wake_by, sink)
+        return await self._exchange(conn, method, url, body, read_timeout, wake_by)
 
     async def _exchange(
         self,
@@ -462,9 +421,8 @@ class Http1Pool:
         body: bytes | None,
         read_timeout: float,
         wake_by: float | None = None,
-        sink: Callable[[bytes], None] | None = None,
     ) -> Response:
-        conn._reset(sink)
+        conn._reset()
         conn.busy = True
         conn.url = url
         conn.read_timeout = read_timeout

@@ -22,7 +22,7 @@ import collections
 import contextlib
 import email.utils
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,17 +143,10 @@ class OpenAIHTTPBackend:
             raise BackendError(f"backend {self.name!r} is not started")
         return self._pool
 
-    async def post(
-        self,
-        url: URL,
-        body: bytes,
-        wake_by: float | None = None,
-        sink: Callable[[bytes], None] | None = None,
-    ) -> Response:
+    async def post(self, url: URL, body: bytes, wake_by: float | None = None) -> Response:
         """POST ``body`` (JSON) to ``url``: the answer once its headers are in (release it); with
-        ``wake_by``, waited for lazily, and with ``sink``, a 200 answer's body handed to it as it
-        arrives (backends/http1.py)."""
-        return await self.pool.request("POST", url, body, self._read_timeout, wake_by, sink)
+        ``wake_by``, waited for lazily (backends/http1.py)."""
+        return await self.pool.request("POST", url, body, self._read_timeout, wake_by)
 
     async def health(self) -> Health:
         try:
@@ -238,8 +231,7 @@ class EventStream(ChunkStream):
     by :meth:`aclose` (the connection goes back to the pool if the body was read to its end).
     :meth:`rest` hands over everything after the chunks taken so far at once: a whole answer held
     to the first-token deadline is read this way once its first token is in
-    (``ResilientBackend``). Such an answer (:meth:`take_whole`) is parsed in the connection's data
-    callback as its pieces arrive (an http1 sink), so little is left to do at its end."""
+    (``ResilientBackend``)."""
 
     def __init__(self, backend: OpenAIHTTPBackend, request: GenerationRequest) -> None:
         self._backend = backend
@@ -250,7 +242,6 @@ class EventStream(ChunkStream):
         self._failure: Exception | None = None  # raised once the chunks before it are taken
         self._over = False  # ended, failed or closed: nothing more comes
         self._first_by: float | None = None  # until the first chunk is taken: see take_whole
-        self._sunk = False  # the body goes to _parse as it arrives (take_whole before the request)
 
     async def __anext__(self) -> StreamChunk:
         while not self._ready:
@@ -303,45 +294,26 @@ class EventStream(ChunkStream):
         name = self._backend.name
         try:
             with _map_client_errors(name):
-                response = self._response
-                if response is None:
-                    response = await self._open()
-                    if self._sunk:  # what came while the request waited for the headers is parsed
-                        return
-                if self._sunk:  # the pieces are parsed as they come: only the end is news here
-                    if not await response.wait(self._first_by):
-                        return
-                    piece = b""
-                else:
-                    piece = await response.readany(self._first_by)
+                response = self._response or await self._open()
+                piece = await response.readany(self._first_by)
         except BaseException:
             self._over = True
             self._release()
             raise
-        self._parse(piece)
-
-    def _parse(self, piece: bytes) -> None:
-        """Parse a piece of the body (``b""``: its end) into ready chunks; a broken stream's error
-        is kept, raised after the chunks parsed before it, as a generator would. Also the sink of
-        a whole answer's body (in the connection's data callback: it must not raise)."""
-        if self._failure is not None or self._parser.done:
-            return
         chunks: list[StreamChunk] = []
         try:
             if piece:
                 self._parser.feed(piece, chunks)
             else:
                 self._parser.end(chunks)
-        except Exception as exc:
+        except Exception as exc:  # raised after the chunks parsed before it, as a generator would
             self._failure = exc
         self._ready.extend(chunks)
 
     async def _open(self) -> Response:
         backend = self._backend
         path, payload = backend._payload(self._request, stream=True)
-        self._sunk = self._first_by is not None
-        sink = self._parse if self._sunk else None
-        response = await backend.post(backend._urls[path], orjson.dumps(payload), self._first_by, sink)
+        response = await backend.post(backend._urls[path], orjson.dumps(payload), self._first_by)
         self._response = response
         if response.status != 200:
             error = await response.read()

@@ -252,60 +252,6 @@ async def test_a_full_buffer_wakes_a_lazy_wait(pool_for):
         assert first + rest == big
 
 
-async def test_a_sink_takes_each_piece_as_it_arrives_and_the_reader_wakes_at_the_end(pool_for):
-    pieces = [b"one ", b"two ", b"three"]
-    async with _streaming(pieces, 0.05) as url:
-        loop = asyncio.get_running_loop()
-        taken: list[tuple[bytes, float]] = []
-        response = await pool_for(url).request(
-            "POST", URL(url + "/x"), b"{}", 5, wake_by=loop.time() + 10,
-            sink=lambda piece: taken.append((piece, loop.time())),
-        )
-        assert await response.wait(loop.time() + 10) is True  # woken once: the answer has ended
-        assert [piece for piece, _ in taken] == pieces  # each piece on its own, as it came
-        assert taken[-1][1] - taken[0][1] >= 0.08
-        assert await response.readany() == b""  # nothing was kept for the reader
-        response.release()
-
-
-async def test_a_sink_wait_ends_at_wake_by_and_raises_the_answers_failure(pool_for):
-    async with _streaming([b"first"], 0.0, then="silent") as url:
-        loop = asyncio.get_running_loop()
-        taken: list[bytes] = []
-        started = loop.time()
-        response = await pool_for(url).request("POST", URL(url + "/x"), b"{}", 0.6, sink=taken.append)
-        assert await response.wait(started + 0.2) is False  # the bound, not the end
-        assert taken == [b"first"]
-        assert 0.15 <= loop.time() - started < 0.55
-        with pytest.raises(aiohttp.SocketTimeoutError):  # then the silence outlasts the read timeout
-            await response.wait()
-        response.release()
-
-
-@pytest.mark.parametrize(
-    ("wire", "sunk"),
-    [
-        (b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops", b""),
-        (b"HTTP/1.0 200 OK\r\n\r\n" + OK, OK),  # until the connection closes: the end goes too
-    ],
-    ids=["error-status", "until-eof"],
-)
-async def test_a_sink_takes_only_a_200_answers_body(pool_for, wire, sunk):
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(wire)
-        await writer.drain()  # then closes
-
-    server = RawServer(handler)
-    async with server as url:
-        taken: list[bytes] = []
-        response = await pool_for(url).request("POST", URL(url + "/x"), b"{}", 5, sink=taken.append)
-        while not await response.wait():
-            pass
-        assert b"".join(taken) == sunk
-        assert await response.read() == (b"" if sunk else b"oops")
-
-
 async def test_an_idle_connection_the_server_closed_or_kept_too_long_is_not_reused(pool_for):
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
