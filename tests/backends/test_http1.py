@@ -268,7 +268,9 @@ async def test_an_idle_connection_the_server_closed_or_kept_too_long_is_not_reus
         pool = pool_for(url, keepalive=0.2)
         target = URL(url + "/x")
         assert await (await pool.request("POST", target, b"{}", 5)).read() == OK
-        await asyncio.sleep(0.05)  # the server's FIN arrives
+        async with asyncio.timeout(10):
+            while not all(conn.lost for conn in pool._idle):  # until the server's FIN has arrived
+                await asyncio.sleep(0.005)
         assert await (await pool.request("POST", target, b"{}", 5)).read() == OK
         assert server.connections == 2
         assert await (await pool.request("POST", target, b"{}", 5)).read() == OK  # kept alive

@@ -389,7 +389,12 @@ def test_graceful_shutdown_drains_in_flight_requests(
         target=lambda: results.append(httpx.post(server.url + "/v1/chat/completions", json=body, timeout=10))
     )
     worker.start()
-    time.sleep(0.3)  # the request is in flight, waiting for its first token
+    stats = fault_url + "/stats"
+    until = time.monotonic() + 10
+    while not httpx.get(stats).json()["requests"].get("fault:slow-first-token-600#drain"):
+        assert time.monotonic() < until, "the request never reached the upstream"
+        time.sleep(0.01)
+    assert not results  # in flight: the upstream has it, its first token is 0.6 s away
     server.__exit__()  # asks uvicorn to shut down, and waits for it
     worker.join(timeout=10)
     assert results and results[0].status_code == 200

@@ -7,7 +7,9 @@ process, or two ``smallfleet serve`` processes, naming the same store.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 from starlette.applications import Starlette
 
 from fleet.config import FleetConfig, parse_fleet
+from gateway.shared.sync import StateSync
 from tests.conftest import asgi_client
 from tests.gateway.shared.redis_server import RedisServer, RedisUnavailable, running_redis
 
@@ -82,3 +85,37 @@ def metric(text: str, name: str, **labels: str) -> float:
         if line.startswith(wanted + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+class Polls:
+    """Every replica's completed polls (its ``StateSync`` rounds), in the order the replicas
+    started: a test waits for "the next poll" of a replica instead of for a length of time."""
+
+    def __init__(self) -> None:
+        self.syncs: list[StateSync] = []  # one per replica, in the order they started
+        self.done: dict[StateSync, int] = {}
+
+    async def after_next(self, replica: int, seconds: float = 30.0) -> None:
+        """Until the replica has completed a whole poll that began after this call."""
+        sync = self.syncs[replica]
+        wanted = self.done[sync] + 2  # the round under way may have read the store already
+        until = time.monotonic() + seconds
+        while self.done[sync] < wanted:
+            assert time.monotonic() < until, f"replica {replica} did not poll within {seconds} s"
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def polls(monkeypatch: pytest.MonkeyPatch) -> Polls:
+    counted = Polls()
+    poll_once = StateSync._poll_once
+
+    async def counting(self: StateSync) -> None:
+        if self not in counted.done:
+            counted.syncs.append(self)
+            counted.done[self] = 0
+        await poll_once(self)
+        counted.done[self] += 1
+
+    monkeypatch.setattr(StateSync, "_poll_once", counting)
+    return counted

@@ -150,12 +150,14 @@ def test_two_serve_processes_share_limits_keys_and_the_router(two_replicas, own_
     statuses = [_chat((a, b)[i % 2], "sk-limited").status_code for i in range(8)]
     assert statuses == [200] * 5 + [429] * 3
 
-    # a key made on A works on B; revoked on B, it fails on both within a second
+    # a key made on A works on B; revoked on B, it fails on both (at A's next poll: the in-process
+    # tests in test_shared_keys.py count the polls; these bounds only keep a broken sync from
+    # hanging the test)
     created = httpx.post(a + "/admin/keys", json={"name": "team-x"}, headers=ADMIN)
     secret = created.json()["key"]
-    _until(lambda: _chat(b, secret).status_code == 200, 1.0)
+    _until(lambda: _chat(b, secret).status_code == 200, 10.0)
     assert httpx.delete(b + "/admin/keys/team-x", headers=ADMIN).json()["revoked"] is True
-    assert _until(lambda: _chat(a, secret).status_code == 401, 1.0) < 1.0
+    _until(lambda: _chat(a, secret).status_code == 401, 10.0)
     assert _chat(b, secret).status_code == 401
 
     # a reload on A, under traffic to both, is served by both within a few seconds, nothing fails
