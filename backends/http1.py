@@ -55,6 +55,8 @@ from yarl import URL
 ACCEPT_ENCODING = "gzip, deflate"  # aiohttp's default without brotli or zstd installed
 HAPPY_EYEBALLS_DELAY = 0.25  # aiohttp's default
 HIGH_WATER = 1 << 18  # bytes buffered before reading from the socket pauses
+DEFAULT_CONNECT_TIMEOUT = 5.0  # seconds to get a connection (from the pool, or a new one)
+KEEPALIVE_SECONDS = 5.0  # how long an idle pooled connection is kept (httpx's default)
 _READ_TIMEOUT_MESSAGE = "Timeout on reading data from socket"
 
 
@@ -363,8 +365,8 @@ class Http1Pool:
         *,
         ssl_context: ssl.SSLContext | None = None,
         limit: int = 100,
-        keepalive: float = 5.0,
-        connect_timeout: float = 5.0,
+        keepalive: float = KEEPALIVE_SECONDS,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         # a URL aiohttp would refuse is refused at each request, as aiohttp did

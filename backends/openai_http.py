@@ -43,7 +43,7 @@ from backends.errors import (
     SmallfleetError,
 )
 from backends.features import Feature
-from backends.http1 import Http1Pool, Response
+from backends.http1 import DEFAULT_CONNECT_TIMEOUT, KEEPALIVE_SECONDS, Http1Pool, Response
 from backends.openai_sse import EventParser, parse_completion
 from backends.timeouts import timeout
 from backends.types import (
@@ -54,11 +54,9 @@ from backends.types import (
     StreamChunk,
 )
 
-DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_TOTAL_TIMEOUT = 600.0
 DEFAULT_MAX_CONNECTIONS = 512
-KEEPALIVE_SECONDS = 5.0  # how long an idle pooled connection is kept (httpx's default)
 # The headers every request carries besides Host, Accept-Encoding (what backends/http1.py decodes) and
 # Content-Length. The user agent is the one upstreams saw while this backend went through httpx,
 # kept so that their logs and allow-lists see no change.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.models import load_eval_models
+from fleet.sandbox import DEFAULT_TIMEOUT as SANDBOX_TIMEOUT
 from router._errors import DataError
 from router.cli_support import guarded, progress
 
@@ -61,7 +62,7 @@ def add_fleet_commands(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="directory for rows.json, table.md, table.json")
     p.add_argument("--seed", type=int, default=0, help="sampling of items and generation seed")
     p.add_argument("--max-tokens", type=_max_tokens, help="N, or per task: mmlu=64,gsm8k=384,humaneval=384")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per HumanEval test run")
+    p.add_argument("--timeout", type=float, default=SANDBOX_TIMEOUT, help="seconds per HumanEval test run")
     p.add_argument("--price-cpu-second", type=float, default=DEFAULT_CPU_SECOND_PRICE)
     p.add_argument("--price-gb-second", type=float, default=DEFAULT_GB_SECOND_PRICE)
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -84,7 +85,7 @@ def _add_report(commands: Any) -> None:
 
 
 def _add_router(commands: Any) -> None:
-    from fleet.fleet_router import COST_SOURCES, DEFAULT_CLUSTERS
+    from fleet.fleet_router import COST_SOURCES, DEFAULT_CLUSTERS, DEFAULT_COST, DEFAULT_FOLDS
 
     p = commands.add_parser(
         "router", help="train a router artifact for the fleet from its own fleet eval (or report) output"
@@ -93,9 +94,10 @@ def _add_router(commands: Any) -> None:
                    help="fleet eval or fleet report output directories, taken together")
     p.add_argument("--out", type=Path, required=True, help="artifact directory (its inputs go in training/)")
     p.add_argument("--models", type=_names, help="comma-separated models to route between (default: all)")
-    p.add_argument("--cost", choices=COST_SOURCES, default="measured",
+    p.add_argument("--cost", choices=COST_SOURCES, default=DEFAULT_COST,
                    help="price models by measured cost (CPU seconds, memory held) or configured price")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the manifest (0: none)")
+    p.add_argument("--folds", type=int, default=DEFAULT_FOLDS,
+                   help="cross-validation folds for the manifest (0: none)")
     p.add_argument("--clusters", type=int, default=DEFAULT_CLUSTERS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--default-alpha", metavar="PRESET|ALPHA",

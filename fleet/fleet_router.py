@@ -32,6 +32,8 @@ from router.data import estimated_tokens
 from router.fit import FitConfig
 
 COST_SOURCES = ("measured", "config")
+DEFAULT_COST = "measured"
+DEFAULT_FOLDS = 5  # cross-validation folds for the manifest
 # Few rows and three well-separated tasks: fewer clusters than the benchmark router's.
 DEFAULT_CLUSTERS = 12
 
@@ -132,8 +134,8 @@ def build_fleet_router(
     out: Path,
     *,
     models: Sequence[str] | None = None,
-    cost: str = "measured",
-    folds: int = 5,
+    cost: str = DEFAULT_COST,
+    folds: int = DEFAULT_FOLDS,
     clusters: int = DEFAULT_CLUSTERS,
     seed: int = 0,
     default_alpha: str | None = None,

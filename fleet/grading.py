@@ -19,7 +19,7 @@ from collections import Counter
 
 from backends.composite.answers import LETTERS, extract_final_number, extract_letter, parse_number
 from fleet.benchmarks import BenchmarkItem
-from fleet.sandbox import SandboxResult, run_python
+from fleet.sandbox import DEFAULT_TIMEOUT, SandboxResult, run_python
 
 __all__ = [
     "LETTERS",
@@ -63,7 +63,7 @@ def humaneval_program(prompt: str, completion: str, test: str, entry_point: str)
     return f"{prompt}{code}\n\n{test}\n\ncheck({entry_point})\n"
 
 
-def run_humaneval(item: BenchmarkItem, completion: str, timeout: float = 10.0) -> SandboxResult:
+def run_humaneval(item: BenchmarkItem, completion: str, timeout: float = DEFAULT_TIMEOUT) -> SandboxResult:
     program = humaneval_program(item.get("prompt"), completion, item.reference, item.get("entry_point"))
     return run_python(program, timeout=timeout)
 
@@ -119,7 +119,7 @@ def score_routing_task(item: BenchmarkItem, completion: str, timeout: float) -> 
     raise ValueError(f"no scorer for metric {metric!r} of {item.task!r}")
 
 
-def score(item: BenchmarkItem, completion: str, timeout: float = 10.0) -> tuple[int, str]:
+def score(item: BenchmarkItem, completion: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[int, str]:
     """(1 or 0, a short note) for ``completion`` as an answer to ``item``."""
     if item.task == "mmlu":
         return score_letter(completion, item.reference), f"letter={extract_letter(completion)}"

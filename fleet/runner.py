@@ -27,6 +27,7 @@ from backends.types import Completion, GenerationRequest, SamplingParams
 from fleet.benchmarks import BenchmarkItem
 from fleet.grading import score
 from fleet.models import EvalModel
+from fleet.sandbox import DEFAULT_TIMEOUT as SANDBOX_TIMEOUT
 
 DEFAULT_MAX_TOKENS = {
     "mmlu": 64, "gsm8k": 384, "humaneval": 384,
@@ -189,7 +190,7 @@ async def evaluate_model(
     *,
     max_tokens: dict[str, int] | None = None,
     seed: int = 0,
-    timeout: float = 10.0,
+    timeout: float = SANDBOX_TIMEOUT,
     progress: bool = True,
 ) -> ModelRun:
     """Start ``model``'s backend, ask it every item in order, close it; the measurements."""

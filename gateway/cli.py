@@ -1,7 +1,8 @@
-"""The ``smallfleet`` command: ``serve`` and ``prepare`` here; ``train``, ``route``, ``eval``,
-``fleet`` and ``plan`` from router/.
+"""The ``smallfleet`` command: the one module that assembles every package's commands.
 
-``train`` also gets the request-log options (``--from-log`` ...) from gateway/retrain.py.
+``serve`` is here; ``train``, ``route`` and ``eval`` come from router/cli.py; ``prepare``,
+``fleet`` and ``plan`` from fleet/ (prepare.py, cli.py, plan_cli.py). ``train`` also gets the
+request-log options (``--from-log`` ...) from gateway/retrain.py.
 """
 
 from __future__ import annotations
@@ -137,21 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     from fleet.prepare import add_prepare_command
 
     add_prepare_command(commands)
-    try:
-        from router.cli import add_commands
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("router", "router.cli"):
-            raise
-    else:
-        from fleet.cli import add_fleet_commands
-        from fleet.plan_cli import add_plan_command
+    from fleet.cli import add_fleet_commands
+    from fleet.plan_cli import add_plan_command
+    from gateway.retrain import add_log_arguments
+    from router.cli import add_commands
 
-        add_commands(commands)
-        add_fleet_commands(commands)
-        add_plan_command(commands)
-        from gateway.retrain import add_log_arguments
-
-        add_log_arguments(commands.choices["train"])
+    add_commands(commands)
+    add_fleet_commands(commands)
+    add_plan_command(commands)
+    add_log_arguments(commands.choices["train"])
     return parser
 
 

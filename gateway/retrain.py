@@ -21,7 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fleet.config import RequestLogConfig
+    from gateway.settings import Settings
 
 Handler = Callable[[argparse.Namespace], int]
 RELOAD_PATH = "/admin/router/reload"
@@ -117,22 +121,12 @@ def _fill_base_defaults(args: argparse.Namespace) -> None:
         args.models = data / "models.json"
 
 
-def _log_url(args: argparse.Namespace) -> str:
-    if args.from_log:
-        return str(args.from_log)
-    from fleet.config import RequestLogConfig, load_fleet
-    from gateway.settings import Settings
-
-    config = load_fleet(args.config).request_log if args.config else RequestLogConfig()
-    return Settings.from_environ().request_log_url(config)
+def _log_url(args: argparse.Namespace, request_log: RequestLogConfig, settings: Settings) -> str:
+    return str(args.from_log) if args.from_log else settings.request_log_url(request_log)
 
 
-def _check_prompts_are_stored(args: argparse.Namespace) -> None:
-    if args.config is None:
-        return
-    from fleet.config import load_fleet
-
-    if not load_fleet(args.config).request_log.store_prompts:
+def _check_prompts_are_stored(args: argparse.Namespace, request_log: RequestLogConfig) -> None:
+    if args.config is not None and not request_log.store_prompts:
         print(
             f"note: {args.config} has request_log.store_prompts off: requests logged since then "
             "carry no prompt and cannot become training rows",
@@ -140,13 +134,15 @@ def _check_prompts_are_stored(args: argparse.Namespace) -> None:
         )
 
 
-def build_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+def build_rows(args: argparse.Namespace, settings: Settings) -> list[dict[str, Any]]:
     """Base rows plus the log's rows (each ``--log-weight`` times); refuses when the log gives none."""
+    from fleet.config import RequestLogConfig, load_fleet
     from router.data import load_prices
 
     _fill_base_defaults(args)
-    _check_prompts_are_stored(args)
-    pairs = asyncio.run(read_feedback(_log_url(args), args.since))
+    request_log = load_fleet(args.config).request_log if args.config else RequestLogConfig()
+    _check_prompts_are_stored(args, request_log)
+    pairs = asyncio.run(read_feedback(_log_url(args, request_log, settings), args.since))
     log_rows = rows_from_feedback(pairs, list(load_prices(args.models)))
     print(describe(log_rows, len(pairs)), file=sys.stderr)
     if not log_rows.rows:
@@ -160,14 +156,13 @@ def build_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     return base + log_rows.rows * args.log_weight
 
 
-def reload_gateway(url: str) -> str:
+def reload_gateway(url: str, settings: Settings) -> str:
     """POST URL/admin/router/reload (the first admin key of SMALLFLEET_ADMIN_KEYS); the loaded version."""
     import httpx
 
     from gateway.access import admin_secret
-    from gateway.settings import Settings
 
-    key = admin_secret(Settings.from_environ())
+    key = admin_secret(settings)
     headers = {"authorization": f"Bearer {key}"} if key else {}
     try:
         response = httpx.post(url.rstrip("/") + RELOAD_PATH, headers=headers, timeout=RELOAD_TIMEOUT_S)
@@ -198,6 +193,9 @@ def run_train(args: argparse.Namespace, train: Handler) -> int:
 
 
 def _run_train(args: argparse.Namespace, train: Handler) -> int:
+    from gateway.settings import Settings
+
+    settings = Settings.from_environ()  # the environment, read once for the whole command
     if args.from_log is not None:
         args.promote = True
     if args.reload_url and not args.promote:
@@ -208,12 +206,12 @@ def _run_train(args: argparse.Namespace, train: Handler) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="smallfleet-retrain-") as tmp:
             merged = Path(tmp) / "rows.json"
-            merged.write_text(json.dumps(build_rows(args)), encoding="utf-8")
+            merged.write_text(json.dumps(build_rows(args, settings)), encoding="utf-8")
             args.data = merged
             code = train(args)
     after = _current(args.out) if args.promote else None
     if code == 0 and args.reload_url and after is not None and after != before:
-        print(f"gateway at {args.reload_url} now serves router {reload_gateway(args.reload_url)}")
+        print(f"gateway at {args.reload_url} now serves router {reload_gateway(args.reload_url, settings)}")
     return code
 
 

@@ -1,4 +1,5 @@
-"""Imports run one way: backends <- router (nothing) <- fleet <- gateway (docs: README "Layout").
+"""Imports run one way: backends and router (each imports nothing of the project) <- fleet <-
+gateway (docs/architecture.md, README "Layout").
 
 Every import statement of each package, at module level or inside a function, is read with
 ``ast``; a package may import only the project packages listed for it.
