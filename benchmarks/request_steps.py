@@ -32,22 +32,12 @@ from backends.openai_sse import EventParser  # noqa: E402
 from backends.types import GenerationRequest, Message, SamplingParams, ToolChoice  # noqa: E402
 from benchmarks.gateway_overhead import BENCH_KEY, BENCH_KEY_LIMITS, REQUEST_BODY  # noqa: E402
 
-WORDS = ["Hello ", "from ", "the ", "stub ", "upstream."]
-
 
 def streamed_answer() -> bytes:
-    """The stub's streamed answer to the benchmark's request: 9 events, as tests/stub_upstream.py
-    sends them."""
-    head = {"id": "chatcmpl-stub1", "object": "chat.completion.chunk", "created": 0, "model": "stub"}
-    events: list[dict[str, Any]] = [
-        {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                              "logprobs": None, "finish_reason": None}]}]
-    events += [{**head, "choices": [{"index": 0, "delta": {"content": word}, "logprobs": None,
-                                     "finish_reason": None}]} for word in WORDS]
-    events.append({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
-    events.append({**head, "choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 5,
-                                                     "total_tokens": 7}})
-    return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    """The stub's streamed answer to the benchmark's request (9 events), from tests/stub_upstream.py."""
+    from tests.stub_upstream import chat_events
+
+    return b"".join(chat_events("stub", ["Hello", "from", "the", "stub", "upstream."], "stop", 2, True))
 
 
 def steps() -> dict[str, Callable[[], object]]:

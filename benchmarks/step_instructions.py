@@ -31,19 +31,11 @@ _REFS = re.compile(rb"refs:\s+([\d,]+)")
 
 
 def _stub_answer() -> bytes:
-    """A streamed chat answer as tests/stub_upstream.py sends it, as SSE bytes."""
-    import orjson
+    """A streamed chat answer as tests/stub_upstream.py sends it (a role event, five words, the
+    finish, the usage, ``[DONE]``), as SSE bytes."""
+    from tests.stub_upstream import chat_events
 
-    head = {"id": "chatcmpl-stub1", "object": "chat.completion.chunk", "created": 1796538443, "model": "stub"}
-    deltas = [{"role": "assistant", "content": ""}] + [
-        {"content": word} for word in ("Hello ", "from ", "the ", "stub ", "upstream.")
-    ]
-    events = [{**head, "choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}]}
-              for d in deltas]
-    events.append({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
-    usage = {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}
-    events.append({**head, "choices": [], "usage": usage})
-    return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    return b"".join(chat_events("stub", ["Hello", "from", "the", "stub", "upstream."], "stop", 2, True))
 
 
 async def _run(case: str, uses: int) -> None:
