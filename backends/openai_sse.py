@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 import orjson
 
 from backends.errors import BackendError
@@ -28,6 +29,30 @@ from backends.types import (
 log = logging.getLogger("backends.openai_http")  # its warnings are that backend's
 _LINE_ENDS = (b"\n", b"\r")
 _loads = orjson.loads
+
+
+# A plain stream event, decoded straight into these (fields not named here are skipped, not
+# built): the common event's text, finish reason and usage without a dict per JSON object. An
+# event these do not fit (another type, an error, tool calls) is parsed as a dict instead.
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    tool_calls: Any = None
+
+
+class _Choice(msgspec.Struct):
+    index: int = 0
+    delta: _Delta | None = None
+    text: str | None = None
+    finish_reason: str | None = None
+
+
+class _Event(msgspec.Struct):
+    choices: list[_Choice] | None = None
+    usage: Any = None
+    error: Any = msgspec.UNSET
+
+
+_decode_event = msgspec.json.Decoder(_Event).decode
 
 
 def _usage(data: dict[str, Any] | None) -> Usage | None:
@@ -210,6 +235,13 @@ class EventParser:
         UTF-8) goes through :meth:`_data`, decoded and stripped, as every line once did."""
         payload = payload.strip()
         if payload.startswith(b"{"):
+            if not self._logprobs:
+                try:
+                    plain = _decode_event(payload)
+                except msgspec.DecodeError:  # not JSON, or not a plain event's types
+                    plain = None
+                if plain is not None and self._plain(plain, chunks):
+                    return
             try:
                 event = _loads(payload)
             except orjson.JSONDecodeError:
@@ -235,6 +267,36 @@ class EventParser:
         except orjson.JSONDecodeError as exc:
             raise BackendError(f"model {self.name!r} sent a malformed stream chunk") from exc
         self._event(event, chunks)
+
+    def _plain(self, event: _Event, chunks: list[StreamChunk]) -> bool:
+        """A decoded event, as :meth:`_event` would take it, when it is plain: no error, no tool
+        calls (log-probabilities are not asked for). False, having done nothing, otherwise."""
+        if event.error is not msgspec.UNSET:
+            return False
+        choices = event.choices or ()
+        for choice in choices:
+            if choice.delta is not None and choice.delta.tool_calls:
+                return False
+        if event.usage:
+            self._usage = _usage(event.usage)
+        is_chat = self._is_chat
+        for choice in choices:
+            if choice.index != 0:
+                continue
+            if is_chat:
+                delta = choice.delta
+                text = delta.content if delta is not None else None
+            else:
+                text = choice.text
+            if choice.finish_reason:
+                self._finish = choice.finish_reason
+            if text:
+                self._pieces += 1
+                if self.join_after_first and self._pieces > 1:
+                    self._texts.append(text)
+                else:
+                    chunks.append(text_chunk(text))
+        return True
 
     def _event(self, event: Any, chunks: list[StreamChunk]) -> None:
         """One parsed event."""

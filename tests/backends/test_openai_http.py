@@ -433,3 +433,60 @@ def test_a_stream_cut_anywhere_parses_as_it_does_whole(line_end):
     for cut in range(1, len(body)):
         assert parse([body[:cut], body[cut:]]) == whole, cut
     assert parse([body[i:i + 1] for i in range(len(body))]) == whole
+
+
+# Events the typed decoding takes (the first six) and events it leaves to the dict parse: other
+# types, an error, tool calls, odd shapes. Each parses to the same chunks, or fails the same way.
+_EVENT_SHAPES = [
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
+    {"choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": None}], "id": "x", "extra": [1]},
+    {"choices": [{"delta": {"content": " there"}}]},  # no index: the first choice
+    {"choices": [{"index": 1, "delta": {"content": "other"}}]},
+    {"choices": [{"index": 0, "delta": None, "finish_reason": "length"}]},
+    {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}},
+    {"choices": None},
+    {"choices": [{"index": 0, "delta": {"content": 5}}]},
+    {"choices": [{"index": "0", "delta": {"content": "s"}}]},
+    {"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": 7}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}]}}]},
+    {"error": None},
+    {"error": {"message": "overloaded"}},
+    {"usage": "lots"},
+]
+_DICT_PARSED = {7, 8, 9, 10, 11, 12}  # the shapes above that the typed decoding leaves
+
+
+@pytest.mark.parametrize("shape", range(len(_EVENT_SHAPES)))
+@pytest.mark.parametrize("join", [False, True])
+def test_typed_and_dict_parses_of_an_event_agree(monkeypatch, shape, join):
+    """Plain events are decoded straight into typed structs (``_decode_event``), others parsed as
+    dicts: both give the same chunks, or the same error, for every shape, whole or joined."""
+    import msgspec
+
+    import backends.openai_sse as sse
+
+    event = _EVENT_SHAPES[shape]
+    body = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in (_EVENT_SHAPES[1], event, _EVENT_SHAPES[2]))
+
+    def parse() -> tuple[list[StreamChunk], str | None]:
+        parser = EventParser("m", CHAT)
+        parser.join_after_first = join
+        chunks: list[StreamChunk] = []
+        try:
+            parser.feed(body + b"data: [DONE]\n\n", chunks)
+        except Exception as exc:  # noqa: BLE001 - compared, not swallowed
+            return chunks, f"{type(exc).__name__}: {exc}"
+        return chunks, None
+
+    dict_parses: list[bytes] = []
+    loads = sse._loads
+    monkeypatch.setattr(sse, "_loads", lambda payload: dict_parses.append(payload) or loads(payload))
+    typed = parse()
+    assert bool(dict_parses) == (shape in _DICT_PARSED)  # the typed decoding took the rest
+
+    def no_typed_decoding(payload: bytes) -> None:
+        raise msgspec.DecodeError("off")
+
+    monkeypatch.setattr(sse, "_decode_event", no_typed_decoding)
+    assert typed == parse()
