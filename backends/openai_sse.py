@@ -33,7 +33,11 @@ _loads = orjson.loads
 
 # A plain stream event, decoded straight into these (fields not named here are skipped, not
 # built): the common event's text, finish reason and usage without a dict per JSON object. An
-# event these do not fit (another type, an error, tool calls) is parsed as a dict instead.
+# event these do not fit (another type, an error, tool calls, nesting too deep) is parsed as a
+# dict instead, so either way an event gives the same chunks or the same error. One exception: a
+# number orjson refuses (out of a double's range) in a field skipped here is not seen, where the
+# dict parse calls the event malformed. Usage is kept raw and parsed by orjson, as the dict
+# parse reads it.
 class _Delta(msgspec.Struct):
     content: str | None = None
     tool_calls: Any = None
@@ -48,7 +52,7 @@ class _Choice(msgspec.Struct):
 
 class _Event(msgspec.Struct):
     choices: list[_Choice] | None = None
-    usage: Any = None
+    usage: msgspec.Raw = msgspec.Raw()  # empty when absent
     error: Any = msgspec.UNSET
 
 
@@ -238,7 +242,7 @@ class EventParser:
             if not self._logprobs:
                 try:
                     plain = _decode_event(payload)
-                except msgspec.DecodeError:  # not JSON, or not a plain event's types
+                except (msgspec.DecodeError, RecursionError):  # not a plain event, or too deep
                     plain = None
                 if plain is not None and self._plain(plain, chunks):
                     return
@@ -277,8 +281,14 @@ class EventParser:
         for choice in choices:
             if choice.delta is not None and choice.delta.tool_calls:
                 return False
+        usage = None
         if event.usage:
-            self._usage = _usage(event.usage)
+            try:
+                usage = orjson.loads(memoryview(event.usage))
+            except orjson.JSONDecodeError:
+                return False
+        if usage:
+            self._usage = _usage(usage)
         is_chat = self._is_chat
         for choice in choices:
             if choice.index != 0:

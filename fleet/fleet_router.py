@@ -98,7 +98,7 @@ def write_training_inputs(
     results: Path | Sequence[Path],
     directory: Path,
     models: Sequence[str] | None = None,
-    cost: str = "measured",
+    cost: str = DEFAULT_COST,
 ) -> tuple[Path, Path, Path]:
     """``rows.json``, ``models.json`` and ``tasks.jsonl`` for the router trainer, in ``directory``."""
     rows, queries = read_results(results)

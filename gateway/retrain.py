@@ -195,7 +195,8 @@ def run_train(args: argparse.Namespace, train: Handler) -> int:
 def _run_train(args: argparse.Namespace, train: Handler) -> int:
     from gateway.settings import Settings
 
-    settings = Settings.from_environ()  # the environment, read once for the whole command
+    # the environment, read once, and only when the log or the reload needs it (plain train never did)
+    settings = Settings.from_environ() if args.from_log is not None or args.reload_url else None
     if args.from_log is not None:
         args.promote = True
     if args.reload_url and not args.promote:
@@ -206,11 +207,12 @@ def _run_train(args: argparse.Namespace, train: Handler) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="smallfleet-retrain-") as tmp:
             merged = Path(tmp) / "rows.json"
+            assert settings is not None
             merged.write_text(json.dumps(build_rows(args, settings)), encoding="utf-8")
             args.data = merged
             code = train(args)
     after = _current(args.out) if args.promote else None
-    if code == 0 and args.reload_url and after is not None and after != before:
+    if code == 0 and settings is not None and args.reload_url and after is not None and after != before:
         print(f"gateway at {args.reload_url} now serves router {reload_gateway(args.reload_url, settings)}")
     return code
 

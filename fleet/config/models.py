@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from backends import circuit, llama_cpp, openai_http, resilience
+from backends import circuit, http1, llama_cpp, openai_http, resilience
 from backends.features import Feature
 from fleet.config.base import ModelName, Price, Strict, check_not_reserved
 
@@ -134,7 +134,7 @@ class LlamaCppModel(_ModelBase):
 
 
 class Timeouts(Strict):
-    connect: float = Field(default=openai_http.DEFAULT_CONNECT_TIMEOUT, gt=0)
+    connect: float = Field(default=http1.DEFAULT_CONNECT_TIMEOUT, gt=0)
     read: float = Field(default=openai_http.DEFAULT_READ_TIMEOUT, gt=0)
     total: float = Field(default=openai_http.DEFAULT_TOTAL_TIMEOUT, gt=0)
 

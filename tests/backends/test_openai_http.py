@@ -435,8 +435,9 @@ def test_a_stream_cut_anywhere_parses_as_it_does_whole(line_end):
     assert parse([body[i:i + 1] for i in range(len(body))]) == whole
 
 
-# Events the typed decoding takes (the first six) and events it leaves to the dict parse: other
-# types, an error, tool calls, odd shapes. Each parses to the same chunks, or fails the same way.
+# Events the typed decoding takes and events it leaves to the dict parse (_DICT_PARSED: other
+# types, an error, tool calls, nesting too deep). Each parses to the same chunks, or fails the
+# same way; usage too large for 64 bits reads as the dict parse reads it.
 _EVENT_SHAPES = [
     {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
     {"choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": None}], "id": "x", "extra": [1]},
@@ -453,8 +454,10 @@ _EVENT_SHAPES = [
     {"error": None},
     {"error": {"message": "overloaded"}},
     {"usage": "lots"},
+    b'{"choices": [], "usage": {"prompt_tokens": 12345678901234567890123, "completion_tokens": 1}}',
+    b'{"choices": [{"index": 0, "delta": {"content": "deep"}}], "x": ' + b"[" * 2000 + b"]" * 2000 + b"}",
 ]
-_DICT_PARSED = {7, 8, 9, 10, 11, 12}  # the shapes above that the typed decoding leaves
+_DICT_PARSED = {7, 8, 9, 10, 11, 12, 15}  # the shapes above that the typed decoding leaves
 
 
 @pytest.mark.parametrize("shape", range(len(_EVENT_SHAPES)))
@@ -467,7 +470,8 @@ def test_typed_and_dict_parses_of_an_event_agree(monkeypatch, shape, join):
     import backends.openai_sse as sse
 
     event = _EVENT_SHAPES[shape]
-    body = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in (_EVENT_SHAPES[1], event, _EVENT_SHAPES[2]))
+    body = b"".join(b"data: " + (e if isinstance(e, bytes) else orjson.dumps(e)) + b"\n\n"
+                    for e in (_EVENT_SHAPES[1], event, _EVENT_SHAPES[2]))
 
     def parse() -> tuple[list[StreamChunk], str | None]:
         parser = EventParser("m", CHAT)
