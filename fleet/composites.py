@@ -42,9 +42,9 @@ class StaticEmbedding:
     def __call__(self, texts: list[str]) -> Any:
         with self._lock:
             if self._embedder is None:
-                from router.embedding import DEFAULT_EMBEDDING, StaticEmbedder, embedding_path
+                from router.embedding import DEFAULT_EMBEDDING, StaticEncoder, embedding_path
 
-                self._embedder = StaticEmbedder(embedding_path(self._name or DEFAULT_EMBEDDING))
+                self._embedder = StaticEncoder(embedding_path(self._name or DEFAULT_EMBEDDING))
         return self._embedder.encode(texts)
 
 

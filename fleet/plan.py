@@ -122,7 +122,7 @@ class Footprint:
 
 
 @dataclass(frozen=True)
-class Settings:
+class PlanSettings:
     """The budget, the context every model must hold, and the overhead (None: measured per model)."""
 
     budget: int
@@ -161,7 +161,7 @@ class Rejection:
 
 @dataclass
 class Plan:
-    settings: Settings
+    settings: PlanSettings
     tasks: list[str]
     chosen: list[Choice]
     rejected: list[Rejection]
@@ -260,7 +260,7 @@ def _mean_over(candidate: Candidate, tasks: Sequence[str]) -> float:
 
 
 def _best_against_rival(
-    members: list[Candidate], rival: Candidate | None, settings: Settings
+    members: list[Candidate], rival: Candidate | None, settings: PlanSettings
 ) -> tuple[Candidate | None, dict[str, str]]:
     """The reference does not fit: the most accurate fitting member that does not lose to ``rival``
     (the smaller model that would replace the family), and why each other member is not it."""
@@ -293,7 +293,9 @@ def _best_against_rival(
     return best, reasons
 
 
-def _rival(family: list[Candidate], candidates: Sequence[Candidate], settings: Settings) -> Candidate | None:
+def _rival(
+    family: list[Candidate], candidates: Sequence[Candidate], settings: PlanSettings
+) -> Candidate | None:
     """The smaller model that would replace ``family``: the next-smaller family's highest precision
     that fits (measured on the most tasks)."""
     smaller = [c for c in candidates if _params_rank(c) < _params_rank(family[0])
@@ -305,7 +307,7 @@ def _rival(family: list[Candidate], candidates: Sequence[Candidate], settings: S
 
 
 def _best_of_family(
-    members: list[Candidate], settings: Settings, candidates: Sequence[Candidate] = ()
+    members: list[Candidate], settings: PlanSettings, candidates: Sequence[Candidate] = ()
 ) -> tuple[Candidate | None, dict[str, str]]:
     """The family's chosen member (rule 2 of this module), and why each other member is not it."""
     reference = members[0]
@@ -335,7 +337,7 @@ def _params_rank(candidate: Candidate) -> float:
     return candidate.params if candidate.params is not None else -1.0
 
 
-def _primary(candidates: Sequence[Candidate], settings: Settings) -> tuple[Candidate, dict[str, str]]:
+def _primary(candidates: Sequence[Candidate], settings: PlanSettings) -> tuple[Candidate, dict[str, str]]:
     """The primary model, and why each model of a family at least as large is not it."""
     grouped = families(candidates)
     options: list[Candidate] = []
@@ -381,7 +383,7 @@ def _helper_pool(primary: Candidate, candidates: Sequence[Candidate]) -> list[Ca
 
 
 def _assign(
-    primary: Candidate, pool: list[Candidate], settings: Settings, tasks: list[str]
+    primary: Candidate, pool: list[Candidate], settings: PlanSettings, tasks: list[str]
 ) -> dict[str, Candidate]:
     """Task -> model: the primary, except where a smaller model matches it at a lower cost (greedy)."""
     owner = dict.fromkeys(tasks, primary)
@@ -405,7 +407,9 @@ def _assign(
         remaining.remove(helper)
 
 
-def _helper_reason(c: Candidate, primary: Candidate, settings: Settings, tasks: list[str], left: int) -> str:
+def _helper_reason(
+    c: Candidate, primary: Candidate, settings: PlanSettings, tasks: list[str], left: int
+) -> str:
     total = settings.footprint(c).total
     if total > left:
         return f"does not fit in the {_mb(max(left, 0))} left ({_mb(total)})"
@@ -416,7 +420,9 @@ def _helper_reason(c: Candidate, primary: Candidate, settings: Settings, tasks: 
             "but not at a lower cost than the model serving it")
 
 
-def _alternative(primary: Candidate, candidates: Sequence[Candidate], settings: Settings) -> Candidate | None:
+def _alternative(
+    primary: Candidate, candidates: Sequence[Candidate], settings: PlanSettings
+) -> Candidate | None:
     """The next-smaller family's highest precision that fits: the params-against-precision rival."""
     smaller = [c for c in candidates if _params_rank(c) < _params_rank(primary)
                and settings.footprint(c).total <= settings.budget]
@@ -426,7 +432,7 @@ def _alternative(primary: Candidate, candidates: Sequence[Candidate], settings: 
     return max((c for c in smaller if _params_rank(c) == top), key=lambda c: c.file_bytes)
 
 
-def _refuse(candidates: Sequence[Candidate], settings: Settings) -> None:
+def _refuse(candidates: Sequence[Candidate], settings: PlanSettings) -> None:
     least = min(candidates, key=lambda c: settings.footprint(c).total)
     footprint = settings.footprint(least)
     if footprint.total > settings.budget:
@@ -437,7 +443,7 @@ def _refuse(candidates: Sequence[Candidate], settings: Settings) -> None:
         )
 
 
-def make_plan(candidates: Sequence[Candidate], settings: Settings) -> Plan:
+def make_plan(candidates: Sequence[Candidate], settings: PlanSettings) -> Plan:
     """The fleet for ``settings.budget`` under the rule in this module's docstring."""
     if not candidates:
         raise DataError("the table has no model with a GGUF size to plan with")
@@ -465,7 +471,7 @@ def make_plan(candidates: Sequence[Candidate], settings: Settings) -> Plan:
     return Plan(settings, tasks, chosen, rejected, _alternative(primary, candidates, settings))
 
 
-def _primary_reason(primary: Candidate, members: list[Candidate], settings: Settings) -> str:
+def _primary_reason(primary: Candidate, members: list[Candidate], settings: PlanSettings) -> str:
     size = f"{primary.params / 1e9:.2f}B" if primary.params else "unknown size"
     if primary is members[0]:
         precision = f"at its highest measured precision ({primary.quant})"

@@ -24,8 +24,8 @@ from fleet.plan import (
     Choice,
     ModelFacts,
     Plan,
+    PlanSettings,
     Rejection,
-    Settings,
     candidates_from_table,
     make_plan,
     needs_facts,
@@ -222,7 +222,7 @@ def run_plan(args: argparse.Namespace) -> int:
     lacking = list(dict.fromkeys(e["model"] for e in entries if needs_facts(e)))
     facts = fleet_facts(lacking, args.config) if lacking else {}
     found, skipped = candidates_from_table(entries, facts)
-    settings = Settings(args.memory, args.context, args.max_loss, args.overhead)
+    settings = PlanSettings(args.memory, args.context, args.max_loss, args.overhead)
     plan = make_plan(found, settings)
     plan.rejected += [Rejection(r.model, r.reason) for r in skipped]
     print(json.dumps(to_json(plan), indent=2) if args.json else render_text(plan))

@@ -12,7 +12,7 @@ from router._errors import ArtifactError, RoutingError
 from router.artifact import Artifact, load_artifact
 from router.data import query_costs
 from router.decision import RoutingDecision
-from router.embedding import StaticEmbedder, embedding_path
+from router.embedding import StaticEncoder, embedding_path
 from router.features import format_matrix
 from router.model import Prediction
 from router.scoring import rank
@@ -56,7 +56,7 @@ class BlendRouter:
         self.ood_threshold = float(artifact.manifest["ood"]["threshold"])
         self.default_model = str(artifact.manifest["ood"]["default_model"])
         self._index = {name: i for i, name in enumerate(self.models)}
-        self._embedder = StaticEmbedder(embedding_path(artifact.manifest["embedding"]["name"]))
+        self._embedder = StaticEncoder(embedding_path(artifact.manifest["embedding"]["name"]))
 
     @property
     def manifest(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from router._errors import DataError
 from router.artifact import Artifact, save_artifact
 from router.cv import CVReport, cross_validate
 from router.data import RoutingData, file_sha256, load_prices, load_rows, load_task_labels
-from router.embedding import DEFAULT_EMBEDDING, StaticEmbedder, embedding_path
+from router.embedding import DEFAULT_EMBEDDING, StaticEncoder, embedding_path
 from router.features import FEATURE_NAMES, format_matrix
 from router.fit import FitConfig, fit_router_model
 from router.holdout import HOLDOUT_RULE, split_holdout
@@ -52,7 +52,7 @@ def load_training_set(
         rows = rows.subset(kept)
         progress(f"held out {len(held)} rows for evaluation (by hash, fraction {holdout:g})")
     progress("embedding questions with the static MiniLM embedding")
-    embedder = StaticEmbedder(embedding_path(DEFAULT_EMBEDDING))
+    embedder = StaticEncoder(embedding_path(DEFAULT_EMBEDDING))
     emb = embedder.encode(rows.questions).astype(np.float64)
     groups, names = _group_ids(rows.questions, tasks)
     return TrainingSet(

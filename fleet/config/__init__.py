@@ -39,7 +39,7 @@ from fleet.config.models import (
     ResilienceConfig,
     RetryConfig,
     StreamTimeoutsConfig,
-    Timeouts,
+    TimeoutsConfig,
 )
 from fleet.config.routes import (
     MAX_ROUTE_SAMPLES,
@@ -78,6 +78,6 @@ __all__ = [
     "OpenAIEmbeddingModel", "OpenAIModel", "PlanSolveRoute", "PlanSolveTimeouts", "Price",
     "RequestLimitsConfig", "RequestLogConfig", "ResilienceConfig", "RetryConfig", "RouteConfig",
     "RouterConfig", "StateConfig", "StateOnError", "StaticEmbeddingModel", "StreamTimeoutsConfig",
-    "Timeouts", "check_state_url", "default_fleet", "describe_validation_error", "load_fleet",
+    "TimeoutsConfig", "check_state_url", "default_fleet", "describe_validation_error", "load_fleet",
     "parse_fleet",
 ]

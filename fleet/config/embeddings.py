@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from backends import embeddings
 from fleet.config.base import ModelName, Strict, check_not_reserved
-from fleet.config.models import Timeouts
+from fleet.config.models import TimeoutsConfig
 
 MAX_EMBEDDING_INPUTS = 2048  # texts in one request, as OpenAI allows
 
@@ -81,7 +81,7 @@ class OpenAIEmbeddingModel(_EmbeddingBase):
     api_key_env: str | None = Field(default=None, description="environment variable with its key")
     dimensions: int | None = Field(default=None, gt=0, description="the model's own number of dimensions")
     matryoshka: bool = Field(default=False, description="pass a request's dimensions on to the server")
-    timeouts: Timeouts = Timeouts()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
     max_connections: int = Field(default=embeddings.DEFAULT_MAX_CONNECTIONS, gt=0)
 
 

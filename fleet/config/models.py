@@ -133,7 +133,7 @@ class LlamaCppModel(_ModelBase):
         return bool(self.resilience.deadline)
 
 
-class Timeouts(Strict):
+class TimeoutsConfig(Strict):
     connect: float = Field(default=http1.DEFAULT_CONNECT_TIMEOUT, gt=0)
     read: float = Field(default=openai_http.DEFAULT_READ_TIMEOUT, gt=0)
     total: float = Field(default=openai_http.DEFAULT_TOTAL_TIMEOUT, gt=0)
@@ -145,7 +145,7 @@ class OpenAIModel(_ModelBase):
     upstream_model: str | None = Field(default=None, description="model name on that server")
     api_key_env: str | None = Field(default=None, description="environment variable with its key")
     context_length: int | None = Field(default=None, gt=0)
-    timeouts: Timeouts = Timeouts()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
     max_connections: int = Field(default=openai_http.DEFAULT_MAX_CONNECTIONS, gt=0)
     features: list[Feature] | None = Field(
         default=None,

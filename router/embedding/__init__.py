@@ -20,7 +20,7 @@ def embedding_path(name: str) -> Path:
     return EMBEDDING_ROOT / name
 
 
-class StaticEmbedder:
+class StaticEncoder:
     """Thread-safe wrapper around a model2vec static model (no torch needed)."""
 
     def __init__(self, path: Path) -> None:

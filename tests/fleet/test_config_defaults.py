@@ -25,8 +25,8 @@ from fleet.config import (
     PlanSolveTimeouts,
     RetryConfig,
     StreamTimeoutsConfig,
+    TimeoutsConfig,
 )
-from fleet.config import Timeouts as TimeoutsConfig
 
 
 def _defaults(cls: type) -> dict[str, object]:

@@ -13,7 +13,7 @@ from fleet.plan import (
     DEFAULT_OVERHEAD_BYTES,
     ModelFacts,
     NothingFits,
-    Settings,
+    PlanSettings,
     candidates_from_table,
     family_name,
     make_plan,
@@ -71,7 +71,7 @@ def _plan(accuracy: dict[str, dict[str, float]], budget: str, **settings: Any) -
     """The plan with a fixed 150 MB overhead per model unless told otherwise."""
     found, skipped = candidates_from_table(_table(accuracy))
     assert not skipped
-    return make_plan(found, Settings(parse_size(budget), **{"overhead": 150_000_000, **settings}))
+    return make_plan(found, PlanSettings(parse_size(budget), **{"overhead": 150_000_000, **settings}))
 
 
 @pytest.mark.parametrize(
@@ -146,17 +146,17 @@ def test_overhead_is_measured_per_model_by_default() -> None:
     found, _ = candidates_from_table(_table(BASE))
     q2 = next(c for c in found if c.name == "qwen2.5-coder-1.5b-q2_k")
     assert q2.measured_overhead == 250_000_000 - KV15 * 4096
-    at_eval = Settings(parse_size("2GB")).footprint(q2)
+    at_eval = PlanSettings(parse_size("2GB")).footprint(q2)
     assert (at_eval.total, at_eval.overhead_source) == (q2.peak_memory_bytes, "measured")
-    longer = Settings(parse_size("2GB"), context=8192).footprint(q2)
+    longer = PlanSettings(parse_size("2GB"), context=8192).footprint(q2)
     assert longer.total == q2.peak_memory_bytes + KV15 * 4096
     # not measured: the default; given: fixed
     unmeasured = candidates_from_table([{**e, "peak_memory_bytes": None} for e in _table(BASE)])[0][0]
-    assert Settings(1).footprint(unmeasured).overhead == DEFAULT_OVERHEAD_BYTES
-    assert Settings(1).footprint(unmeasured).overhead_source == "default"
-    assert Settings(1, overhead=7).footprint(q2).overhead_source == "fixed"
+    assert PlanSettings(1).footprint(unmeasured).overhead == DEFAULT_OVERHEAD_BYTES
+    assert PlanSettings(1).footprint(unmeasured).overhead_source == "default"
+    assert PlanSettings(1, overhead=7).footprint(q2).overhead_source == "fixed"
     # measured, a 1,003 MB Q2_K and a 741 MB 0.5B fill 1.75 GB
-    plan = make_plan(candidates_from_table(_table(GOOD_Q2))[0], Settings(parse_size("1.75GB")))
+    plan = make_plan(candidates_from_table(_table(GOOD_Q2))[0], PlanSettings(parse_size("1.75GB")))
     assert [c.candidate.name for c in plan.chosen] == ["qwen2.5-coder-1.5b-q2_k", "qwen2.5-coder-0.5b"]
     assert plan.total == 752_880_192 + 491_400_064 + 500_000_000
 
@@ -359,7 +359,7 @@ def test_a_helper_whose_tasks_are_taken_over_gives_its_memory_back() -> None:
     first = model("h1", 5, 100, {**tasks, "t3": 0.0}, {"t1": 5, "t2": 5, "t3": 5})
     cheaper = model("h2", 4, 200, {**tasks, "t3": 0.0}, {"t1": 1, "t2": 1, "t3": 1})  # takes t1, t2 from h1
     third = model("h3", 3, 150, {"t1": 0.0, "t2": 0.0, "t3": 0.5}, {"t1": 1, "t2": 1, "t3": 1})
-    plan = make_plan([primary, first, cheaper, third], Settings(1350, context=1, overhead=0))
+    plan = make_plan([primary, first, cheaper, third], PlanSettings(1350, context=1, overhead=0))
     # h1 ends up serving nothing, so its 100 bytes are free again and h3 (150) fits next to p and h2
     assert plan.assignment == {"t1": "h2", "t2": "h2", "t3": "h3"}
     assert plan.total <= 1350
