@@ -301,12 +301,18 @@ class EventParser:
             if choice.finish_reason:
                 self._finish = choice.finish_reason
             if text:
-                self._pieces += 1
-                if self.join_after_first and self._pieces > 1:
-                    self._texts.append(text)
-                else:
-                    chunks.append(text_chunk(text))
+                self._text(text, chunks)
         return True
+
+    def _text(self, text: str, chunks: list[StreamChunk]) -> None:
+        """A piece of text and nothing else: a chunk of its own, or with ``join_after_first``
+        (after the first) joined with the texts beside it, given at the next other chunk or at
+        the end of the piece fed."""
+        self._pieces += 1
+        if self.join_after_first and self._pieces > 1:
+            self._texts.append(text)
+        else:
+            chunks.append(text_chunk(text))
 
     def _event(self, event: Any, chunks: list[StreamChunk]) -> None:
         """One parsed event."""
@@ -336,8 +342,4 @@ class EventParser:
                         self._flush(chunks)
                     chunks.append(StreamChunk(text or "", logprobs=logprobs, tool_calls=calls))
             elif text:  # the common event: a piece of text and nothing else
-                self._pieces += 1
-                if self.join_after_first and self._pieces > 1:
-                    self._texts.append(text)  # given joined, at the next other chunk or the piece's end
-                else:
-                    chunks.append(text_chunk(text))
+                self._text(text, chunks)

@@ -31,13 +31,7 @@ from backends.assembly import Assembly  # noqa: E402
 from backends.openai_sse import EventParser  # noqa: E402
 from backends.types import GenerationRequest, Message, SamplingParams, ToolChoice  # noqa: E402
 from benchmarks.gateway_overhead import BENCH_KEY, BENCH_KEY_LIMITS, REQUEST_BODY  # noqa: E402
-
-
-def streamed_answer() -> bytes:
-    """The stub's streamed answer to the benchmark's request (9 events), from tests/stub_upstream.py."""
-    from tests.stub_upstream import chat_events
-
-    return b"".join(chat_events("stub", ["Hello", "from", "the", "stub", "upstream."], "stop", 2, True))
+from tests.stub_upstream import streamed_chat_answer  # noqa: E402
 
 
 def steps() -> dict[str, Callable[[], object]]:
@@ -61,7 +55,7 @@ def steps() -> dict[str, Callable[[], object]]:
     scope = {"headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {BENCH_KEY}".encode())],
              "client": ("127.0.0.1", 5555)}
     access = AccessPolicy()
-    answer = streamed_answer()
+    answer = streamed_chat_answer(REQUEST_BODY)  # the stub's 9 events
     request = GenerationRequest(messages=(Message("user", "Say hello"),))
     events = [line[6:] for line in answer.split(b"\n") if line.startswith(b"data: {")]
 

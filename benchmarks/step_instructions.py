@@ -30,14 +30,6 @@ CASES = ("loop timer", "asyncio.timeout_at", "backends.timeouts", "parse chunk b
 _REFS = re.compile(rb"refs:\s+([\d,]+)")
 
 
-def _stub_answer() -> bytes:
-    """A streamed chat answer as tests/stub_upstream.py sends it (a role event, five words, the
-    finish, the usage, ``[DONE]``), as SSE bytes."""
-    from tests.stub_upstream import chat_events
-
-    return b"".join(chat_events("stub", ["Hello", "from", "the", "stub", "upstream."], "stop", 2, True))
-
-
 async def _run(case: str, uses: int) -> None:
     from backends.assembly import Assembly
     from backends.openai_sse import EventParser
@@ -57,7 +49,10 @@ async def _run(case: str, uses: int) -> None:
             with timeout_at(loop.time() + 60):
                 pass
     else:
-        body = _stub_answer()
+        from benchmarks.gateway_overhead import REQUEST_BODY
+        from tests.stub_upstream import streamed_chat_answer
+
+        body = streamed_chat_answer(REQUEST_BODY)  # a role event, five words, the finish, the usage
         request = GenerationRequest(messages=(Message("user", "hi"),), params=SamplingParams(max_tokens=16))
         for _ in range(uses):
             parser = EventParser("stub", request)

@@ -195,8 +195,7 @@ def run_train(args: argparse.Namespace, train: Handler) -> int:
 def _run_train(args: argparse.Namespace, train: Handler) -> int:
     from gateway.settings import Settings
 
-    # the environment, read once, and only when the log or the reload needs it (plain train never did)
-    settings = Settings.from_environ() if args.from_log is not None or args.reload_url else None
+    settings: Settings | None = None  # the environment, read once and only if needed
     if args.from_log is not None:
         args.promote = True
     if args.reload_url and not args.promote:
@@ -207,13 +206,14 @@ def _run_train(args: argparse.Namespace, train: Handler) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="smallfleet-retrain-") as tmp:
             merged = Path(tmp) / "rows.json"
-            assert settings is not None
+            settings = Settings.from_environ()
             merged.write_text(json.dumps(build_rows(args, settings)), encoding="utf-8")
             args.data = merged
             code = train(args)
     after = _current(args.out) if args.promote else None
-    if code == 0 and settings is not None and args.reload_url and after is not None and after != before:
-        print(f"gateway at {args.reload_url} now serves router {reload_gateway(args.reload_url, settings)}")
+    if code == 0 and args.reload_url and after is not None and after != before:
+        version = reload_gateway(args.reload_url, settings or Settings.from_environ())
+        print(f"gateway at {args.reload_url} now serves router {version}")
     return code
 
 

@@ -297,6 +297,15 @@ def completion_events(model: str, words: list[str], finish: str, prompt_tokens: 
     return events
 
 
+def streamed_chat_answer(payload: dict[str, Any], cfg: StubConfig | None = None) -> bytes:
+    """The whole body the stub streams for a chat ``payload``, its usage included, in one piece:
+    for benchmarks that parse an answer without a server."""
+    cfg = cfg or StubConfig()
+    words, finish = answer_words(cfg, payload)
+    model = payload.get("model") or cfg.model
+    return b"".join(chat_events(model, words, finish, count_words(payload["messages"]), True))
+
+
 def models_body(cfg: StubConfig) -> bytes:
     return _dumps({"object": "list", "data": [
         {"id": cfg.model, "object": "model", "created": 0, "owned_by": "stub"}]})
